@@ -1,0 +1,1 @@
+//! Publisher contract and connectors.
