@@ -1,1 +1,16 @@
-//! Publisher contract and connectors.
+//! The publisher contract of outbox-relay and its broker connectors.
+//!
+//! [`OutboxEvent`] is the only type that crosses from the relay into a connector.
+//! A connector implements [`Publisher`]; its errors are classified once, in the
+//! connector's own `error` module, as [`ErrorClass::Retryable`], [`ErrorClass::Permanent`]
+//! or [`ErrorClass::Fatal`], and the relay decides what to do from the class alone.
+
+pub mod error;
+pub mod event;
+pub mod kafka;
+pub mod null;
+pub mod publisher;
+
+pub use error::{ErrorClass, PublishError};
+pub use event::OutboxEvent;
+pub use publisher::{Delivery, EventOutcome, OrderingModel, Publisher};

@@ -1,0 +1,49 @@
+//! The event handed to connectors.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// One committed outbox row (or logical message), mapped and routed.
+///
+/// Connectors receive it by value and must publish `payload` byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// The outbox row's `id`, as text (a UUID for Debezium-shaped tables).
+    pub id: String,
+    pub aggregate_type: String,
+    /// Ordering key: events of one aggregate reach the broker in commit order.
+    pub aggregate_id: String,
+    pub event_type: String,
+    /// `None` publishes a tombstone (Kafka) where the sink supports it.
+    pub payload: Option<Bytes>,
+    /// Broker headers / message attributes, in order.
+    pub headers: Vec<(String, Bytes)>,
+    /// Topic, topic ARN or queue URL, resolved by the relay's route.
+    pub destination: Arc<str>,
+    /// Record timestamp in Unix milliseconds (the outbox `timestamp` column or the commit time).
+    pub timestamp_ms: i64,
+    /// End LSN of the commit record of the transaction that wrote the event.
+    pub commit_lsn: u64,
+    /// Commit time in Unix microseconds, for end-to-end latency.
+    pub commit_time_us: i64,
+    /// Position of the event in the relay's stream; strictly increasing within a run.
+    pub seq: u64,
+}
+
+impl OutboxEvent {
+    /// What the event costs against the relay's in-flight memory budget: the bytes it
+    /// owns plus a fixed allowance for the struct and the broker client's own copy.
+    pub fn budget_bytes(&self) -> usize {
+        const OVERHEAD: usize = 256;
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+        OVERHEAD
+            + self.id.len()
+            + self.aggregate_type.len()
+            + self.aggregate_id.len()
+            + self.event_type.len()
+            // The broker client copies the payload, so it is counted twice.
+            + 2 * self.payload.as_ref().map_or(0, Bytes::len)
+            + headers
+    }
+}

@@ -1,0 +1,101 @@
+//! Kafka connector configuration.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `sink.kafka`: where and how to produce.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list (librdkafka `bootstrap.servers`).
+    pub brokers: String,
+    /// Any librdkafka producer property, passed through unchanged: SASL/SSL
+    /// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
+    /// `ssl.ca.location`...), `compression.type`, `linger.ms`, `batch.size`...
+    /// The properties the ordering guarantee rests on cannot be overridden.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Properties the relay sets and a user may not change, with the reason given in errors.
+pub(crate) const LOCKED: &[(&str, &str, &str)] = &[
+    ("enable.idempotence", "true", "per-partition order through retries depends on it"),
+    ("acks", "all", "an event counts as published only once all in-sync replicas have it"),
+    ("enable.gapless.guarantee", "true", "a failed batch must stop the producer rather than leave a gap"),
+    ("max.in.flight.requests.per.connection", "5", "the idempotent producer keeps order only up to 5"),
+];
+
+/// Defaults a user may override.
+pub(crate) const DEFAULTS: &[(&str, &str)] = &[
+    // 0 = retry until delivered: a broker outage stalls the relay (Postgres keeps the WAL)
+    // instead of failing messages, which would force a replay.
+    ("message.timeout.ms", "0"),
+    ("linger.ms", "5"),
+    ("queue.buffering.max.kbytes", "65536"),
+    ("queue.buffering.max.messages", "1000000"),
+    ("client.id", "outbox-relay"),
+];
+
+impl KafkaConfig {
+    /// The full librdkafka property set, or an error naming the offending property.
+    pub fn producer_properties(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut props: BTreeMap<String, String> = DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (key, value) in &self.properties {
+            if let Some((_, want, why)) = LOCKED.iter().find(|(k, _, _)| k == key) {
+                if value != want {
+                    return Err(format!(
+                        "sink.kafka.properties.{key}: must be {want:?} (got {value:?}): {why}"
+                    ));
+                }
+            }
+            if key == "bootstrap.servers" {
+                return Err("sink.kafka.properties.bootstrap.servers: set sink.kafka.brokers instead".into());
+            }
+            props.insert(key.clone(), value.clone());
+        }
+        for (k, v, _) in LOCKED {
+            props.insert(k.to_string(), v.to_string());
+        }
+        if self.brokers.trim().is_empty() {
+            return Err("sink.kafka.brokers: must name at least one host:port".into());
+        }
+        props.insert("bootstrap.servers".into(), self.brokers.clone());
+        Ok(props)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(props: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            properties: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn passes_user_properties_through_and_locks_ordering_ones() {
+        let props = config(&[("compression.type", "lz4"), ("linger.ms", "20"), ("acks", "all")])
+            .producer_properties()
+            .unwrap();
+        assert_eq!(props["compression.type"], "lz4");
+        assert_eq!(props["linger.ms"], "20");
+        assert_eq!(props["enable.idempotence"], "true");
+        assert_eq!(props["bootstrap.servers"], "127.0.0.1:9092");
+        assert_eq!(props["message.timeout.ms"], "0");
+    }
+
+    #[test]
+    fn rejects_weakening_the_ordering_guarantee() {
+        let err = config(&[("enable.idempotence", "false")]).producer_properties().unwrap_err();
+        assert!(err.starts_with("sink.kafka.properties.enable.idempotence: must be \"true\""), "{err}");
+        let err = config(&[("acks", "1")]).producer_properties().unwrap_err();
+        assert!(err.contains("acks"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! Kafka connector: an idempotent librdkafka producer.
+//!
+//! Order per aggregate comes from three things together: the relay accepts batches in
+//! commit order, the record key is the aggregate id (so one aggregate maps to one
+//! partition), and the idempotent producer (`enable.idempotence`, `acks=all`,
+//! `enable.gapless.guarantee`) keeps per-partition order through its own retries.
+//! A full local queue makes `accept` wait and retry the *same* record before the next
+//! one, so waiting never reorders.
+
+mod config;
+mod error;
+mod sink;
+
+pub use config::KafkaConfig;
+pub use error::classify;
+pub use sink::KafkaPublisher;

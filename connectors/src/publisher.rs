@@ -1,0 +1,66 @@
+//! The contract between the relay and a broker connector.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::{OutboxEvent, PublishError};
+
+/// The outcome of one event of a batch.
+#[derive(Debug)]
+pub struct EventOutcome {
+    pub event: OutboxEvent,
+    pub result: Result<(), PublishError>,
+}
+
+/// Resolves once the broker has made every event of a batch durable, or failed some.
+///
+/// This is the second step of a two-step write: [`Publisher::accept`] returning means the
+/// connector has taken the batch in order; the `Delivery` resolving means it is durable.
+/// Outcomes come back in the order the events were accepted.
+pub type Delivery = BoxFuture<'static, Vec<EventOutcome>>;
+
+/// What the relay must do so that events of one aggregate reach the broker in commit order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderingModel {
+    /// The connector keeps order itself across any number of accepted batches, as long as
+    /// they are accepted in commit order (Kafka: an idempotent producer and a keyed
+    /// partition). The relay pipelines batches freely.
+    Pipelined,
+}
+
+/// A broker connector.
+///
+/// Contract:
+/// - **At-least-once**: an event counts as published only when its [`EventOutcome`] is
+///   `Ok`. The relay acknowledges a WAL position to PostgreSQL only after every event
+///   before it was published (or dead-lettered), so an event may be published twice
+///   after a crash but never lost.
+/// - **Order**: batches are accepted in commit order, one `accept` at a time. Under
+///   [`OrderingModel::Pipelined`] the connector guarantees that, per ordering key
+///   (`aggregate_id`), the broker stores events in accept order, retries included.
+/// - **Errors** are classified by the connector ([`crate::ErrorClass`]). A `Retryable`
+///   outcome is never reported by a `Pipelined` connector for an event that a later
+///   event of the same key has overtaken.
+/// - **Backpressure**: `accept` may wait when the client's queue is full; it never drops
+///   or reorders while waiting.
+#[async_trait::async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// Short name used in metric labels (`kafka`, `null`).
+    fn kind(&self) -> &'static str;
+
+    fn ordering(&self) -> OrderingModel;
+
+    /// Checks that `destination` is a name the broker can accept, before any event is routed
+    /// to it. The error names what is wrong.
+    fn validate_destination(&self, destination: &str) -> Result<(), String>;
+
+    /// Takes a batch in order; see the trait docs.
+    async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError>;
+
+    /// Waits until everything accepted so far is delivered or failed.
+    async fn flush(&self, timeout: Duration) -> Result<(), PublishError>;
+
+    /// Checks the broker is reachable (for `check` and readiness).
+    async fn probe(&self, timeout: Duration) -> Result<(), PublishError>;
+}
