@@ -1,1 +1,19 @@
-//! outbox-relay library.
+//! outbox-relay: PostgreSQL transactional outbox → Kafka, in commit order per aggregate.
+//!
+//! - [`config`]: file + environment configuration, validated at start.
+//! - [`source`]: database preparation (wal_level, publication, slot) and heartbeats.
+//! - [`outbox`]: rows and logical messages → events, routes, dead letters.
+//! - [`pipeline`]: sessions, batching, the in-flight budget, acknowledgement.
+//! - [`telemetry`]: Prometheus metrics, health endpoints, logs.
+//! - [`check`]: the `check` command.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod outbox;
+pub mod pipeline;
+pub mod source;
+pub mod telemetry;
+
+pub use error::RelayError;

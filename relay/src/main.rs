@@ -1,1 +1,101 @@
-fn main() {}
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use outbox_relay::check::run_checks;
+use outbox_relay::cli::{Cli, Command};
+use outbox_relay::config::Config;
+use outbox_relay::pipeline;
+use outbox_relay::telemetry::{init_logging, serve, Health, Metrics};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("outbox-relay: {e}");
+            if matches!(cli.command, Command::Check) {
+                println!("FAIL config: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.telemetry.log_format, &config.telemetry.log_level);
+    // Two workers: the reader and the acker run in parallel; more buys nothing for one
+    // replication stream and costs memory.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Check => check(config).await,
+            Command::Run => run(config).await,
+        }
+    })
+}
+
+async fn check(config: Config) -> ExitCode {
+    let results = run_checks(&config).await;
+    let mut failed = false;
+    for r in &results {
+        match &r.result {
+            Ok(detail) => println!("PASS {}: {detail}", r.name),
+            Err(problem) => {
+                failed = true;
+                println!("FAIL {}: {problem}", r.name)
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn run(config: Config) -> ExitCode {
+    let config = Arc::new(config);
+    let metrics = Metrics::new();
+    let health = Arc::new(Health::default());
+    if let Some(addr) = config.telemetry.listen_addr() {
+        match serve(addr, metrics.clone(), health.clone()).await {
+            Ok((bound, _task)) => info!(%bound, "serving /metrics, /healthz and /readyz"),
+            Err(e) => {
+                error!(%addr, error = %e, "cannot bind telemetry.listen");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested: draining in-flight events");
+        let _ = stop_tx.send(true);
+        // A second signal while draining exits at once; nothing unacknowledged is lost,
+        // it is replayed at the next start.
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    match pipeline::run(config, metrics, health, stop_rx).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "outbox-relay stopped");
+            eprintln!("outbox-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

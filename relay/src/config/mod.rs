@@ -1,0 +1,101 @@
+//! Configuration: a YAML or TOML file overlaid by `RELAY__SECTION__KEY` environment
+//! variables, validated once at start with errors that name the offending key.
+//!
+//! The doc comments on the structs below are the configuration reference
+//! (docs/configuration.md mirrors them).
+
+mod outbox;
+mod runtime;
+mod secret;
+mod sink;
+mod source;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use outbox::{
+    ColumnNames, HeaderColumn, InvalidEventPolicy, MessagesConfig, OutboxConfig, RouteConfig,
+    RouteOverride, TableConfig,
+};
+pub use runtime::{LogFormat, PipelineConfig, TelemetryConfig};
+pub use secret::Secret;
+pub use sink::{SinkConfig, SinkKind};
+pub use source::SourceConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The PostgreSQL database whose outbox tables are relayed.
+    pub source: SourceConfig,
+    /// Which tables and logical messages are outbox events, and where they go.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// The broker.
+    pub sink: SinkConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads `file` (if any) and then the `RELAY__…` environment variables on top.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("file {} does not exist", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RELAY__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("RELAY")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let raw = builder
+            .build()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = raw.try_deserialize().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that need more than one field, or a field's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.source.validate()?;
+        self.outbox.validate()?;
+        self.sink.validate()?;
+        self.pipeline.validate()?;
+        self.telemetry.validate()?;
+        Ok(())
+    }
+}
+
+pub(crate) fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+#[cfg(test)]
+mod tests;

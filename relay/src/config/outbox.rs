@@ -1,0 +1,222 @@
+//! `outbox`: which rows and messages are events, and where they are routed.
+
+use serde::Deserialize;
+
+use super::{err, ConfigError};
+
+/// `outbox`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// The outbox tables. Default: one table, `public.outbox`, with Debezium's column names.
+    #[serde(default = "default_tables")]
+    pub tables: Vec<TableConfig>,
+    /// Table-less events written with `pg_logical_emit_message(true, '<prefix>', '<json>')`.
+    #[serde(default)]
+    pub messages: Option<MessagesConfig>,
+    /// Where each event goes.
+    #[serde(default)]
+    pub route: RouteConfig,
+    /// What happens to a row that cannot become an event (NULL aggregate id, payload that is
+    /// not JSON where JSON is required, no route) or that the broker permanently rejects.
+    #[serde(default)]
+    pub on_invalid: InvalidEventPolicy,
+    /// Destination of dead-lettered events (with `on_invalid: dead_letter`).
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter_destination: String,
+    /// Add the header `outbox-relay-commit-lsn` (the transaction's commit LSN) to every
+    /// event, so consumers can de-duplicate replays after a crash. Off by default to keep
+    /// messages identical to Debezium's.
+    #[serde(default)]
+    pub commit_lsn_header: bool,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            tables: default_tables(),
+            messages: None,
+            route: RouteConfig::default(),
+            on_invalid: InvalidEventPolicy::default(),
+            dead_letter_destination: default_dead_letter(),
+            commit_lsn_header: false,
+        }
+    }
+}
+
+fn default_tables() -> Vec<TableConfig> {
+    vec![TableConfig {
+        table: "public.outbox".into(),
+        columns: ColumnNames::default(),
+        header_columns: Vec::new(),
+        validate_json: false,
+    }]
+}
+
+fn default_dead_letter() -> String {
+    "outbox-relay.dead-letter".into()
+}
+
+/// `outbox.tables[]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `schema.table` (schema defaults to `public`).
+    pub table: String,
+    #[serde(default)]
+    pub columns: ColumnNames,
+    /// Extra columns copied into headers / message attributes.
+    #[serde(default)]
+    pub header_columns: Vec<HeaderColumn>,
+    /// Reject (dead-letter) rows whose text payload is not valid JSON. json/jsonb
+    /// payload columns are always valid; this matters for text and varchar columns.
+    #[serde(default)]
+    pub validate_json: bool,
+}
+
+impl TableConfig {
+    /// `(schema, table)`
+    pub fn qualified(&self) -> (&str, &str) {
+        self.table.split_once('.').unwrap_or(("public", &self.table))
+    }
+}
+
+/// Column names of an outbox table; defaults are Debezium's Outbox Event Router's.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColumnNames {
+    pub id: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub payload: String,
+    /// Optional: used as the record timestamp when the table has it.
+    pub timestamp: String,
+    /// Optional: W3C trace context carried into a `traceparent` header when present.
+    pub tracing_span_context: String,
+}
+
+impl Default for ColumnNames {
+    fn default() -> Self {
+        ColumnNames {
+            id: "id".into(),
+            aggregate_type: "aggregatetype".into(),
+            aggregate_id: "aggregateid".into(),
+            event_type: "type".into(),
+            payload: "payload".into(),
+            timestamp: "timestamp".into(),
+            tracing_span_context: "tracingspancontext".into(),
+        }
+    }
+}
+
+/// `outbox.tables[].header_columns[]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderColumn {
+    pub column: String,
+    /// Header name; defaults to the column name.
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// `outbox.messages`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesConfig {
+    /// Logical messages with exactly this prefix are events; their content is a JSON object
+    /// with the fields `id`, `aggregatetype`, `aggregateid`, `type` and `payload`
+    /// (any JSON, published as its exact text).
+    pub prefix: String,
+}
+
+/// `outbox.route`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Destination template; `{aggregatetype}` is replaced by the event's aggregate type.
+    /// Set to an empty string to route only through `overrides`.
+    #[serde(default = "default_template")]
+    pub template: String,
+    /// Explicit destinations for some aggregate types (matched exactly, before the template).
+    #[serde(default)]
+    pub overrides: Vec<RouteOverride>,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            template: default_template(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+fn default_template() -> String {
+    "outbox.event.{aggregatetype}".into()
+}
+
+/// `outbox.route.overrides[]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteOverride {
+    pub aggregate_type: String,
+    pub destination: String,
+}
+
+/// `outbox.on_invalid`
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidEventPolicy {
+    /// Publish the row, with the error in headers, to `dead_letter_destination`, count it,
+    /// and go on.
+    #[default]
+    DeadLetter,
+    /// Stop the relay without acknowledging the row; it is read again at the next start.
+    Halt,
+}
+
+impl OutboxConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.tables.is_empty() && self.messages.is_none() {
+            return Err(err(
+                "outbox.tables: at least one table (or outbox.messages) is required",
+            ));
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            let (schema, table) = t.qualified();
+            if schema.is_empty() || table.is_empty() || table.contains('.') {
+                return Err(err(format!(
+                    "outbox.tables[{i}].table: {:?} must be table or schema.table",
+                    t.table
+                )));
+            }
+            let c = &t.columns;
+            for (key, name) in [
+                ("id", &c.id),
+                ("aggregate_type", &c.aggregate_type),
+                ("aggregate_id", &c.aggregate_id),
+                ("event_type", &c.event_type),
+                ("payload", &c.payload),
+            ] {
+                if name.is_empty() {
+                    return Err(err(format!("outbox.tables[{i}].columns.{key}: must not be empty")));
+                }
+            }
+        }
+        if let Some(m) = &self.messages {
+            if m.prefix.is_empty() {
+                return Err(err("outbox.messages.prefix: must not be empty"));
+            }
+        }
+        if self.route.template.is_empty() && self.route.overrides.is_empty() {
+            return Err(err(
+                "outbox.route: set a template or at least one override, or no event has a destination",
+            ));
+        }
+        if self.dead_letter_destination.is_empty() && self.on_invalid == InvalidEventPolicy::DeadLetter {
+            return Err(err("outbox.dead_letter_destination: must not be empty with on_invalid: dead_letter"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! `pipeline` and `telemetry`.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::{err, ConfigError};
+
+/// `pipeline`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Bytes of events accepted but not yet acknowledged by the broker. When full, the
+    /// relay stops reading the replication stream (PostgreSQL keeps the WAL) instead of
+    /// growing; this is what bounds memory whatever the transaction size.
+    pub inflight_bytes: usize,
+    /// Most events handed to the sink in one batch.
+    pub max_batch_events: usize,
+    /// How long a graceful shutdown waits for in-flight events.
+    pub shutdown_timeout_ms: u64,
+    /// First delay before reconnecting after a retryable failure; doubles up to the max.
+    pub restart_backoff_ms: u64,
+    pub restart_backoff_max_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            inflight_bytes: 16 * 1024 * 1024,
+            max_batch_events: 1000,
+            shutdown_timeout_ms: 30_000,
+            restart_backoff_ms: 500,
+            restart_backoff_max_ms: 30_000,
+        }
+    }
+}
+
+impl PipelineConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.inflight_bytes < 64 * 1024 {
+            return Err(err(format!(
+                "pipeline.inflight_bytes: must be at least 65536 (got {})",
+                self.inflight_bytes
+            )));
+        }
+        if self.max_batch_events == 0 {
+            return Err(err("pipeline.max_batch_events: must be at least 1"));
+        }
+        if self.restart_backoff_ms == 0 || self.restart_backoff_max_ms < self.restart_backoff_ms {
+            return Err(err(
+                "pipeline.restart_backoff_ms: must be at least 1 and not above restart_backoff_max_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `telemetry.log_format`
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `telemetry`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`; empty disables it.
+    pub listen: String,
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `outbox_relay=debug,info`; `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: "0.0.0.0:9187".into(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.is_empty() {
+            self.listen.parse::<SocketAddr>().map_err(|e| {
+                err(format!("telemetry.listen: {:?} is not host:port: {e}", self.listen))
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
+}

@@ -1,0 +1,175 @@
+//! `source`: the PostgreSQL connection, slot and publication.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{err, ConfigError, Secret};
+
+/// `source`: the database to read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Host name or IP address of the primary.
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub database: String,
+    /// A role with the REPLICATION attribute (and CREATE on the database if the relay
+    /// creates the publication).
+    pub user: String,
+    /// Password for `user`; prefer `password_file` or `RELAY__SOURCE__PASSWORD`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding the password (trailing newline ignored), e.g. a mounted Secret.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full`, as in libpq.
+    #[serde(default = "default_sslmode")]
+    pub sslmode: String,
+    /// CA certificate (PEM) for `verify-ca` / `verify-full`; system roots when absent.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// Logical replication slot name.
+    #[serde(default = "default_slot")]
+    pub slot: String,
+    /// Publication name.
+    #[serde(default = "default_publication")]
+    pub publication: String,
+    /// Create the slot at start when it does not exist. With `false` the relay only
+    /// verifies it (least-privilege deployments) and stops if it is missing.
+    #[serde(default = "yes")]
+    pub create_slot: bool,
+    /// Create the publication (`FOR TABLE <outbox tables> WITH (publish = 'insert')`) when
+    /// missing; with `false` it must exist and cover the outbox tables.
+    #[serde(default = "yes")]
+    pub create_publication: bool,
+    /// pgoutput protocol version: 1 or 2.
+    #[serde(default = "default_proto")]
+    pub proto_version: u32,
+    /// How often a standby status update reports progress to the server.
+    #[serde(default = "default_status_interval_ms")]
+    pub status_interval_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Emit a non-transactional logical message this often (0 = never) so the slot can
+    /// advance on databases where nothing the publication covers is written.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_interval_ms: u64,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+fn default_sslmode() -> String {
+    "prefer".into()
+}
+fn default_slot() -> String {
+    "outbox_relay".into()
+}
+fn default_publication() -> String {
+    "outbox_relay".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_proto() -> u32 {
+    1
+}
+fn default_status_interval_ms() -> u64 {
+    1000
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_heartbeat_ms() -> u64 {
+    30_000
+}
+
+impl SourceConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.host.trim().is_empty() {
+            return Err(err("source.host: must not be empty"));
+        }
+        if self.port == 0 {
+            return Err(err("source.port: must be 1 to 65535"));
+        }
+        if self.database.is_empty() {
+            return Err(err("source.database: must not be empty"));
+        }
+        if self.user.is_empty() {
+            return Err(err("source.user: must not be empty"));
+        }
+        self.sslmode
+            .parse::<outbox_pgwire::SslMode>()
+            .map_err(|e| err(format!("source.sslmode: {e}")))?;
+        valid_identifier("source.slot", &self.slot, true)?;
+        valid_identifier("source.publication", &self.publication, false)?;
+        if !matches!(self.proto_version, 1 | 2) {
+            return Err(err(format!(
+                "source.proto_version: must be 1 or 2 (got {})",
+                self.proto_version
+            )));
+        }
+        if self.status_interval_ms == 0 || self.status_interval_ms > 60_000 {
+            return Err(err("source.status_interval_ms: must be 1 to 60000"));
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err(err("source.password and source.password_file: set only one"));
+        }
+        Ok(())
+    }
+
+    /// The password from `password` or `password_file`.
+    pub fn resolve_password(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                err(format!("source.password_file: cannot read {}: {e}", path.display()))
+            })?;
+            return Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']))));
+        }
+        Ok(self.password.clone())
+    }
+
+    pub fn connect_options(&self) -> Result<outbox_pgwire::ConnectOptions, ConfigError> {
+        Ok(outbox_pgwire::ConnectOptions {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            password: self.resolve_password()?.map(|s| s.expose().to_owned()),
+            dbname: self.database.clone(),
+            sslmode: self
+                .sslmode
+                .parse()
+                .map_err(|e| err(format!("source.sslmode: {e}")))?,
+            sslrootcert: self.sslrootcert.clone(),
+            application_name: "outbox-relay".into(),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+        })
+    }
+}
+
+/// Slot names are limited by PostgreSQL to lower-case letters, digits and underscores;
+/// publication names are ordinary identifiers (we still keep them simple so they never
+/// need quoting surprises).
+fn valid_identifier(key: &str, value: &str, slot_rules: bool) -> Result<(), ConfigError> {
+    let ok_char = |c: char| {
+        if slot_rules {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
+        } else {
+            c.is_ascii_alphanumeric() || c == '_'
+        }
+    };
+    if value.is_empty() || value.len() > 63 || !value.chars().all(ok_char) {
+        let allowed = if slot_rules {
+            "lower-case letters, digits and '_'"
+        } else {
+            "letters, digits and '_'"
+        };
+        return Err(err(format!(
+            "{key}: {value:?} must be 1 to 63 characters of {allowed}"
+        )));
+    }
+    Ok(())
+}

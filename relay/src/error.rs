@@ -1,0 +1,71 @@
+//! The relay's errors, classified in one place: restart the session, or stop.
+
+use outbox_connectors::PublishError;
+use outbox_pgoutput::DecodeError;
+use outbox_pgwire::PgWireError;
+
+use crate::config::ConfigError;
+use crate::outbox::SchemaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("postgres: {0}")]
+    Postgres(#[from] PgWireError),
+    #[error("postgres query failed: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+    /// The database is not set up the way the relay needs (wal_level, slot, publication).
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("malformed pgoutput message: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("replication protocol: {0}")]
+    Protocol(String),
+    #[error("sink: {0}")]
+    Sink(#[from] PublishError),
+    /// `on_invalid: halt` met an invalid event.
+    #[error("halted on an invalid event (outbox.on_invalid = halt): {0}")]
+    Halted(String),
+    /// Another process is reading the slot.
+    #[error("{0}")]
+    SlotBusy(String),
+    #[error("the replication stream ended: {0}")]
+    StreamEnded(String),
+}
+
+impl RelayError {
+    /// Whether a new session (reconnect, new producer, replay from the confirmed flush
+    /// LSN) can help. Everything else stops the process with the message, because
+    /// retrying would only repeat it.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RelayError::Postgres(e) => e.is_retryable(),
+            RelayError::Sql(e) => e.as_db_error().is_none() || e.is_closed(),
+            RelayError::Sink(_) | RelayError::SlotBusy(_) | RelayError::StreamEnded(_) => true,
+            RelayError::Config(_)
+            | RelayError::Setup(_)
+            | RelayError::Schema(_)
+            | RelayError::Decode(_)
+            | RelayError::Protocol(_)
+            | RelayError::Halted(_) => false,
+        }
+    }
+
+    /// Label for `outbox_relay_errors_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RelayError::Config(_) => "config",
+            RelayError::Postgres(_) | RelayError::Sql(_) => "postgres",
+            RelayError::Setup(_) => "setup",
+            RelayError::Schema(_) => "schema",
+            RelayError::Decode(_) | RelayError::Protocol(_) => "protocol",
+            RelayError::Sink(_) => "sink",
+            RelayError::Halted(_) => "halted",
+            RelayError::SlotBusy(_) => "slot_busy",
+            RelayError::StreamEnded(_) => "stream_ended",
+        }
+    }
+}

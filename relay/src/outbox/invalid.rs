@@ -1,0 +1,125 @@
+//! Rows that cannot become events, and their dead-letter records.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use outbox_connectors::{OutboxEvent, PublishError};
+use serde_json::{json, Map, Value};
+
+use super::mapper::TxContext;
+
+/// Why a row or message could not become an event. The label is the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidReason {
+    NullId,
+    NullAggregateType,
+    NullAggregateId,
+    NullEventType,
+    InvalidJson,
+    InvalidUtf8,
+    InvalidTimestamp,
+    InvalidPayload,
+    NoRoute,
+    InvalidMessage,
+}
+
+impl InvalidReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            InvalidReason::NullId => "null_id",
+            InvalidReason::NullAggregateType => "null_aggregate_type",
+            InvalidReason::NullAggregateId => "null_aggregate_id",
+            InvalidReason::NullEventType => "null_event_type",
+            InvalidReason::InvalidJson => "invalid_json",
+            InvalidReason::InvalidUtf8 => "invalid_utf8",
+            InvalidReason::InvalidTimestamp => "invalid_timestamp",
+            InvalidReason::InvalidPayload => "invalid_payload",
+            InvalidReason::NoRoute => "no_route",
+            InvalidReason::InvalidMessage => "invalid_message",
+        }
+    }
+}
+
+/// A row or logical message that failed mapping, with enough context to dead-letter it.
+#[derive(Debug, Clone)]
+pub struct InvalidEvent {
+    pub reason: InvalidReason,
+    /// What is wrong, naming the column or field.
+    pub message: String,
+    /// `schema.table`, or `message:<prefix>` for logical messages.
+    pub source: String,
+    pub id: Option<String>,
+    pub aggregate_id: Option<String>,
+    /// The row as column → text (NULL as null), or the message content as text.
+    pub row: Value,
+    pub tx: TxContext,
+}
+
+/// Header names on dead-letter records.
+pub const HEADER_REASON: &str = "outbox-relay-error-reason";
+pub const HEADER_ERROR: &str = "outbox-relay-error";
+pub const HEADER_SOURCE: &str = "outbox-relay-source";
+pub const HEADER_DESTINATION: &str = "outbox-relay-original-destination";
+
+impl InvalidEvent {
+    /// The record published to the dead-letter destination: a JSON document describing
+    /// the error and carrying the original row, keyed by the aggregate id when known.
+    pub fn to_dead_letter(&self, destination: Arc<str>, seq: u64) -> OutboxEvent {
+        let doc = json!({
+            "reason": self.reason.label(),
+            "error": self.message,
+            "source": self.source,
+            "commit_lsn": self.tx.commit_lsn.to_string(),
+            "row": self.row,
+        });
+        let mut headers = vec![
+            (HEADER_REASON.to_string(), Bytes::from_static(self.reason.label().as_bytes())),
+            (HEADER_ERROR.to_string(), Bytes::from(self.message.clone())),
+            (HEADER_SOURCE.to_string(), Bytes::from(self.source.clone())),
+        ];
+        if let Some(id) = &self.id {
+            headers.insert(0, ("id".to_string(), Bytes::from(id.clone())));
+        }
+        OutboxEvent {
+            id: self.id.clone().unwrap_or_default(),
+            aggregate_type: String::new(),
+            aggregate_id: self.aggregate_id.clone().unwrap_or_default(),
+            event_type: String::new(),
+            payload: Some(Bytes::from(doc.to_string())),
+            headers,
+            destination,
+            timestamp_ms: self.tx.commit_time_us / 1000,
+            commit_lsn: self.tx.commit_lsn.0,
+            commit_time_us: self.tx.commit_time_us,
+            seq,
+        }
+    }
+}
+
+/// The dead-letter record for an event the broker rejected permanently: the original
+/// event with the error in headers. A message too large for the broker keeps its
+/// headers but its payload is replaced by a JSON note of its size, since the same bytes
+/// would be rejected again.
+pub fn dead_letter_of_rejected(event: &OutboxEvent, error: &PublishError, destination: Arc<str>) -> OutboxEvent {
+    let mut dl = event.clone();
+    dl.destination = destination;
+    if error.kind == "message_too_large" {
+        let size = event.payload.as_ref().map_or(0, Bytes::len);
+        dl.payload = Some(Bytes::from(
+            json!({"reason": "message_too_large", "payload_bytes": size, "error": error.message}).to_string(),
+        ));
+    }
+    dl.headers.push((HEADER_REASON.to_string(), Bytes::from_static(error.kind.as_bytes())));
+    dl.headers.push((HEADER_ERROR.to_string(), Bytes::from(error.to_string())));
+    dl.headers.push((HEADER_DESTINATION.to_string(), Bytes::from(event.destination.to_string())));
+    dl
+}
+
+/// Renders a row for a dead-letter record.
+pub fn row_json<'a>(columns: impl Iterator<Item = (&'a str, Option<String>)>) -> Value {
+    let mut map = Map::new();
+    for (name, value) in columns {
+        map.insert(name.to_string(), value.map_or(Value::Null, Value::String));
+    }
+    Value::Object(map)
+}

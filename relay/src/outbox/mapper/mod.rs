@@ -1,0 +1,295 @@
+//! Rows and logical messages → [`OutboxEvent`]s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use outbox_connectors::OutboxEvent;
+use outbox_pgoutput::{Insert, LogicalMessage, Lsn, Relation, TupleData, TupleValue};
+
+use super::invalid::{row_json, InvalidEvent, InvalidReason};
+use super::message::{payload_bytes, scalar_text, string_field, MessageEvent};
+use super::route::Router;
+use super::table::{OutboxTable, PayloadKind, SchemaError};
+use super::text::{decode_bytea, parse_timestamp_ms};
+use super::trace::trace_headers;
+use crate::config::OutboxConfig;
+
+/// The transaction an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxContext {
+    /// LSN of the commit record (Begin's `final_lsn`); identifies the transaction.
+    pub commit_lsn: Lsn,
+    /// Commit time, Unix microseconds.
+    pub commit_time_us: i64,
+}
+
+/// Header carrying the commit LSN when `outbox.commit_lsn_header` is on.
+pub const HEADER_COMMIT_LSN: &str = "outbox-relay-commit-lsn";
+
+/// What one change became.
+#[derive(Debug)]
+pub enum Mapped {
+    Event(OutboxEvent),
+    /// Could not be mapped; carries the row for the dead-letter outcome.
+    Invalid(Box<InvalidEvent>),
+    /// Not an outbox change (another table in the publication, another message prefix).
+    NotOutbox,
+}
+
+pub struct Mapper {
+    config: OutboxConfig,
+    /// rel_id → the resolved table, or `None` for a published table that is not an outbox.
+    relations: HashMap<u32, Option<Arc<OutboxTable>>>,
+    router: Router,
+    dead_letter: Arc<str>,
+    seq: u64,
+}
+
+impl Mapper {
+    pub fn new(config: OutboxConfig, router: Router) -> Self {
+        let dead_letter = Arc::from(config.dead_letter_destination.as_str());
+        Mapper {
+            config,
+            relations: HashMap::new(),
+            router,
+            dead_letter,
+            seq: 0,
+        }
+    }
+
+    /// Records (and checks) a table's shape. Called for every Relation message, which
+    /// PostgreSQL sends before the first change of a table in a session and again after
+    /// any schema change, so a column dropped or retyped mid-stream is caught here.
+    pub fn on_relation(&mut self, rel: &Relation) -> Result<(), SchemaError> {
+        let table = self
+            .config
+            .tables
+            .iter()
+            .find(|t| t.qualified() == (rel.namespace.as_str(), rel.name.as_str()));
+        let resolved = match table {
+            Some(t) => Some(Arc::new(OutboxTable::resolve(t, rel)?)),
+            None => None,
+        };
+        self.relations.insert(rel.rel_id, resolved);
+        Ok(())
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    pub fn map_insert(&mut self, insert: &Insert, tx: &TxContext) -> Result<Mapped, SchemaError> {
+        let table = match self.relations.get(&insert.rel_id) {
+            Some(Some(t)) => t.clone(),
+            Some(None) => return Ok(Mapped::NotOutbox),
+            None => {
+                return Err(SchemaError {
+                    table: format!("relation {}", insert.rel_id),
+                    problem: "an Insert arrived before its Relation message (protocol violation)".into(),
+                })
+            }
+        };
+        Ok(match self.row_to_event(&table, &insert.new, tx) {
+            Ok(event) => Mapped::Event(event),
+            Err((reason, message)) => Mapped::Invalid(Box::new(invalid_row(&table, &insert.new, tx, reason, message))),
+        })
+    }
+
+    fn row_to_event(
+        &mut self,
+        t: &OutboxTable,
+        row: &TupleData,
+        tx: &TxContext,
+    ) -> Result<OutboxEvent, (InvalidReason, String)> {
+        let cols = &t.column_names;
+        let required = |i: usize, reason: InvalidReason| -> Result<&Bytes, (InvalidReason, String)> {
+            match row.0.get(i) {
+                Some(TupleValue::Text(b)) => Ok(b),
+                Some(TupleValue::Binary(_)) => Err((
+                    InvalidReason::InvalidPayload,
+                    format!("column {:?} arrived in binary format, which the relay does not request", cols[i]),
+                )),
+                _ => Err((reason, format!("column {:?} is NULL", cols[i]))),
+            }
+        };
+        let text = |b: &Bytes, i: usize| -> Result<String, (InvalidReason, String)> {
+            std::str::from_utf8(b)
+                .map(str::to_owned)
+                .map_err(|_| (InvalidReason::InvalidUtf8, format!("column {:?} is not valid UTF-8", cols[i])))
+        };
+        let id_bytes = required(t.id, InvalidReason::NullId)?.clone();
+        let id = text(&id_bytes, t.id)?;
+        let aggregate_type = text(required(t.aggregate_type, InvalidReason::NullAggregateType)?, t.aggregate_type)?;
+        let aggregate_id = text(required(t.aggregate_id, InvalidReason::NullAggregateId)?, t.aggregate_id)?;
+        let event_type = text(required(t.event_type, InvalidReason::NullEventType)?, t.event_type)?;
+        let payload = match row.0.get(t.payload) {
+            Some(TupleValue::Text(b)) => Some(match t.payload_kind {
+                PayloadKind::Json => b.clone(),
+                PayloadKind::Text { validate_json } => {
+                    if validate_json {
+                        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(b) {
+                            return Err((
+                                InvalidReason::InvalidJson,
+                                format!("column {:?} is not valid JSON: {e}", cols[t.payload]),
+                            ));
+                        }
+                    }
+                    b.clone()
+                }
+                PayloadKind::Bytea => decode_bytea(b).map_err(|e| {
+                    (InvalidReason::InvalidPayload, format!("column {:?}: {e}", cols[t.payload]))
+                })?,
+            }),
+            _ => None,
+        };
+        let timestamp_ms = match t.timestamp {
+            Some((i, oid)) => match row.0.get(i) {
+                Some(TupleValue::Text(b)) => {
+                    let s = std::str::from_utf8(b).unwrap_or("");
+                    parse_timestamp_ms(oid, s).map_err(|e| {
+                        (InvalidReason::InvalidTimestamp, format!("column {:?}: {e}", cols[i]))
+                    })?
+                }
+                _ => tx.commit_time_us / 1000,
+            },
+            None => tx.commit_time_us / 1000,
+        };
+        let destination = self
+            .router
+            .route(&aggregate_type)
+            .map_err(|e| (InvalidReason::NoRoute, e))?;
+
+        let mut headers = Vec::with_capacity(2 + t.headers.len());
+        headers.push(("id".to_string(), id_bytes));
+        if let Some(i) = t.tracing_span_context {
+            if let Some(TupleValue::Text(b)) = row.0.get(i) {
+                headers.extend(trace_headers(&String::from_utf8_lossy(b)));
+            }
+        }
+        for (i, name) in &t.headers {
+            if let Some(TupleValue::Text(b)) = row.0.get(*i) {
+                headers.push((name.clone(), b.clone()));
+            }
+        }
+        if self.config.commit_lsn_header {
+            headers.push((HEADER_COMMIT_LSN.to_string(), Bytes::from(tx.commit_lsn.to_string())));
+        }
+        Ok(OutboxEvent {
+            id,
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            payload,
+            headers,
+            destination,
+            timestamp_ms,
+            commit_lsn: tx.commit_lsn.0,
+            commit_time_us: tx.commit_time_us,
+            seq: self.next_seq(),
+        })
+    }
+
+    /// Maps a logical message with the configured prefix; other prefixes are not events.
+    pub fn map_message(&mut self, msg: &LogicalMessage, tx: &TxContext) -> Mapped {
+        match &self.config.messages {
+            Some(m) if m.prefix == msg.prefix => {}
+            _ => return Mapped::NotOutbox,
+        }
+        match self.message_to_event(msg, tx) {
+            Ok(event) => Mapped::Event(event),
+            Err((reason, message, id, aggregate_id)) => Mapped::Invalid(Box::new(InvalidEvent {
+                reason,
+                message,
+                source: format!("message:{}", msg.prefix),
+                id,
+                aggregate_id,
+                row: serde_json::Value::String(String::from_utf8_lossy(&msg.content).into_owned()),
+                tx: *tx,
+            })),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn message_to_event(
+        &mut self,
+        msg: &LogicalMessage,
+        tx: &TxContext,
+    ) -> Result<OutboxEvent, (InvalidReason, String, Option<String>, Option<String>)> {
+        let parsed: MessageEvent = serde_json::from_slice(&msg.content).map_err(|e| {
+            (
+                InvalidReason::InvalidMessage,
+                format!("logical message content is not a JSON object of outbox fields: {e}"),
+                None,
+                None,
+            )
+        })?;
+        let id = scalar_text(parsed.id);
+        let aggregate_id = scalar_text(parsed.aggregateid);
+        let fail = |reason, what: &str| Err((reason, format!("logical message field {what:?} is missing or null"), id.clone(), aggregate_id.clone()));
+        let Some(id_text) = id.clone() else { return fail(InvalidReason::NullId, "id") };
+        let Some(aggregate_type) = string_field(&parsed.aggregatetype) else {
+            return fail(InvalidReason::NullAggregateType, "aggregatetype");
+        };
+        let Some(aggregate_id_text) = aggregate_id.clone() else {
+            return fail(InvalidReason::NullAggregateId, "aggregateid");
+        };
+        let Some(event_type) = string_field(&parsed.event_type) else {
+            return fail(InvalidReason::NullEventType, "type");
+        };
+        let destination = self
+            .router
+            .route(&aggregate_type)
+            .map_err(|e| (InvalidReason::NoRoute, e, id.clone(), aggregate_id.clone()))?;
+        let mut headers = vec![("id".to_string(), Bytes::from(id_text.clone()))];
+        if let Some(ctx) = &parsed.tracingspancontext {
+            headers.extend(trace_headers(ctx));
+        }
+        if self.config.commit_lsn_header {
+            headers.push((HEADER_COMMIT_LSN.to_string(), Bytes::from(tx.commit_lsn.to_string())));
+        }
+        Ok(OutboxEvent {
+            id: id_text,
+            aggregate_type,
+            aggregate_id: aggregate_id_text,
+            event_type,
+            payload: payload_bytes(parsed.payload, &msg.content),
+            headers,
+            destination,
+            timestamp_ms: parsed.timestamp.unwrap_or(tx.commit_time_us / 1000),
+            commit_lsn: tx.commit_lsn.0,
+            commit_time_us: tx.commit_time_us,
+            seq: self.next_seq(),
+        })
+    }
+
+    /// The dead-letter record for an invalid row or message.
+    pub fn dead_letter(&mut self, invalid: &InvalidEvent) -> OutboxEvent {
+        let seq = self.next_seq();
+        invalid.to_dead_letter(self.dead_letter.clone(), seq)
+    }
+
+    pub fn dead_letter_destination(&self) -> Arc<str> {
+        self.dead_letter.clone()
+    }
+}
+
+fn invalid_row(t: &OutboxTable, row: &TupleData, tx: &TxContext, reason: InvalidReason, message: String) -> InvalidEvent {
+    let text_at = |i: usize| match row.0.get(i) {
+        Some(TupleValue::Text(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    InvalidEvent {
+        reason,
+        message,
+        source: t.name.clone(),
+        id: text_at(t.id),
+        aggregate_id: text_at(t.aggregate_id),
+        row: row_json(t.column_names.iter().enumerate().map(|(i, n)| (n.as_str(), text_at(i)))),
+        tx: *tx,
+    }
+}
+
+#[cfg(test)]
+mod tests;

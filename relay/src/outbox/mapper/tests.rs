@@ -1,0 +1,206 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use outbox_pgoutput::{Column, Insert, LogicalMessage, Lsn, Relation, ReplicaIdentity, TupleData, TupleValue};
+
+use super::*;
+use crate::config::{HeaderColumn, MessagesConfig, OutboxConfig};
+use crate::outbox::text::oid;
+
+fn col(name: &str, type_oid: u32) -> Column {
+    Column { flags: 0, name: name.into(), type_oid, type_modifier: -1 }
+}
+
+fn relation(payload_oid: u32) -> Relation {
+    Relation {
+        xid: None,
+        rel_id: 42,
+        namespace: "public".into(),
+        name: "outbox".into(),
+        replica_identity: ReplicaIdentity::Default,
+        columns: vec![
+            col("id", oid::UUID),
+            col("aggregatetype", oid::VARCHAR),
+            col("aggregateid", oid::VARCHAR),
+            col("type", oid::VARCHAR),
+            col("payload", payload_oid),
+            col("timestamp", oid::TIMESTAMPTZ),
+            col("tracingspancontext", oid::VARCHAR),
+            col("tenant", oid::TEXT),
+        ],
+    }
+}
+
+fn t(s: &str) -> TupleValue {
+    TupleValue::Text(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+const ID: &str = "5f0b1d7e-3a47-4c1c-9b1e-2a8f6d3c4b5a";
+const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+fn row(aggregate_id: TupleValue, payload: TupleValue) -> Insert {
+    Insert {
+        xid: None,
+        rel_id: 42,
+        new: TupleData(vec![
+            t(ID),
+            t("Order"),
+            aggregate_id,
+            t("OrderCreated"),
+            payload,
+            t("2026-11-18 11:06:40.123+00"),
+            t(&format!("traceparent={TP}")),
+            t("acme"),
+        ]),
+    }
+}
+
+fn mapper(config: OutboxConfig) -> Mapper {
+    let router = Router::new(&config.route, Arc::new(|d: &str| {
+        if d.contains(' ') { Err("spaces are not allowed".into()) } else { Ok(()) }
+    }))
+    .unwrap();
+    Mapper::new(config, router)
+}
+
+fn tx() -> TxContext {
+    TxContext { commit_lsn: Lsn(0x1_0000_0010), commit_time_us: 1_795_000_000_000_000 }
+}
+
+#[test]
+fn maps_a_debezium_shaped_row_byte_for_byte() {
+    let mut config = OutboxConfig::default();
+    config.tables[0].header_columns = vec![HeaderColumn { column: "tenant".into(), header: None }];
+    config.commit_lsn_header = true;
+    let mut m = mapper(config);
+    m.on_relation(&relation(oid::JSONB)).unwrap();
+    let Mapped::Event(e) = m.map_insert(&row(t("order-1"), t(r#"{"total": 12.5}"#)), &tx()).unwrap() else {
+        panic!("expected an event")
+    };
+    assert_eq!(e.id, ID);
+    assert_eq!(&*e.destination, "outbox.event.Order");
+    assert_eq!(e.aggregate_id, "order-1");
+    assert_eq!(e.event_type, "OrderCreated");
+    assert_eq!(e.payload.as_deref(), Some(&br#"{"total": 12.5}"#[..]));
+    assert_eq!(e.timestamp_ms, 1_795_000_000_123);
+    let headers: Vec<(&str, &[u8])> = e.headers.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
+    assert_eq!(
+        headers,
+        vec![
+            ("id", ID.as_bytes()),
+            ("traceparent", TP.as_bytes()),
+            ("tenant", &b"acme"[..]),
+            ("outbox-relay-commit-lsn", &b"1/10"[..]),
+        ]
+    );
+    assert_eq!(e.seq, 1);
+}
+
+#[test]
+fn null_aggregate_id_is_invalid_with_the_row_kept() {
+    let mut m = mapper(OutboxConfig::default());
+    m.on_relation(&relation(oid::JSONB)).unwrap();
+    let Mapped::Invalid(inv) = m.map_insert(&row(TupleValue::Null, t("{}")), &tx()).unwrap() else {
+        panic!("expected invalid")
+    };
+    assert_eq!(inv.reason, InvalidReason::NullAggregateId);
+    assert!(inv.message.contains("\"aggregateid\" is NULL"), "{}", inv.message);
+    assert_eq!(inv.row["id"], ID);
+    assert_eq!(inv.row["aggregateid"], serde_json::Value::Null);
+    let dl = m.dead_letter(&inv);
+    assert_eq!(&*dl.destination, "outbox-relay.dead-letter");
+    let doc: serde_json::Value = serde_json::from_slice(dl.payload.as_ref().unwrap()).unwrap();
+    assert_eq!(doc["reason"], "null_aggregate_id");
+    assert_eq!(doc["row"]["type"], "OrderCreated");
+}
+
+#[test]
+fn text_payloads_are_validated_only_when_asked() {
+    let mut config = OutboxConfig::default();
+    config.tables[0].validate_json = true;
+    let mut m = mapper(config);
+    m.on_relation(&relation(oid::TEXT)).unwrap();
+    let bad = m.map_insert(&row(t("a"), t("{not json")), &tx()).unwrap();
+    assert!(matches!(bad, Mapped::Invalid(ref i) if i.reason == InvalidReason::InvalidJson));
+    let good = m.map_insert(&row(t("a"), t("[1,2]")), &tx()).unwrap();
+    assert!(matches!(good, Mapped::Event(_)));
+
+    let mut lax = mapper(OutboxConfig::default());
+    lax.on_relation(&relation(oid::TEXT)).unwrap();
+    assert!(matches!(lax.map_insert(&row(t("a"), t("{not json")), &tx()).unwrap(), Mapped::Event(_)));
+}
+
+#[test]
+fn bytea_payloads_are_decoded_and_null_payloads_are_tombstones() {
+    let mut m = mapper(OutboxConfig::default());
+    m.on_relation(&relation(oid::BYTEA)).unwrap();
+    let Mapped::Event(e) = m.map_insert(&row(t("a"), t("\\x00ff")), &tx()).unwrap() else { panic!() };
+    assert_eq!(e.payload.as_deref(), Some(&[0u8, 255][..]));
+    let Mapped::Event(e) = m.map_insert(&row(t("a"), TupleValue::Null), &tx()).unwrap() else { panic!() };
+    assert_eq!(e.payload, None);
+}
+
+#[test]
+fn unroutable_aggregate_types_are_invalid() {
+    let mut m = mapper(OutboxConfig::default());
+    m.on_relation(&relation(oid::JSONB)).unwrap();
+    let mut r = row(t("a"), t("{}"));
+    r.new.0[1] = t("has space");
+    let Mapped::Invalid(inv) = m.map_insert(&r, &tx()).unwrap() else { panic!() };
+    assert_eq!(inv.reason, InvalidReason::NoRoute);
+    assert!(inv.message.contains("has space"));
+}
+
+#[test]
+fn schema_problems_stop_the_relay_with_a_clear_message() {
+    let mut m = mapper(OutboxConfig::default());
+    let mut rel = relation(oid::JSONB);
+    rel.columns.retain(|c| c.name != "aggregateid");
+    let e = m.on_relation(&rel).unwrap_err();
+    assert!(e.to_string().contains("required column \"aggregateid\""), "{e}");
+    let e = m.on_relation(&relation(oid::INT8)).unwrap_err();
+    assert!(e.to_string().contains("payload column"), "{e}");
+    // An Insert for an undescribed relation is a protocol violation, not a silent skip.
+    assert!(m.map_insert(&Insert { xid: None, rel_id: 7, new: TupleData(vec![]) }, &tx()).is_err());
+}
+
+#[test]
+fn other_published_tables_are_not_outbox() {
+    let mut m = mapper(OutboxConfig::default());
+    let mut rel = relation(oid::JSONB);
+    rel.name = "orders".into();
+    m.on_relation(&rel).unwrap();
+    assert!(matches!(m.map_insert(&row(t("a"), t("{}")), &tx()).unwrap(), Mapped::NotOutbox));
+}
+
+fn message(content: &str) -> LogicalMessage {
+    LogicalMessage {
+        xid: None,
+        transactional: true,
+        lsn: Lsn(5),
+        prefix: "outbox".into(),
+        content: Bytes::copy_from_slice(content.as_bytes()),
+    }
+}
+
+#[test]
+fn logical_messages_map_with_the_exact_payload_text() {
+    let mut config = OutboxConfig::default();
+    config.messages = Some(MessagesConfig { prefix: "outbox".into() });
+    let mut m = mapper(config);
+    let content = r#"{"id": "e1", "aggregatetype": "Order", "aggregateid": 17, "type": "Paid", "payload": {"b": [1, 2],  "a": "x"}}"#;
+    let Mapped::Event(e) = m.map_message(&message(content), &tx()) else { panic!() };
+    assert_eq!(e.aggregate_id, "17");
+    assert_eq!(e.payload.as_deref(), Some(&br#"{"b": [1, 2],  "a": "x"}"#[..]));
+    assert_eq!(&*e.destination, "outbox.event.Order");
+
+    let Mapped::Invalid(inv) = m.map_message(&message("{not json"), &tx()) else { panic!() };
+    assert_eq!(inv.reason, InvalidReason::InvalidMessage);
+    let Mapped::Invalid(inv) = m.map_message(&message(r#"{"id":"e2","aggregatetype":"Order","type":"T","payload":1}"#), &tx()) else { panic!() };
+    assert_eq!(inv.reason, InvalidReason::NullAggregateId);
+    assert_eq!(inv.id.as_deref(), Some("e2"));
+
+    let mut other = message(content);
+    other.prefix = "something-else".into();
+    assert!(matches!(m.map_message(&other, &tx()), Mapped::NotOutbox));
+}

@@ -1,0 +1,16 @@
+//! Outbox mapping: a committed row (or logical message) becomes an [`OutboxEvent`].
+//!
+//! [`OutboxEvent`]: outbox_connectors::OutboxEvent
+
+mod invalid;
+mod mapper;
+mod message;
+mod route;
+mod table;
+mod text;
+mod trace;
+
+pub use invalid::{dead_letter_of_rejected, InvalidEvent, InvalidReason, HEADER_ERROR, HEADER_REASON};
+pub use mapper::{Mapped, Mapper, TxContext, HEADER_COMMIT_LSN};
+pub use route::Router;
+pub use table::{OutboxTable, SchemaError};

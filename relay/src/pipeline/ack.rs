@@ -1,0 +1,163 @@
+//! The acker: awaits deliveries in the order batches were accepted and advances the
+//! flush watermark past a commit only when everything before it is durable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use outbox_connectors::{Delivery, ErrorClass, OutboxEvent, PublishError, Publisher};
+use outbox_pgoutput::Lsn;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::{error, warn};
+
+use super::Progress;
+use crate::config::InvalidEventPolicy;
+use crate::error::RelayError;
+use crate::outbox::{dead_letter_of_rejected, HEADER_REASON};
+use crate::telemetry::Metrics;
+
+/// One entry of the acknowledgement queue: a batch handed to the sink, a position that
+/// becomes durable once everything queued before it is, or both.
+pub struct AckItem {
+    pub delivery: Option<Delivery>,
+    pub accepted_at: Instant,
+    pub events: usize,
+    pub bytes: usize,
+    /// Released (returning budget) once the batch is finished.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// Flush position reached once this item and all before it are finished: the end LSN
+    /// of the last transaction whose events are all in this or earlier items.
+    pub watermark: Option<Lsn>,
+}
+
+impl AckItem {
+    pub fn mark(lsn: Lsn) -> Self {
+        AckItem {
+            delivery: None,
+            accepted_at: Instant::now(),
+            events: 0,
+            bytes: 0,
+            permit: None,
+            watermark: Some(lsn),
+        }
+    }
+}
+
+pub struct Acker {
+    pub publisher: Arc<dyn Publisher>,
+    pub progress: Arc<Progress>,
+    pub metrics: Metrics,
+    pub policy: InvalidEventPolicy,
+    pub dead_letter: Arc<str>,
+}
+
+impl Acker {
+    pub async fn run(self, mut rx: mpsc::Receiver<AckItem>) -> Result<(), RelayError> {
+        let sink = self.publisher.kind();
+        while let Some(item) = rx.recv().await {
+            if let Some(delivery) = item.delivery {
+                let outcomes = delivery.await;
+                self.metrics
+                    .publish_duration
+                    .with_label_values(&[sink])
+                    .observe(item.accepted_at.elapsed().as_secs_f64());
+                let now_us = unix_now_us();
+                let mut run: Option<(Arc<str>, u64)> = None;
+                for outcome in outcomes {
+                    match outcome.result {
+                        Ok(()) => {
+                            let e = &outcome.event;
+                            let lat = (now_us - e.commit_time_us).max(0) as f64 / 1e6;
+                            self.metrics.end_to_end_latency.observe(lat);
+                            if Arc::ptr_eq(&e.destination, &self.dead_letter) || *e.destination == *self.dead_letter {
+                                let reason = header(e, HEADER_REASON).unwrap_or_else(|| "unknown".into());
+                                self.metrics.dead_letter_events.with_label_values(&[&reason]).inc();
+                            }
+                            // Count runs of one destination with one label lookup.
+                            match &mut run {
+                                Some((d, n)) if Arc::ptr_eq(d, &e.destination) => *n += 1,
+                                _ => {
+                                    if let Some((d, n)) = run.take() {
+                                        self.count(sink, &d, "ok", n);
+                                    }
+                                    run = Some((e.destination.clone(), 1));
+                                }
+                            }
+                        }
+                        Err(err) => self.failed(outcome.event, err).await?,
+                    }
+                }
+                if let Some((d, n)) = run {
+                    self.count(sink, &d, "ok", n);
+                }
+            }
+            if let Some(w) = item.watermark {
+                self.progress.advance_flushed(w);
+            }
+            self.metrics.inflight_events.sub(item.events as i64);
+            self.metrics.inflight_bytes.sub(item.bytes as i64);
+            drop(item.permit);
+        }
+        Ok(())
+    }
+
+    fn count(&self, sink: &str, destination: &str, result: &str, n: u64) {
+        self.metrics
+            .events_published
+            .with_label_values(&[sink, destination, result])
+            .inc_by(n);
+    }
+
+    /// A permanent rejection takes the dead-letter outcome (or halts); anything else
+    /// ends the session without acknowledging the event, so it is replayed.
+    async fn failed(&self, event: OutboxEvent, err: PublishError) -> Result<(), RelayError> {
+        let sink = self.publisher.kind();
+        self.metrics
+            .errors
+            .with_label_values(&[&format!("sink_{}", err.kind)])
+            .inc();
+        self.count(sink, &event.destination, "failed", 1);
+        if err.class != ErrorClass::Permanent {
+            error!(event_id = %event.id, destination = %event.destination, error = %err, "publish failed; restarting from the last confirmed position");
+            return Err(RelayError::Sink(err));
+        }
+        if self.policy == InvalidEventPolicy::Halt {
+            return Err(RelayError::Halted(format!(
+                "event {} for {} was rejected: {err}",
+                event.id, event.destination
+            )));
+        }
+        error!(event_id = %event.id, destination = %event.destination, dead_letter = %self.dead_letter, error = %err,
+            "the broker rejected the event permanently; publishing it to the dead-letter destination");
+        let dl = dead_letter_of_rejected(&event, &err, self.dead_letter.clone());
+        let delivery = self.publisher.accept(vec![dl]).await?;
+        for outcome in delivery.await {
+            if let Err(e) = outcome.result {
+                error!(event_id = %event.id, error = %e, "the dead-letter destination rejected the event too");
+                return Err(RelayError::Sink(PublishError::new(
+                    ErrorClass::Fatal,
+                    "dead_letter_failed",
+                    format!("event {} could not be dead-lettered: {e}", event.id),
+                )));
+            }
+        }
+        warn!(event_id = %event.id, "dead-lettered");
+        self.metrics.dead_letter_events.with_label_values(&[err.kind]).inc();
+        self.count(sink, &event.destination, "dead_lettered", 1);
+        Ok(())
+    }
+}
+
+fn header(e: &OutboxEvent, name: &str) -> Option<String> {
+    e.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v): &(String, Bytes)| String::from_utf8_lossy(v).into_owned())
+}
+
+pub fn unix_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_micros() as i64
+}

@@ -1,0 +1,17 @@
+//! From the replication stream to acknowledged events.
+//!
+//! One session = one replication connection and one publisher. The reader task decodes,
+//! maps and hands batches to the publisher in commit order; the acker awaits their
+//! delivery in the same order and advances the flush watermark; the status task reports
+//! the watermark to PostgreSQL. A retryable failure ends the session and the supervisor
+//! starts a new one, which resumes at the slot's confirmed flush LSN.
+
+mod ack;
+mod budget;
+mod progress;
+mod session;
+mod status;
+mod supervisor;
+
+pub use progress::Progress;
+pub use supervisor::{build_publisher, run};

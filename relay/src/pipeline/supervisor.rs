@@ -1,0 +1,88 @@
+//! Runs sessions one after another: a retryable failure restarts with backoff, anything
+//! else stops the process with the error.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outbox_connectors::kafka::KafkaPublisher;
+use outbox_connectors::null::NullPublisher;
+use outbox_connectors::Publisher;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::session::{run_session, SessionContext};
+use crate::config::{Config, SinkKind};
+use crate::error::RelayError;
+use crate::telemetry::{Health, Metrics};
+
+pub fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
+    Ok(match config.sink.kind {
+        SinkKind::Null => Arc::new(NullPublisher),
+        SinkKind::Kafka => {
+            let kafka = config.sink.kafka.as_ref().ok_or_else(|| {
+                RelayError::Config(crate::config::ConfigError("sink.kafka: required".into()))
+            })?;
+            Arc::new(KafkaPublisher::new(kafka)?)
+        }
+    })
+}
+
+/// How often the sink is probed for readiness.
+const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// A session that ran this long resets the backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(60);
+
+pub async fn run(
+    config: Arc<Config>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RelayError> {
+    let ctx = SessionContext {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let base = Duration::from_millis(config.pipeline.restart_backoff_ms);
+    let max = Duration::from_millis(config.pipeline.restart_backoff_max_ms);
+    let mut backoff = base;
+    loop {
+        let publisher = build_publisher(&config)?;
+        let probe = tokio::spawn(probe_loop(publisher.clone(), metrics.clone(), health.clone()));
+        let started = Instant::now();
+        let result = run_session(&ctx, publisher, &mut shutdown).await;
+        probe.abort();
+        match result {
+            Ok(()) => {
+                info!("shut down cleanly");
+                return Ok(());
+            }
+            Err(e) => {
+                metrics.errors.with_label_values(&[e.kind()]).inc();
+                if !e.is_retryable() {
+                    error!(error = %e, "stopping");
+                    return Err(e);
+                }
+                if started.elapsed() > HEALTHY_SESSION {
+                    backoff = base;
+                }
+                metrics.restarts.inc();
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "session failed; restarting from the last confirmed position");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+}
+
+async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc<Health>) {
+    loop {
+        let ok = publisher.probe(Duration::from_secs(5)).await.is_ok();
+        health.set_sink_reachable(ok);
+        metrics.sink_up.set(ok as i64);
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}

@@ -1,0 +1,5 @@
+//! The PostgreSQL side: preparing the database (wal_level, outbox tables, publication,
+//! slot) and keeping an idle slot moving.
+
+pub mod heartbeat;
+pub mod setup;

@@ -1,0 +1,191 @@
+//! Start-up checks and the creation of the publication and slot.
+//!
+//! Each check returns what it found or a message naming what is wrong and how to fix it;
+//! `outbox-relay check` prints them all, `run` stops at the first failure.
+
+use outbox_pgoutput::{Column, Relation, ReplicaIdentity};
+use tokio_postgres::Client;
+
+use crate::config::{Config, TableConfig};
+use crate::error::RelayError;
+use crate::outbox::OutboxTable;
+
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub async fn check_wal_level(client: &Client) -> Result<String, RelayError> {
+    let row = client.query_one("SHOW wal_level", &[]).await?;
+    let level: String = row.get(0);
+    if level != "logical" {
+        return Err(RelayError::Setup(format!(
+            "wal_level is {level:?}; logical replication needs wal_level = logical (set it in postgresql.conf and restart the server)"
+        )));
+    }
+    Ok(level)
+}
+
+/// Checks an outbox table's columns with the same rules the Relation messages are held to.
+pub async fn check_table(client: &Client, table: &TableConfig) -> Result<String, RelayError> {
+    let (schema, name) = table.qualified();
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.atttypid::int8 FROM pg_attribute a
+               JOIN pg_class c ON a.attrelid = c.oid JOIN pg_namespace n ON c.relnamespace = n.oid
+              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            &[&schema, &name],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(RelayError::Setup(format!(
+            "outbox table {schema}.{name} does not exist (outbox.tables[].table)"
+        )));
+    }
+    let relation = Relation {
+        xid: None,
+        rel_id: 0,
+        namespace: schema.to_owned(),
+        name: name.to_owned(),
+        replica_identity: ReplicaIdentity::Default,
+        columns: rows
+            .iter()
+            .map(|r| Column {
+                flags: 0,
+                name: r.get(0),
+                type_oid: r.get::<_, i64>(1) as u32,
+                type_modifier: -1,
+            })
+            .collect(),
+    };
+    OutboxTable::resolve(table, &relation)?;
+    Ok(format!("{schema}.{name} has the outbox columns"))
+}
+
+/// Creates the publication when missing (and allowed), adds missing outbox tables to it,
+/// or verifies it in least-privilege mode.
+pub async fn ensure_publication(client: &Client, config: &Config, verify_only: bool) -> Result<String, RelayError> {
+    let pubname = &config.source.publication;
+    let create = config.source.create_publication && !verify_only;
+    let tables: Vec<String> = config
+        .outbox
+        .tables
+        .iter()
+        .map(|t| {
+            let (s, n) = t.qualified();
+            format!("{}.{}", quote_ident(s), quote_ident(n))
+        })
+        .collect();
+    let existing = client
+        .query_opt("SELECT pubinsert FROM pg_publication WHERE pubname = $1", &[pubname])
+        .await?;
+    let Some(row) = existing else {
+        if !create {
+            return Err(RelayError::Setup(format!(
+                "publication {pubname:?} does not exist and source.create_publication is false; create it with: CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert')",
+                quote_ident(pubname),
+                tables.join(", ")
+            )));
+        }
+        let sql = if tables.is_empty() {
+            format!("CREATE PUBLICATION {} WITH (publish = 'insert')", quote_ident(pubname))
+        } else {
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert')",
+                quote_ident(pubname),
+                tables.join(", ")
+            )
+        };
+        client.batch_execute(&sql).await?;
+        return Ok(format!("created publication {pubname:?}"));
+    };
+    if !row.get::<_, bool>(0) {
+        return Err(RelayError::Setup(format!(
+            "publication {pubname:?} does not publish inserts; ALTER PUBLICATION {} SET (publish = 'insert')",
+            quote_ident(pubname)
+        )));
+    }
+    let mut missing = Vec::new();
+    for t in &config.outbox.tables {
+        let (s, n) = t.qualified();
+        let found = client
+            .query_opt(
+                "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                &[pubname, &s, &n],
+            )
+            .await?;
+        if found.is_none() {
+            missing.push(format!("{}.{}", quote_ident(s), quote_ident(n)));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(format!("publication {pubname:?} covers the outbox tables"));
+    }
+    if !create {
+        return Err(RelayError::Setup(format!(
+            "publication {pubname:?} does not include {}; ALTER PUBLICATION {} ADD TABLE {}",
+            missing.join(", "),
+            quote_ident(pubname),
+            missing.join(", ")
+        )));
+    }
+    client
+        .batch_execute(&format!(
+            "ALTER PUBLICATION {} ADD TABLE {}",
+            quote_ident(pubname),
+            missing.join(", ")
+        ))
+        .await?;
+    Ok(format!("added {} to publication {pubname:?}", missing.join(", ")))
+}
+
+/// What `pg_replication_slots` says about the slot.
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub active_pid: Option<i32>,
+    pub wal_status: Option<String>,
+}
+
+pub async fn inspect_slot(client: &Client, slot: &str) -> Result<Option<SlotInfo>, RelayError> {
+    let row = client
+        .query_opt(
+            "SELECT plugin::text, database::text, active_pid, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.map(|r| SlotInfo {
+        plugin: r.get(0),
+        database: r.get(1),
+        active_pid: r.get(2),
+        wal_status: r.get(3),
+    }))
+}
+
+/// Checks an existing slot can be used by this relay.
+pub fn verify_slot(info: &SlotInfo, slot: &str, database: &str) -> Result<String, RelayError> {
+    if info.plugin.as_deref() != Some("pgoutput") {
+        return Err(RelayError::Setup(format!(
+            "slot {slot:?} uses plugin {:?}, not pgoutput; drop it or configure another source.slot",
+            info.plugin
+        )));
+    }
+    if info.database.as_deref() != Some(database) {
+        return Err(RelayError::Setup(format!(
+            "slot {slot:?} belongs to database {:?}, not {database:?}",
+            info.database
+        )));
+    }
+    if info.wal_status.as_deref() == Some("lost") {
+        return Err(RelayError::Setup(format!(
+            "slot {slot:?} has lost required WAL (wal_status = lost; max_slot_wal_keep_size was exceeded): events were lost on the server side; drop and recreate the slot and reconcile the outbox"
+        )));
+    }
+    if let Some(pid) = info.active_pid {
+        return Err(RelayError::SlotBusy(format!(
+            "slot {slot:?} is in use by server process {pid} (another relay?); waiting"
+        )));
+    }
+    Ok(format!("slot {slot:?} is usable (wal_status {:?})", info.wal_status.as_deref().unwrap_or("?")))
+}

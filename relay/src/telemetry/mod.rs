@@ -1,0 +1,11 @@
+//! Metrics, health endpoints and logs.
+
+mod health;
+mod http;
+mod logging;
+mod metrics;
+
+pub use health::Health;
+pub use http::serve;
+pub use logging::init_logging;
+pub use metrics::Metrics;
