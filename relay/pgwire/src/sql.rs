@@ -1,0 +1,67 @@
+//! Ordinary SQL connections through tokio-postgres, with the same TLS rules
+//! as the replication client.
+
+use tokio::task::JoinHandle;
+
+use crate::config::{ConnectOptions, SslMode};
+use crate::error::PgWireError;
+use crate::tls::MakeRustlsConnect;
+
+/// The tokio-postgres configuration for `opts`. tokio-postgres only knows
+/// disable/prefer/require; certificate verification for verify-ca/verify-full
+/// lives in the TLS connector, so those map to `Require`.
+pub fn tokio_postgres_config(opts: &ConnectOptions) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&opts.host)
+        .port(opts.port)
+        .user(&opts.user)
+        .dbname(&opts.dbname)
+        .application_name(&opts.application_name)
+        .connect_timeout(opts.connect_timeout)
+        .ssl_mode(match opts.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        });
+    if let Some(password) = &opts.password {
+        config.password(password);
+    }
+    config
+}
+
+/// Opens an SQL connection and spawns the task that drives it. The task ends
+/// when the client is dropped or the connection fails (logged).
+pub async fn connect_sql(
+    opts: &ConnectOptions,
+) -> Result<(tokio_postgres::Client, JoinHandle<()>), PgWireError> {
+    if opts.host.is_empty() || opts.host.starts_with('/') {
+        return Err(PgWireError::Config(format!(
+            "host {:?} is not a TCP host name or address (Unix sockets are not supported)",
+            opts.host
+        )));
+    }
+    let tls = MakeRustlsConnect::from_options(opts)?;
+    let (client, connection) = tokio_postgres_config(opts)
+        .connect(tls)
+        .await
+        .map_err(|e| {
+            let e = PgWireError::from(e);
+            match e {
+                PgWireError::Tls { source, .. } => PgWireError::Tls {
+                    addr: opts.addr(),
+                    source,
+                },
+                other => other,
+            }
+        })?;
+    let addr = opts.addr();
+    let handle = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(%addr, error = %e, "PostgreSQL SQL connection ended with an error");
+        }
+    });
+    Ok((client, handle))
+}
