@@ -272,8 +272,8 @@ SQL
 # --- subcommands ------------------------------------------------------------
 
 wait_ready() {
-    local i
-    for i in $(seq 1 300); do
+    local _
+    for _ in $(seq 1 300); do
         if "$BINDIR/pg_isready" -q -h "$OUTBOX_RELAY_PG_HOST" -p "$OUTBOX_RELAY_PG_PORT" \
             -d "$OUTBOX_RELAY_PG_DATABASE"; then
             return 0
@@ -297,6 +297,8 @@ cmd_start() {
 
     mkdir -p "$OUTBOX_RELAY_RUN"
     chmod 0755 "$OUTBOX_RELAY_RUN"
+    as_postgres test -x "$OUTBOX_RELAY_RUN" ||
+        die "the postgres user cannot enter $OUTBOX_RELAY_RUN; set OUTBOX_RELAY_RUN to a path every user can traverse"
     mkdir -p "$SOCKET_DIR"
     chown postgres:postgres "$SOCKET_DIR"
     touch "$LOG_FILE"
