@@ -66,6 +66,20 @@ impl Fixture {
     }
 }
 
+const SLOT_WAIT: &str = "CREATE_REPLICATION_SLOT (it waits for every transaction open on the \
+                         cluster to finish; look for a long-running one in pg_stat_activity)";
+const SLOT_WAIT_SECS: u64 = 120;
+
+async fn create_slot(c: &mut ReplicationClient, slot: &str) -> outbox_pgwire::CreatedSlot {
+    within(
+        SLOT_WAIT,
+        SLOT_WAIT_SECS,
+        c.create_logical_slot(slot, "pgoutput"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("creating slot {slot}: {e}"))
+}
+
 async fn confirmed_flush(slot: &str) -> Option<Lsn> {
     let row = admin()
         .await
@@ -135,10 +149,7 @@ async fn streams_pgoutput_and_confirms_flush() {
     let (table, slot, options) = (f.table.clone(), f.slot.clone(), f.pgoutput_options());
     let body = async move {
         let mut c = replication().await;
-        let created = c
-            .create_logical_slot(&slot, "pgoutput")
-            .await
-            .expect("create slot");
+        let created = create_slot(&mut c, &slot).await;
         assert_eq!(created.slot_name, slot);
         assert!(created.consistent_point > Lsn(0));
         assert_eq!(created.output_plugin.as_deref(), Some("pgoutput"));
@@ -163,10 +174,14 @@ async fn streams_pgoutput_and_confirms_flush() {
             .expect("START_REPLICATION");
         let (mut rx, reader) = spawn_reader(stream);
 
+        // Other sessions on the shared cluster may emit logical messages
+        // ('M', sent to every slot with messages=true) or commit other
+        // transactions; only the transaction with our inserts is checked.
+        let mut txn = Vec::new();
         let mut tags = Vec::new();
         let mut commit_end = None;
         let mut keepalives = 0;
-        within("B, R, I, C and a keepalive", 30, async {
+        within("B, R, I, C and a keepalive", 60, async {
             while commit_end.is_none() || keepalives == 0 {
                 match rx
                     .recv()
@@ -181,12 +196,18 @@ async fn streams_pgoutput_and_confirms_flush() {
                         ..
                     }) => {
                         assert!(wal_end >= wal_start || wal_end == Lsn(0));
-                        tags.push(data[0]);
-                        if data[0] == b'C' {
-                            // Commit: flags, commit LSN, end LSN, timestamp.
-                            commit_end =
-                                Some(Lsn(u64::from_be_bytes(data[10..18].try_into().unwrap())));
-                            assert!(wal_start >= commit_end.unwrap() || wal_start == Lsn(0));
+                        match data[0] {
+                            b'M' => {}
+                            b'B' => txn = vec![b'B'],
+                            b'C' if txn.contains(&b'I') => {
+                                txn.push(b'C');
+                                tags = std::mem::take(&mut txn);
+                                // Commit: flags, commit LSN, end LSN, timestamp.
+                                let end = Lsn(u64::from_be_bytes(data[10..18].try_into().unwrap()));
+                                assert!(wal_start >= end || wal_start == Lsn(0));
+                                commit_end = Some(end);
+                            }
+                            tag => txn.push(tag),
                         }
                     }
                     Some(ReplicationMessage::PrimaryKeepalive { wal_end, .. }) => {
@@ -238,7 +259,7 @@ async fn keepalive_with_reply_requested() {
     let (slot, options) = (f.slot.clone(), f.pgoutput_options());
     let body = async move {
         let mut c = replication().await;
-        c.create_logical_slot(&slot, "pgoutput").await.unwrap();
+        create_slot(&mut c, &slot).await;
         // The walsender asks for a reply once half of wal_sender_timeout has
         // passed without one.
         c.simple_query("SET wal_sender_timeout = '2s'")
@@ -306,7 +327,7 @@ async fn large_transaction_and_large_values() {
     let (table, slot, options) = (f.table.clone(), f.slot.clone(), f.pgoutput_options());
     let body = async move {
         let mut c = replication().await;
-        c.create_logical_slot(&slot, "pgoutput").await.unwrap();
+        create_slot(&mut c, &slot).await;
         admin()
             .await
             .batch_execute(&format!(
@@ -333,7 +354,7 @@ async fn large_transaction_and_large_values() {
                             inserts += 1;
                             biggest = biggest.max(data.len());
                         }
-                        b'C' => break,
+                        b'C' if inserts > 0 => break,
                         _ => {}
                     }
                 }
@@ -365,9 +386,13 @@ async fn unknown_slot_is_not_retryable() {
 async fn temporary_slot_goes_away_with_the_connection() {
     let slot = unique("pgwire_temp");
     let mut c = replication().await;
-    c.create_temporary_logical_slot(&slot, "pgoutput")
-        .await
-        .unwrap();
+    within(
+        SLOT_WAIT,
+        SLOT_WAIT_SECS,
+        c.create_temporary_logical_slot(&slot, "pgoutput"),
+    )
+    .await
+    .unwrap();
     let count = |slot: String| async move {
         admin()
             .await
