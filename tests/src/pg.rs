@@ -1,0 +1,111 @@
+//! PostgreSQL helpers for tests.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::env;
+
+/// A plain SQL connection as the main test role.
+pub async fn connect() -> Client {
+    let conn_str = format!(
+        "host={} port={} dbname={} user={} password={} sslmode=disable",
+        env::pg_host(),
+        env::pg_port(),
+        env::pg_database(),
+        env::pg_user(),
+        env::pg_password()
+    );
+    let (client, conn) = tokio_postgres::connect(&conn_str, NoTls).await.unwrap_or_else(|e| {
+        panic!("cannot connect to PostgreSQL at {}:{} ({e}); start it with deploy/local/postgres.sh", env::pg_host(), env::pg_port())
+    });
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Creates a Debezium-shaped outbox table. `nullable` leaves the Debezium NOT NULLs off
+/// (bad-input tests need NULLs); `payload_type` is jsonb, json, text or bytea.
+pub async fn create_outbox_table(client: &Client, table: &str, payload_type: &str, nullable: bool) {
+    let nn = if nullable { "" } else { " NOT NULL" };
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (
+                id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                aggregatetype varchar(255){nn},
+                aggregateid varchar(255){nn},
+                type varchar(255){nn},
+                payload {payload_type},
+                timestamp timestamptz NOT NULL DEFAULT now(),
+                tracingspancontext varchar(512)
+            )"
+        ))
+        .await
+        .expect("create outbox table");
+}
+
+/// Removes what a test created: the slot (waiting for its reader to go), the
+/// publication and the tables.
+pub async fn cleanup(client: &Client, slot: &str, publication: &str, tables: &[&str]) {
+    for _ in 0..50 {
+        let active: Option<bool> = client
+            .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        match active {
+            Some(true) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Some(false) => {
+                let _ = client
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                    .await;
+                break;
+            }
+            None => break,
+        }
+    }
+    let _ = client
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {publication}"))
+        .await;
+    for t in tables {
+        let _ = client.batch_execute(&format!("DROP TABLE IF EXISTS {t}")).await;
+    }
+}
+
+/// `confirmed_flush_lsn` of a slot as a number, once no process is reading it.
+pub async fn confirmed_flush_when_inactive(client: &Client, slot: &str) -> u64 {
+    for _ in 0..100 {
+        let row = client
+            .query_one(
+                "SELECT active, (confirmed_flush_lsn - '0/0')::int8 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .expect("slot exists");
+        if !row.get::<_, bool>(0) {
+            return row.get::<_, i64>(1) as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("slot {slot} stayed active");
+}
+
+pub async fn confirmed_flush(client: &Client, slot: &str) -> Option<u64> {
+    client
+        .query_opt(
+            "SELECT (confirmed_flush_lsn - '0/0')::int8 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .expect("query slot")
+        .and_then(|r| r.get::<_, Option<i64>>(0))
+        .map(|v| v as u64)
+}
+
+/// Parses `X/Y`.
+pub fn parse_lsn(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').expect("lsn has a slash");
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}

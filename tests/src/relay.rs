@@ -1,0 +1,277 @@
+//! Running the relay binary as a child process, as an operator would.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::env;
+
+/// Settings that differ between tests; everything else is the harness default.
+#[derive(Debug, Clone)]
+pub struct RelaySetup {
+    pub name: String,
+    pub tables: Vec<String>,
+    pub topic_prefix: String,
+    pub inflight_bytes: usize,
+    /// Extra YAML appended under `outbox:` (indented by the caller).
+    pub outbox_extra: String,
+    /// Extra top-level YAML.
+    pub extra: String,
+}
+
+impl RelaySetup {
+    pub fn new(name: &str, table: &str) -> Self {
+        RelaySetup {
+            name: name.to_string(),
+            tables: vec![table.to_string()],
+            topic_prefix: name.replace('_', "-"),
+            inflight_bytes: 4 * 1024 * 1024,
+            outbox_extra: String::new(),
+            extra: String::new(),
+        }
+    }
+
+    pub fn slot(&self) -> String {
+        self.name.clone()
+    }
+    pub fn publication(&self) -> String {
+        self.name.clone()
+    }
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dead-letter", self.topic_prefix)
+    }
+
+    pub fn yaml(&self, metrics_port: u16) -> String {
+        let tables: String = self
+            .tables
+            .iter()
+            .map(|t| format!("    - table: public.{t}\n"))
+            .collect();
+        format!(
+            "source:
+  host: {host}
+  port: {port}
+  database: {db}
+  user: {user}
+  password: {password}
+  sslmode: disable
+  slot: {slot}
+  publication: {publication}
+  status_interval_ms: 200
+  heartbeat_interval_ms: 1000
+outbox:
+  tables:
+{tables}  route:
+    template: \"{prefix}.{{aggregatetype}}\"
+  commit_lsn_header: true
+  dead_letter_destination: {dlq}
+{outbox_extra}sink:
+  kind: kafka
+  kafka:
+    brokers: {brokers}
+pipeline:
+  inflight_bytes: {inflight}
+  restart_backoff_ms: 200
+telemetry:
+  listen: 127.0.0.1:{metrics_port}
+  log_level: info
+{extra}",
+            host = env::pg_host(),
+            port = env::pg_port(),
+            db = env::pg_database(),
+            user = env::pg_user(),
+            password = env::pg_password(),
+            slot = self.slot(),
+            publication = self.publication(),
+            prefix = self.topic_prefix,
+            dlq = self.dead_letter_topic(),
+            outbox_extra = self.outbox_extra,
+            brokers = env::kafka_bootstrap(),
+            inflight = self.inflight_bytes,
+            extra = self.extra,
+        )
+    }
+}
+
+/// A running relay. Killed on drop.
+pub struct Relay {
+    child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Relay {
+    pub fn start(setup: &RelaySetup) -> Relay {
+        Self::start_with_args(setup, &["run"])
+    }
+
+    pub fn start_with_args(setup: &RelaySetup, args: &[&str]) -> Relay {
+        let metrics_port = free_port();
+        let dir = std::env::temp_dir().join("outbox-relay-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join(format!("{}.yaml", setup.name));
+        std::fs::write(&config, setup.yaml(metrics_port)).unwrap();
+        let log = dir.join(format!("{}.log", setup.name));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env::relay_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdout(Stdio::from(log_file.try_clone().unwrap()))
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawn outbox-relay");
+        Relay {
+            child,
+            metrics_port,
+            log,
+            config,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for `/readyz` to answer 200.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.try_wait() {
+                panic!("relay exited with {status} before becoming ready; log:\n{}", self.log_tail());
+            }
+            if let Some((200, _)) = http_get(self.metrics_port, "/readyz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("relay not ready after {timeout:?}; log:\n{}", self.log_tail());
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// The value of one series (`name{labels}` exactly as exposed, or a bare name).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics(), series)
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        unsafe_kill(self.child.id(), 15);
+        self.wait(timeout)
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.try_wait() {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                self.kill9();
+                panic!("relay did not exit within {timeout:?}; log:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident memory of the process so far, in kB (`VmHWM`).
+    pub fn peak_rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.try_wait().is_none() {
+            self.kill9();
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    // No libc dependency for one call: the kill(1) utility is on every Linux.
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A tiny HTTP GET for the relay's telemetry endpoints.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Finds `series` in a Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// Sum of every series of a metric whose labels contain all of `labels` (`k="v"`).
+pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            let (base, rest) = name.split_once('{').unwrap_or((name, ""));
+            (base == metric && labels.iter().all(|lab| rest.contains(lab)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
