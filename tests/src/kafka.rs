@@ -41,6 +41,15 @@ pub struct TopicReader {
 
 impl TopicReader {
     pub fn new(prefix: &str) -> Self {
+        Self::subscribe(prefix, &format!("^{}\\..*", prefix.replace('.', "\\.")))
+    }
+
+    /// A consumer of exactly one topic, from the beginning.
+    pub fn exact(topic: &str) -> Self {
+        Self::subscribe(topic, topic)
+    }
+
+    fn subscribe(prefix: &str, pattern: &str) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", env::kafka_bootstrap())
             .set("group.id", format!("test-{prefix}-{}", rand::random::<u32>()))
@@ -50,8 +59,7 @@ impl TopicReader {
             .set("isolation.level", "read_committed")
             .create()
             .expect("kafka consumer");
-        let pattern = format!("^{}\\..*", prefix.replace('.', "\\."));
-        consumer.subscribe(&[&pattern]).expect("subscribe");
+        consumer.subscribe(&[pattern]).expect("subscribe");
         TopicReader {
             consumer,
             records: Vec::new(),

@@ -15,6 +15,8 @@ pub struct RelaySetup {
     pub tables: Vec<String>,
     pub topic_prefix: String,
     pub inflight_bytes: usize,
+    /// `validate_json` on every outbox table.
+    pub validate_json: bool,
     /// Extra YAML appended under `outbox:` (indented by the caller).
     pub outbox_extra: String,
     /// Extra top-level YAML.
@@ -28,6 +30,7 @@ impl RelaySetup {
             tables: vec![table.to_string()],
             topic_prefix: name.replace('_', "-"),
             inflight_bytes: 4 * 1024 * 1024,
+            validate_json: false,
             outbox_extra: String::new(),
             extra: String::new(),
         }
@@ -47,7 +50,7 @@ impl RelaySetup {
         let tables: String = self
             .tables
             .iter()
-            .map(|t| format!("    - table: public.{t}\n"))
+            .map(|t| format!("    - table: public.{t}\n      validate_json: {}\n", self.validate_json))
             .collect();
         format!(
             "source:
