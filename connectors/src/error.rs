@@ -53,6 +53,12 @@ impl PublishError {
 
 impl fmt::Display for PublishError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}, {})", self.message, self.kind, self.class.as_str())
+        write!(
+            f,
+            "{} ({}, {})",
+            self.message,
+            self.kind,
+            self.class.as_str()
+        )
     }
 }

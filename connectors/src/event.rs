@@ -36,7 +36,11 @@ impl OutboxEvent {
     /// owns plus a fixed allowance for the struct and the broker client's own copy.
     pub fn budget_bytes(&self) -> usize {
         const OVERHEAD: usize = 256;
-        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 16)
+            .sum();
         OVERHEAD
             + self.id.len()
             + self.aggregate_type.len()

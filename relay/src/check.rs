@@ -50,9 +50,15 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
                 ))
             };
             out.push(CheckResult::new("connectivity", repl.await));
-            out.push(CheckResult::new("wal_level", setup::check_wal_level(&sql).await));
+            out.push(CheckResult::new(
+                "wal_level",
+                setup::check_wal_level(&sql).await,
+            ));
             for t in &config.outbox.tables {
-                out.push(CheckResult::new("outbox_table", setup::check_table(&sql, t).await));
+                out.push(CheckResult::new(
+                    "outbox_table",
+                    setup::check_table(&sql, t).await,
+                ));
             }
             out.push(CheckResult::new(
                 "publication",
@@ -63,7 +69,9 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
                 },
             ));
             let slot = match setup::inspect_slot(&sql, &config.source.slot).await {
-                Ok(Some(info)) => setup::verify_slot(&info, &config.source.slot, &config.source.database),
+                Ok(Some(info)) => {
+                    setup::verify_slot(&info, &config.source.slot, &config.source.database)
+                }
                 Ok(None) if config.source.create_slot => Ok(format!(
                     "slot {:?} does not exist yet; run will create it",
                     config.source.slot
@@ -88,13 +96,20 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
 }
 
 /// With `create_publication`, a missing publication is fine: `run` creates it.
-async fn publication_or_creatable(sql: &tokio_postgres::Client, config: &Config) -> Result<String, RelayError> {
+async fn publication_or_creatable(
+    sql: &tokio_postgres::Client,
+    config: &Config,
+) -> Result<String, RelayError> {
     match setup::ensure_publication(sql, config, true).await {
         Ok(s) => Ok(s),
-        Err(RelayError::Setup(msg)) if msg.contains("does not exist") || msg.contains("does not include") => Ok(format!(
-            "publication {:?} will be created or extended by run",
-            config.source.publication
-        )),
+        Err(RelayError::Setup(msg))
+            if msg.contains("does not exist") || msg.contains("does not include") =>
+        {
+            Ok(format!(
+                "publication {:?} will be created or extended by run",
+                config.source.publication
+            ))
+        }
         Err(e) => Err(e),
     }
 }

@@ -8,7 +8,9 @@ pub fn pg_host() -> String {
     var("OUTBOX_RELAY_PG_HOST", "127.0.0.1")
 }
 pub fn pg_port() -> u16 {
-    var("OUTBOX_RELAY_PG_PORT", "54329").parse().expect("OUTBOX_RELAY_PG_PORT")
+    var("OUTBOX_RELAY_PG_PORT", "54329")
+        .parse()
+        .expect("OUTBOX_RELAY_PG_PORT")
 }
 pub fn pg_database() -> String {
     var("OUTBOX_RELAY_PG_DATABASE", "outbox")

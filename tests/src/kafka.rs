@@ -23,10 +23,14 @@ pub struct Record {
 
 impl Record {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
     }
     pub fn header_str(&self, name: &str) -> Option<String> {
-        self.header(name).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
     pub fn key_str(&self) -> String {
         String::from_utf8_lossy(self.key.as_deref().unwrap_or_default()).into_owned()
@@ -52,7 +56,10 @@ impl TopicReader {
     fn subscribe(prefix: &str, pattern: &str) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", env::kafka_bootstrap())
-            .set("group.id", format!("test-{prefix}-{}", rand::random::<u32>()))
+            .set(
+                "group.id",
+                format!("test-{prefix}-{}", rand::random::<u32>()),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("topic.metadata.refresh.interval.ms", "500")
@@ -67,7 +74,11 @@ impl TopicReader {
     }
 
     /// Polls until `done(records)` holds or nothing new arrived for `idle`.
-    pub fn read_until(&mut self, idle: Duration, mut done: impl FnMut(&[Record]) -> bool) -> &[Record] {
+    pub fn read_until(
+        &mut self,
+        idle: Duration,
+        mut done: impl FnMut(&[Record]) -> bool,
+    ) -> &[Record] {
         let mut last_progress = Instant::now();
         while !done(&self.records) && last_progress.elapsed() < idle {
             match self.consumer.poll(Duration::from_millis(200)) {

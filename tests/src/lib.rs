@@ -12,5 +12,9 @@ pub mod workload;
 
 /// A name unique to this test run, usable as a table, slot, publication and topic prefix.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{prefix}_{}_{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }

@@ -50,7 +50,10 @@ pub async fn create_outbox_table(client: &Client, table: &str, payload_type: &st
 pub async fn cleanup(client: &Client, slot: &str, publication: &str, tables: &[&str]) {
     for _ in 0..50 {
         let active: Option<bool> = client
-            .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
             .await
             .ok()
             .flatten()
@@ -70,7 +73,9 @@ pub async fn cleanup(client: &Client, slot: &str, publication: &str, tables: &[&
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {publication}"))
         .await;
     for t in tables {
-        let _ = client.batch_execute(&format!("DROP TABLE IF EXISTS {t}")).await;
+        let _ = client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {t}"))
+            .await;
     }
 }
 

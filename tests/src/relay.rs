@@ -50,7 +50,12 @@ impl RelaySetup {
         let tables: String = self
             .tables
             .iter()
-            .map(|t| format!("    - table: public.{t}\n      validate_json: {}\n", self.validate_json))
+            .map(|t| {
+                format!(
+                    "    - table: public.{t}\n      validate_json: {}\n",
+                    self.validate_json
+                )
+            })
             .collect();
         format!(
             "source:
@@ -156,14 +161,20 @@ impl Relay {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Some(status) = self.try_wait() {
-                panic!("relay exited with {status} before becoming ready; log:\n{}", self.log_tail());
+                panic!(
+                    "relay exited with {status} before becoming ready; log:\n{}",
+                    self.log_tail()
+                );
             }
             if let Some((200, _)) = http_get(self.metrics_port, "/readyz") {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("relay not ready after {timeout:?}; log:\n{}", self.log_tail());
+        panic!(
+            "relay not ready after {timeout:?}; log:\n{}",
+            self.log_tail()
+        );
     }
 
     pub fn metrics(&self) -> String {
@@ -200,7 +211,10 @@ impl Relay {
             }
             if start.elapsed() > timeout {
                 self.kill9();
-                panic!("relay did not exit within {timeout:?}; log:\n{}", self.log_tail());
+                panic!(
+                    "relay did not exit within {timeout:?}; log:\n{}",
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -245,9 +259,14 @@ fn unsafe_kill(pid: u32, sig: i32) {
 
 /// A tiny HTTP GET for the relay's telemetry endpoints.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -257,12 +276,10 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// Finds `series` in a Prometheus text exposition.
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
 }
 
 /// Sum of every series of a metric whose labels contain all of `labels` (`k="v"`).

@@ -66,7 +66,9 @@ pub async fn run(spec: &WorkloadSpec) -> WorkloadReport {
     for w in 0..spec.writers {
         let spec = spec.clone();
         let committed = committed.clone();
-        tasks.push(tokio::spawn(async move { writer(w, &spec, &committed).await }));
+        tasks.push(tokio::spawn(
+            async move { writer(w, &spec, &committed).await },
+        ));
     }
     let mut total = WorkloadReport::default();
     for t in tasks {
@@ -104,7 +106,9 @@ async fn writer(w: usize, spec: &WorkloadSpec, committed: &AtomicUsize) -> Workl
             let savepoint = rng.random_range(0..100) < spec.savepoint_pct;
             let at = savepoint.then(|| rng.random_range(0..rows));
             let sp_rows = rng.random_range(1..=10usize);
-            let mut aggs: Vec<usize> = (0..rows + sp_rows).map(|_| rng.random_range(0..spec.aggregates)).collect();
+            let mut aggs: Vec<usize> = (0..rows + sp_rows)
+                .map(|_| rng.random_range(0..spec.aggregates))
+                .collect();
             // Row locks taken in one global order cannot deadlock; writers still wait on
             // each other for shared aggregates, which is the contention the test wants.
             aggs.sort_unstable();
@@ -168,7 +172,10 @@ async fn insert(
     let id = format!("agg-{agg}");
     let ty = &spec.aggregate_types[agg % spec.aggregate_types.len()];
     let n = client
-        .execute(stmt, &[&id, ty, &format!("{ty}Changed"), &(writer as i32), &note])
+        .execute(
+            stmt,
+            &[&id, ty, &format!("{ty}Changed"), &(writer as i32), &note],
+        )
         .await?;
     assert_eq!(n, 1, "aggregate {id} exists");
     Ok(())
@@ -237,7 +244,11 @@ pub struct Verdict {
 /// order. Duplicates are reported for the caller to judge (an at-least-once replay);
 /// the first appearance of each event must still be in commit order, and no event may
 /// ever appear before its predecessor.
-pub fn verify(records: &[Record], expected: &HashMap<String, Expected>, topic_prefix: &str) -> Verdict {
+pub fn verify(
+    records: &[Record],
+    expected: &HashMap<String, Expected>,
+    topic_prefix: &str,
+) -> Verdict {
     let mut v = Verdict::default();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let problem = |v: &mut Verdict, p: String| {
@@ -247,29 +258,58 @@ pub fn verify(records: &[Record], expected: &HashMap<String, Expected>, topic_pr
     };
     for r in records {
         let Some(id) = r.header("id") else {
-            problem(&mut v, format!("record without id header at {}:{}@{}", r.topic, r.partition, r.offset));
+            problem(
+                &mut v,
+                format!(
+                    "record without id header at {}:{}@{}",
+                    r.topic, r.partition, r.offset
+                ),
+            );
             continue;
         };
         let id = std::str::from_utf8(id).unwrap_or("<non-utf8>");
         let Some(e) = expected.get(id) else {
-            problem(&mut v, format!("record {id} was never committed (rolled back or foreign)"));
+            problem(
+                &mut v,
+                format!("record {id} was never committed (rolled back or foreign)"),
+            );
             continue;
         };
-        *seen.entry(expected.get_key_value(id).unwrap().0.as_str()).or_default() += 1;
+        *seen
+            .entry(expected.get_key_value(id).unwrap().0.as_str())
+            .or_default() += 1;
         let want_topic = format!("{topic_prefix}.{}", e.aggregate_type);
         if r.topic != want_topic {
             problem(&mut v, format!("{id}: topic {} != {want_topic}", r.topic));
         }
         if r.key.as_deref() != Some(e.aggregate_id.as_bytes()) {
-            problem(&mut v, format!("{id}: key {:?} != {}", r.key_str(), e.aggregate_id));
+            problem(
+                &mut v,
+                format!("{id}: key {:?} != {}", r.key_str(), e.aggregate_id),
+            );
         }
         if r.payload.as_deref() != Some(e.payload.as_bytes()) {
-            problem(&mut v, format!("{id}: payload differs: {:?} vs {:?}", r.payload.as_ref().map(|p| String::from_utf8_lossy(p).into_owned()), e.payload));
+            problem(
+                &mut v,
+                format!(
+                    "{id}: payload differs: {:?} vs {:?}",
+                    r.payload
+                        .as_ref()
+                        .map(|p| String::from_utf8_lossy(p).into_owned()),
+                    e.payload
+                ),
+            );
         }
     }
     for id in expected.keys() {
         if !seen.contains_key(id.as_str()) {
-            problem(&mut v, format!("committed event {id} ({}) never arrived", expected[id].aggregate_id));
+            problem(
+                &mut v,
+                format!(
+                    "committed event {id} ({}) never arrived",
+                    expected[id].aggregate_id
+                ),
+            );
         }
     }
     v.distinct = seen.len();
@@ -282,8 +322,14 @@ pub fn verify(records: &[Record], expected: &HashMap<String, Expected>, topic_pr
     // Order per aggregate, in broker order (one key = one partition).
     let mut by_agg: HashMap<&str, Vec<i64>> = HashMap::new();
     for r in records {
-        if let Some(e) = r.header("id").and_then(|id| expected.get(std::str::from_utf8(id).ok()?)) {
-            by_agg.entry(e.aggregate_id.as_str()).or_default().push(e.version);
+        if let Some(e) = r
+            .header("id")
+            .and_then(|id| expected.get(std::str::from_utf8(id).ok()?))
+        {
+            by_agg
+                .entry(e.aggregate_id.as_str())
+                .or_default()
+                .push(e.version);
         }
     }
     for (agg, versions) in by_agg {
@@ -292,16 +338,26 @@ pub fn verify(records: &[Record], expected: &HashMap<String, Expected>, topic_pr
         let mut max = 0;
         for &ver in &versions {
             if ver > max + 1 {
-                problem(&mut v, format!("aggregate {agg}: version {ver} arrived before {}", max + 1));
+                problem(
+                    &mut v,
+                    format!("aggregate {agg}: version {ver} arrived before {}", max + 1),
+                );
             }
             max = max.max(ver);
             if seen_versions.insert(ver) {
                 first_seen.push(ver);
             }
         }
-        let in_order = first_seen.windows(2).all(|w| w[1] == w[0] + 1) && first_seen.first() == Some(&1);
+        let in_order =
+            first_seen.windows(2).all(|w| w[1] == w[0] + 1) && first_seen.first() == Some(&1);
         if !in_order {
-            problem(&mut v, format!("aggregate {agg}: first appearances out of commit order: {:?}", &first_seen[..first_seen.len().min(20)]));
+            problem(
+                &mut v,
+                format!(
+                    "aggregate {agg}: first appearances out of commit order: {:?}",
+                    &first_seen[..first_seen.len().min(20)]
+                ),
+            );
         }
     }
     v

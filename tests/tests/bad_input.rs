@@ -53,24 +53,51 @@ async fn invalid_rows_are_dead_lettered_counted_and_do_not_stop_the_stream() {
 
     let good = read(&format!("{}.Order", setup.topic_prefix), 2);
     let payloads: Vec<&[u8]> = good.iter().map(|r| r.payload.as_deref().unwrap()).collect();
-    assert_eq!(payloads, vec![&br#"{"n": 1}"#[..], &br#"{"n": 5}"#[..]], "valid events around the bad ones arrive, in order");
+    assert_eq!(
+        payloads,
+        vec![&br#"{"n": 1}"#[..], &br#"{"n": 5}"#[..]],
+        "valid events around the bad ones arrive, in order"
+    );
     assert!(good.iter().all(|r| r.key_str() == "a-1"));
 
     let dlq = read(&setup.dead_letter_topic(), 5);
-    let mut reasons: Vec<String> = dlq.iter().map(|r| r.header_str("outbox-relay-error-reason").unwrap()).collect();
+    let mut reasons: Vec<String> = dlq
+        .iter()
+        .map(|r| r.header_str("outbox-relay-error-reason").unwrap())
+        .collect();
     reasons.sort();
     assert_eq!(
         reasons,
-        vec!["invalid_json", "invalid_message", "message_too_large", "no_route", "null_aggregate_id"],
+        vec![
+            "invalid_json",
+            "invalid_message",
+            "message_too_large",
+            "no_route",
+            "null_aggregate_id"
+        ],
         "dead letters: {dlq:#?}"
     );
-    let by_reason = |reason: &str| dlq.iter().find(|r| r.header_str("outbox-relay-error-reason").as_deref() == Some(reason)).unwrap();
+    let by_reason = |reason: &str| {
+        dlq.iter()
+            .find(|r| r.header_str("outbox-relay-error-reason").as_deref() == Some(reason))
+            .unwrap()
+    };
     // The errors name what is wrong.
-    assert!(by_reason("null_aggregate_id").header_str("outbox-relay-error").unwrap().contains("\"aggregateid\" is NULL"));
-    assert!(by_reason("invalid_json").header_str("outbox-relay-error").unwrap().contains("not valid JSON"));
-    assert!(by_reason("no_route").header_str("outbox-relay-error").unwrap().contains("Bad Type"));
+    assert!(by_reason("null_aggregate_id")
+        .header_str("outbox-relay-error")
+        .unwrap()
+        .contains("\"aggregateid\" is NULL"));
+    assert!(by_reason("invalid_json")
+        .header_str("outbox-relay-error")
+        .unwrap()
+        .contains("not valid JSON"));
+    assert!(by_reason("no_route")
+        .header_str("outbox-relay-error")
+        .unwrap()
+        .contains("Bad Type"));
     // The rejected row travels with the dead letter.
-    let doc: serde_json::Value = serde_json::from_slice(by_reason("invalid_json").payload.as_ref().unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(by_reason("invalid_json").payload.as_ref().unwrap()).unwrap();
     assert_eq!(doc["row"]["payload"], "{not json");
     assert_eq!(doc["row"]["aggregateid"], "a-2");
     assert_eq!(doc["source"], format!("public.{table}"));
@@ -82,13 +109,40 @@ async fn invalid_rows_are_dead_lettered_counted_and_do_not_stop_the_stream() {
     assert!(huge.header("id").is_some());
 
     let metrics = relay.metrics();
-    for reason in ["null_aggregate_id", "invalid_json", "no_route", "invalid_message"] {
+    for reason in [
+        "null_aggregate_id",
+        "invalid_json",
+        "no_route",
+        "invalid_message",
+    ] {
         let label = format!("reason=\"{reason}\"");
-        assert_eq!(metric_sum(&metrics, "outbox_relay_invalid_events_total", &[&label]), 1.0, "{reason}");
-        assert_eq!(metric_sum(&metrics, "outbox_relay_dead_letter_events_total", &[&label]), 1.0, "{reason}");
+        assert_eq!(
+            metric_sum(&metrics, "outbox_relay_invalid_events_total", &[&label]),
+            1.0,
+            "{reason}"
+        );
+        assert_eq!(
+            metric_sum(&metrics, "outbox_relay_dead_letter_events_total", &[&label]),
+            1.0,
+            "{reason}"
+        );
     }
-    assert_eq!(metric_sum(&metrics, "outbox_relay_dead_letter_events_total", &["reason=\"message_too_large\""]), 1.0);
-    assert_eq!(metric_sum(&metrics, "outbox_relay_events_published_total", &["result=\"dead_lettered\""]), 1.0);
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "outbox_relay_dead_letter_events_total",
+            &["reason=\"message_too_large\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "outbox_relay_events_published_total",
+            &["result=\"dead_lettered\""]
+        ),
+        1.0
+    );
     assert!(relay.try_wait().is_none(), "the relay keeps running");
     assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
     pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
@@ -117,7 +171,10 @@ async fn halt_policy_stops_without_acknowledging_and_a_restart_loses_nothing() {
     let status = relay.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "halts with a failure status");
     let log = relay.log_text();
-    assert!(log.contains("halted on an invalid event") && log.contains("\"aggregateid\" is NULL"), "log names the problem:\n{log}");
+    assert!(
+        log.contains("halted on an invalid event") && log.contains("\"aggregateid\" is NULL"),
+        "log names the problem:\n{log}"
+    );
 
     // The operator switches to dead-lettering: the held-back row and the one after it
     // are still there, because nothing past them was acknowledged.
@@ -126,12 +183,20 @@ async fn halt_policy_stops_without_acknowledging_and_a_restart_loses_nothing() {
     relay.wait_ready(Duration::from_secs(60));
     let dlq = read(&setup.dead_letter_topic(), 1);
     assert_eq!(dlq.len(), 1);
-    assert_eq!(dlq[0].header_str("outbox-relay-error-reason").as_deref(), Some("null_aggregate_id"));
+    assert_eq!(
+        dlq[0].header_str("outbox-relay-error-reason").as_deref(),
+        Some("null_aggregate_id")
+    );
     let mut reader = TopicReader::exact(&format!("{}.Order", setup.topic_prefix));
-    reader.read_until(Duration::from_secs(60), |r| r.iter().any(|rec| rec.key_str() == "h-2"));
+    reader.read_until(Duration::from_secs(60), |r| {
+        r.iter().any(|rec| rec.key_str() == "h-2")
+    });
     let keys: Vec<String> = reader.records.iter().map(Record::key_str).collect();
     // h-1 may appear twice (replayed after the halt); h-2 must be there.
-    assert!(keys.contains(&"h-1".to_string()) && keys.contains(&"h-2".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"h-1".to_string()) && keys.contains(&"h-2".to_string()),
+        "{keys:?}"
+    );
     assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
     pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
 }

@@ -53,7 +53,10 @@ async fn sigkill_at_random_points_loses_nothing_and_replays_only_unconfirmed_wor
         let flush = pg::confirmed_flush_when_inactive(&client, &setup.slot()).await;
         eprintln!("kill {kill} after {wait_ms} ms: confirmed flush {flush:X}");
         if let Some(&prev) = flushes.last() {
-            assert!(flush >= prev, "confirmed_flush_lsn went backwards: {prev:X} -> {flush:X}");
+            assert!(
+                flush >= prev,
+                "confirmed_flush_lsn went backwards: {prev:X} -> {flush:X}"
+            );
         }
         flushes.push(flush);
         relay = Relay::start(&setup);
@@ -88,14 +91,24 @@ async fn sigkill_at_random_points_loses_nothing_and_replays_only_unconfirmed_wor
     .unwrap();
 
     let verdict = workload::verify(&records, &expected, &setup.topic_prefix);
-    assert!(verdict.problems.is_empty(), "problems: {:#?}\nrelay log:\n{}", verdict.problems, relay.log_tail());
+    assert!(
+        verdict.problems.is_empty(),
+        "problems: {:#?}\nrelay log:\n{}",
+        verdict.problems,
+        relay.log_tail()
+    );
     assert_eq!(verdict.distinct, expected.len());
 
     // Every extra copy must be explained by a kill whose confirmed flush was at or below
     // the event's commit: only unconfirmed transactions are replayed.
     let commit_of: std::collections::HashMap<&[u8], u64> = records
         .iter()
-        .map(|r| (r.header("id").unwrap(), pg::parse_lsn(&r.header_str("outbox-relay-commit-lsn").unwrap())))
+        .map(|r| {
+            (
+                r.header("id").unwrap(),
+                pg::parse_lsn(&r.header_str("outbox-relay-commit-lsn").unwrap()),
+            )
+        })
         .collect();
     let mut explained = 0;
     for (id, copies) in &verdict.duplicates {
@@ -107,11 +120,21 @@ async fn sigkill_at_random_points_loses_nothing_and_replays_only_unconfirmed_wor
         );
         explained += copies - 1;
     }
-    eprintln!("{} records, {} distinct, {explained} replayed copies", records.len(), verdict.distinct);
+    eprintln!(
+        "{} records, {} distinct, {explained} replayed copies",
+        records.len(),
+        verdict.distinct
+    );
 
     let status = relay.terminate(Duration::from_secs(30));
     assert!(status.success(), "exit status {status}");
     let final_flush = pg::confirmed_flush_when_inactive(&client, &setup.slot()).await;
     assert!(final_flush >= *flushes.last().unwrap());
-    pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table, &workload::versions_table(&table)]).await;
+    pg::cleanup(
+        &client,
+        &setup.slot(),
+        &setup.publication(),
+        &[&table, &workload::versions_table(&table)],
+    )
+    .await;
 }

@@ -37,7 +37,10 @@ async fn delivers_exactly_the_committed_events_in_commit_order_per_aggregate() {
     let expected = workload::committed_rows(&client, &table).await;
     eprintln!("workload: {report:?}; committed rows {}", expected.len());
     assert!(report.committed_events >= 20_000);
-    assert!(report.rolled_back_txns > 0 && report.savepoint_rollbacks > 0, "{report:?}");
+    assert!(
+        report.rolled_back_txns > 0 && report.savepoint_rollbacks > 0,
+        "{report:?}"
+    );
     assert_eq!(expected.len(), report.committed_events + 200_000);
 
     let prefix = setup.topic_prefix.clone();
@@ -53,34 +56,75 @@ async fn delivers_exactly_the_committed_events_in_commit_order_per_aggregate() {
     .unwrap();
 
     let verdict = workload::verify(&records, &expected, &setup.topic_prefix);
-    assert!(verdict.problems.is_empty(), "problems: {:#?}\nrelay log:\n{}", verdict.problems, relay.log_tail());
-    assert!(verdict.duplicates.is_empty(), "duplicates without a crash: {:?}", &verdict.duplicates[..verdict.duplicates.len().min(5)]);
+    assert!(
+        verdict.problems.is_empty(),
+        "problems: {:#?}\nrelay log:\n{}",
+        verdict.problems,
+        relay.log_tail()
+    );
+    assert!(
+        verdict.duplicates.is_empty(),
+        "duplicates without a crash: {:?}",
+        &verdict.duplicates[..verdict.duplicates.len().min(5)]
+    );
     assert_eq!(records.len(), expected.len());
     for r in &records {
-        assert!(r.header("outbox-relay-commit-lsn").is_some(), "commit LSN header on {r:?}");
+        assert!(
+            r.header("outbox-relay-commit-lsn").is_some(),
+            "commit LSN header on {r:?}"
+        );
     }
 
     let metrics = relay.metrics();
-    let published = metric_sum(&metrics, "outbox_relay_events_published_total", &["result=\"ok\""]);
+    let published = metric_sum(
+        &metrics,
+        "outbox_relay_events_published_total",
+        &["result=\"ok\""],
+    );
     assert_eq!(published as usize, expected.len(), "events_published_total");
-    assert_eq!(metric_sum(&metrics, "outbox_relay_invalid_events_total", &[]), 0.0);
-    assert_eq!(metric_sum(&metrics, "outbox_relay_inflight_events", &[]), 0.0);
+    assert_eq!(
+        metric_sum(&metrics, "outbox_relay_invalid_events_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        metric_sum(&metrics, "outbox_relay_inflight_events", &[]),
+        0.0
+    );
     let txns = metric_sum(&metrics, "outbox_relay_transactions_total", &[]) as usize;
-    assert!(txns > report.committed_txns, "transactions_total {txns} counts every committed transaction");
+    assert!(
+        txns > report.committed_txns,
+        "transactions_total {txns} counts every committed transaction"
+    );
     let peak_kb = relay.peak_rss_kb().unwrap();
     eprintln!("relay peak RSS {} MiB (debug build)", peak_kb / 1024);
-    assert!(peak_kb < 150 * 1024, "peak RSS {peak_kb} kB: memory is not bounded by the in-flight budget");
+    assert!(
+        peak_kb < 150 * 1024,
+        "peak RSS {peak_kb} kB: memory is not bounded by the in-flight budget"
+    );
 
     // Graceful shutdown: exit 0, and the final status update confirms past the last commit.
     let status = relay.terminate(Duration::from_secs(30));
-    assert!(status.success(), "exit status {status}; log:\n{}", relay.log_tail());
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        relay.log_tail()
+    );
     let flush = pg::confirmed_flush_when_inactive(&client, &setup.slot()).await;
     let last_commit = records
         .iter()
         .map(|r| pg::parse_lsn(&r.header_str("outbox-relay-commit-lsn").unwrap()))
         .max()
         .unwrap();
-    assert!(flush > last_commit, "confirmed flush {flush:X} is not past the last commit {last_commit:X}");
+    assert!(
+        flush > last_commit,
+        "confirmed flush {flush:X} is not past the last commit {last_commit:X}"
+    );
 
-    pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table, &workload::versions_table(&table)]).await;
+    pg::cleanup(
+        &client,
+        &setup.slot(),
+        &setup.publication(),
+        &[&table, &workload::versions_table(&table)],
+    )
+    .await;
 }

@@ -20,10 +20,26 @@ pub struct KafkaConfig {
 
 /// Properties the relay sets and a user may not change, with the reason given in errors.
 pub(crate) const LOCKED: &[(&str, &str, &str)] = &[
-    ("enable.idempotence", "true", "per-partition order through retries depends on it"),
-    ("acks", "all", "an event counts as published only once all in-sync replicas have it"),
-    ("enable.gapless.guarantee", "true", "a failed batch must stop the producer rather than leave a gap"),
-    ("max.in.flight.requests.per.connection", "5", "the idempotent producer keeps order only up to 5"),
+    (
+        "enable.idempotence",
+        "true",
+        "per-partition order through retries depends on it",
+    ),
+    (
+        "acks",
+        "all",
+        "an event counts as published only once all in-sync replicas have it",
+    ),
+    (
+        "enable.gapless.guarantee",
+        "true",
+        "a failed batch must stop the producer rather than leave a gap",
+    ),
+    (
+        "max.in.flight.requests.per.connection",
+        "5",
+        "the idempotent producer keeps order only up to 5",
+    ),
 ];
 
 /// Defaults a user may override.
@@ -53,7 +69,10 @@ impl KafkaConfig {
                 }
             }
             if key == "bootstrap.servers" {
-                return Err("sink.kafka.properties.bootstrap.servers: set sink.kafka.brokers instead".into());
+                return Err(
+                    "sink.kafka.properties.bootstrap.servers: set sink.kafka.brokers instead"
+                        .into(),
+                );
             }
             props.insert(key.clone(), value.clone());
         }
@@ -75,15 +94,22 @@ mod tests {
     fn config(props: &[(&str, &str)]) -> KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
-            properties: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
     #[test]
     fn passes_user_properties_through_and_locks_ordering_ones() {
-        let props = config(&[("compression.type", "lz4"), ("linger.ms", "20"), ("acks", "all")])
-            .producer_properties()
-            .unwrap();
+        let props = config(&[
+            ("compression.type", "lz4"),
+            ("linger.ms", "20"),
+            ("acks", "all"),
+        ])
+        .producer_properties()
+        .unwrap();
         assert_eq!(props["compression.type"], "lz4");
         assert_eq!(props["linger.ms"], "20");
         assert_eq!(props["enable.idempotence"], "true");
@@ -93,8 +119,13 @@ mod tests {
 
     #[test]
     fn rejects_weakening_the_ordering_guarantee() {
-        let err = config(&[("enable.idempotence", "false")]).producer_properties().unwrap_err();
-        assert!(err.starts_with("sink.kafka.properties.enable.idempotence: must be \"true\""), "{err}");
+        let err = config(&[("enable.idempotence", "false")])
+            .producer_properties()
+            .unwrap_err();
+        assert!(
+            err.starts_with("sink.kafka.properties.enable.idempotence: must be \"true\""),
+            "{err}"
+        );
         let err = config(&[("acks", "1")]).producer_properties().unwrap_err();
         assert!(err.contains("acks"), "{err}");
     }

@@ -59,7 +59,10 @@ impl Config {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError(format!("file {} does not exist", path.display())));
+                return Err(ConfigError(format!(
+                    "file {} does not exist",
+                    path.display()
+                )));
             }
             builder = builder.add_source(config::File::from(path));
         }
@@ -74,10 +77,10 @@ impl Config {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let raw = builder
-            .build()
+        let raw = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = raw
+            .try_deserialize()
             .map_err(|e| ConfigError(e.to_string()))?;
-        let config: Config = raw.try_deserialize().map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }

@@ -77,7 +77,9 @@ pub struct TableConfig {
 impl TableConfig {
     /// `(schema, table)`
     pub fn qualified(&self) -> (&str, &str) {
-        self.table.split_once('.').unwrap_or(("public", &self.table))
+        self.table
+            .split_once('.')
+            .unwrap_or(("public", &self.table))
     }
 }
 
@@ -200,7 +202,9 @@ impl OutboxConfig {
                 ("payload", &c.payload),
             ] {
                 if name.is_empty() {
-                    return Err(err(format!("outbox.tables[{i}].columns.{key}: must not be empty")));
+                    return Err(err(format!(
+                        "outbox.tables[{i}].columns.{key}: must not be empty"
+                    )));
                 }
             }
         }
@@ -214,8 +218,12 @@ impl OutboxConfig {
                 "outbox.route: set a template or at least one override, or no event has a destination",
             ));
         }
-        if self.dead_letter_destination.is_empty() && self.on_invalid == InvalidEventPolicy::DeadLetter {
-            return Err(err("outbox.dead_letter_destination: must not be empty with on_invalid: dead_letter"));
+        if self.dead_letter_destination.is_empty()
+            && self.on_invalid == InvalidEventPolicy::DeadLetter
+        {
+            return Err(err(
+                "outbox.dead_letter_destination: must not be empty with on_invalid: dead_letter",
+            ));
         }
         Ok(())
     }

@@ -89,7 +89,10 @@ impl TelemetryConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if !self.listen.is_empty() {
             self.listen.parse::<SocketAddr>().map_err(|e| {
-                err(format!("telemetry.listen: {:?} is not host:port: {e}", self.listen))
+                err(format!(
+                    "telemetry.listen: {:?} is not host:port: {e}",
+                    self.listen
+                ))
             })?;
         }
         Ok(())

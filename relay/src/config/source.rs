@@ -116,7 +116,9 @@ impl SourceConfig {
             return Err(err("source.status_interval_ms: must be 1 to 60000"));
         }
         if self.password.is_some() && self.password_file.is_some() {
-            return Err(err("source.password and source.password_file: set only one"));
+            return Err(err(
+                "source.password and source.password_file: set only one",
+            ));
         }
         Ok(())
     }
@@ -125,7 +127,10 @@ impl SourceConfig {
     pub fn resolve_password(&self) -> Result<Option<Secret>, ConfigError> {
         if let Some(path) = &self.password_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                err(format!("source.password_file: cannot read {}: {e}", path.display()))
+                err(format!(
+                    "source.password_file: cannot read {}: {e}",
+                    path.display()
+                ))
             })?;
             return Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']))));
         }

@@ -51,7 +51,10 @@ sink:
 ";
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -98,18 +101,44 @@ fn toml_files_work_too() {
 #[test]
 fn errors_name_the_bad_key() {
     let cases = [
-        (MINIMAL.replace("user: relay", "user: relay\n  sslmode: sometimes"), "source.sslmode"),
-        (MINIMAL.replace("host: db", "host: db\n  colour: blue"), "colour"),
-        (MINIMAL.replace("kind: kafka", "kind: carrier-pigeon"), "carrier-pigeon"),
-        (MINIMAL.replace("user: relay", "user: relay\n  slot: Bad-Slot"), "source.slot"),
-        (MINIMAL.replace("compression.type: lz4", "enable.idempotence: 'false'"), "enable.idempotence"),
-        (format!("{MINIMAL}pipeline:\n  inflight_bytes: 10\n"), "pipeline.inflight_bytes"),
-        (format!("{MINIMAL}outbox:\n  route:\n    template: ''\n"), "outbox.route"),
-        (format!("{MINIMAL}telemetry:\n  listen: nowhere\n"), "telemetry.listen"),
+        (
+            MINIMAL.replace("user: relay", "user: relay\n  sslmode: sometimes"),
+            "source.sslmode",
+        ),
+        (
+            MINIMAL.replace("host: db", "host: db\n  colour: blue"),
+            "colour",
+        ),
+        (
+            MINIMAL.replace("kind: kafka", "kind: carrier-pigeon"),
+            "carrier-pigeon",
+        ),
+        (
+            MINIMAL.replace("user: relay", "user: relay\n  slot: Bad-Slot"),
+            "source.slot",
+        ),
+        (
+            MINIMAL.replace("compression.type: lz4", "enable.idempotence: 'false'"),
+            "enable.idempotence",
+        ),
+        (
+            format!("{MINIMAL}pipeline:\n  inflight_bytes: 10\n"),
+            "pipeline.inflight_bytes",
+        ),
+        (
+            format!("{MINIMAL}outbox:\n  route:\n    template: ''\n"),
+            "outbox.route",
+        ),
+        (
+            format!("{MINIMAL}telemetry:\n  listen: nowhere\n"),
+            "telemetry.listen",
+        ),
     ];
     for (yaml, key) in cases {
         let f = write(&yaml, "yaml");
-        let e = Config::load_from(Some(f.path()), env(&[])).unwrap_err().to_string();
+        let e = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(key), "error {e:?} should name {key}");
     }
 }
@@ -125,8 +154,11 @@ fn secrets_are_not_printed() {
 
 #[test]
 fn missing_file_is_named() {
-    let e = Config::load_from(Some(std::path::Path::new("/nonexistent/relay.yaml")), env(&[]))
-        .unwrap_err()
-        .to_string();
+    let e = Config::load_from(
+        Some(std::path::Path::new("/nonexistent/relay.yaml")),
+        env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("/nonexistent/relay.yaml"), "{e}");
 }

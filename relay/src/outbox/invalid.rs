@@ -73,7 +73,10 @@ impl InvalidEvent {
             "row": self.row,
         });
         let mut headers = vec![
-            (HEADER_REASON.to_string(), Bytes::from_static(self.reason.label().as_bytes())),
+            (
+                HEADER_REASON.to_string(),
+                Bytes::from_static(self.reason.label().as_bytes()),
+            ),
             (HEADER_ERROR.to_string(), Bytes::from(self.message.clone())),
             (HEADER_SOURCE.to_string(), Bytes::from(self.source.clone())),
         ];
@@ -100,18 +103,30 @@ impl InvalidEvent {
 /// event with the error in headers. A message too large for the broker keeps its
 /// headers but its payload is replaced by a JSON note of its size, since the same bytes
 /// would be rejected again.
-pub fn dead_letter_of_rejected(event: &OutboxEvent, error: &PublishError, destination: Arc<str>) -> OutboxEvent {
+pub fn dead_letter_of_rejected(
+    event: &OutboxEvent,
+    error: &PublishError,
+    destination: Arc<str>,
+) -> OutboxEvent {
     let mut dl = event.clone();
     dl.destination = destination;
     if error.kind == "message_too_large" {
         let size = event.payload.as_ref().map_or(0, Bytes::len);
         dl.payload = Some(Bytes::from(
-            json!({"reason": "message_too_large", "payload_bytes": size, "error": error.message}).to_string(),
+            json!({"reason": "message_too_large", "payload_bytes": size, "error": error.message})
+                .to_string(),
         ));
     }
-    dl.headers.push((HEADER_REASON.to_string(), Bytes::from_static(error.kind.as_bytes())));
-    dl.headers.push((HEADER_ERROR.to_string(), Bytes::from(error.to_string())));
-    dl.headers.push((HEADER_DESTINATION.to_string(), Bytes::from(event.destination.to_string())));
+    dl.headers.push((
+        HEADER_REASON.to_string(),
+        Bytes::from_static(error.kind.as_bytes()),
+    ));
+    dl.headers
+        .push((HEADER_ERROR.to_string(), Bytes::from(error.to_string())));
+    dl.headers.push((
+        HEADER_DESTINATION.to_string(),
+        Bytes::from(event.destination.to_string()),
+    ));
     dl
 }
 

@@ -47,7 +47,11 @@ pub fn payload_bytes(raw: Option<&RawValue>, content: &Bytes) -> Option<Bytes> {
     }
     // The raw value borrows from `content` when it was parsed from it: slice instead of
     // copying. Anything else (never expected) is copied.
-    let (base, ptr, len) = (content.as_ptr() as usize, raw.get().as_ptr() as usize, raw.get().len());
+    let (base, ptr, len) = (
+        content.as_ptr() as usize,
+        raw.get().as_ptr() as usize,
+        raw.get().len(),
+    );
     if ptr >= base && ptr + len <= base + content.len() {
         Some(content.slice(ptr - base..ptr - base + len))
     } else {

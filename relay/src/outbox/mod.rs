@@ -10,7 +10,9 @@ mod table;
 mod text;
 mod trace;
 
-pub use invalid::{dead_letter_of_rejected, InvalidEvent, InvalidReason, HEADER_ERROR, HEADER_REASON};
+pub use invalid::{
+    dead_letter_of_rejected, InvalidEvent, InvalidReason, HEADER_ERROR, HEADER_REASON,
+};
 pub use mapper::{Mapped, Mapper, TxContext, HEADER_COMMIT_LSN};
 pub use route::Router;
 pub use table::{OutboxTable, SchemaError};

@@ -53,7 +53,8 @@ impl Router {
         }
         let resolved = self.resolve(aggregate_type);
         if self.cache.len() < CACHE_LIMIT {
-            self.cache.insert(aggregate_type.to_owned(), resolved.clone());
+            self.cache
+                .insert(aggregate_type.to_owned(), resolved.clone());
         }
         resolved
     }
@@ -68,9 +69,8 @@ impl Router {
             ));
         }
         let destination = self.template.replace(PLACEHOLDER, aggregate_type);
-        (self.check)(&destination).map_err(|e| {
-            format!("no valid route for aggregate type {aggregate_type:?}: {e}")
-        })?;
+        (self.check)(&destination)
+            .map_err(|e| format!("no valid route for aggregate type {aggregate_type:?}: {e}"))?;
         Ok(Arc::from(destination))
     }
 }
@@ -82,7 +82,9 @@ mod tests {
 
     fn kafka_like() -> DestinationCheck {
         Arc::new(|d: &str| {
-            if d.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)) {
+            if d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+            {
                 Ok(())
             } else {
                 Err(format!("{d:?} has characters a topic cannot have"))
@@ -118,7 +120,10 @@ mod tests {
             }],
         };
         let mut r = Router::new(&cfg, kafka_like()).unwrap();
-        assert!(r.route("Invoice").unwrap_err().contains("no route for aggregate type \"Invoice\""));
+        assert!(r
+            .route("Invoice")
+            .unwrap_err()
+            .contains("no route for aggregate type \"Invoice\""));
     }
 
     #[test]

@@ -63,7 +63,10 @@ mod tests {
 
     #[test]
     fn bytea_hex_round_trips() {
-        assert_eq!(decode_bytea(b"\\x00ff10Ab").unwrap().as_ref(), &[0, 255, 16, 171]);
+        assert_eq!(
+            decode_bytea(b"\\x00ff10Ab").unwrap().as_ref(),
+            &[0, 255, 16, 171]
+        );
         assert_eq!(decode_bytea(b"\\x").unwrap().len(), 0);
         assert!(decode_bytea(b"\\x0").is_err());
         assert!(decode_bytea(b"\\xzz").is_err());

@@ -19,12 +19,14 @@ pub fn trace_headers(text: &str) -> Vec<(String, Bytes)> {
             None => continue,
         };
         match key {
-            "traceparent" if looks_like_traceparent(value) => {
-                out.push(("traceparent".to_string(), Bytes::copy_from_slice(value.as_bytes())))
-            }
-            "tracestate" if !value.is_empty() => {
-                out.push(("tracestate".to_string(), Bytes::copy_from_slice(value.as_bytes())))
-            }
+            "traceparent" if looks_like_traceparent(value) => out.push((
+                "traceparent".to_string(),
+                Bytes::copy_from_slice(value.as_bytes()),
+            )),
+            "tracestate" if !value.is_empty() => out.push((
+                "tracestate".to_string(),
+                Bytes::copy_from_slice(value.as_bytes()),
+            )),
             _ => {}
         }
     }
@@ -52,8 +54,14 @@ mod tests {
         let props = format!("#Mon Jan 01\ntraceparent={TP}\ntracestate=congo=t61rcWkgMzE\n");
         let h = trace_headers(&props);
         assert_eq!(h[0], ("traceparent".into(), Bytes::from(TP)));
-        assert_eq!(h[1], ("tracestate".into(), Bytes::from("congo=t61rcWkgMzE")));
-        assert_eq!(trace_headers(TP), vec![("traceparent".into(), Bytes::from(TP))]);
+        assert_eq!(
+            h[1],
+            ("tracestate".into(), Bytes::from("congo=t61rcWkgMzE"))
+        );
+        assert_eq!(
+            trace_headers(TP),
+            vec![("traceparent".into(), Bytes::from(TP))]
+        );
         assert!(trace_headers("traceparent=garbage").is_empty());
         assert!(trace_headers("").is_empty());
     }

@@ -69,9 +69,15 @@ impl Acker {
                             let e = &outcome.event;
                             let lat = (now_us - e.commit_time_us).max(0) as f64 / 1e6;
                             self.metrics.end_to_end_latency.observe(lat);
-                            if Arc::ptr_eq(&e.destination, &self.dead_letter) || *e.destination == *self.dead_letter {
-                                let reason = header(e, HEADER_REASON).unwrap_or_else(|| "unknown".into());
-                                self.metrics.dead_letter_events.with_label_values(&[&reason]).inc();
+                            if Arc::ptr_eq(&e.destination, &self.dead_letter)
+                                || *e.destination == *self.dead_letter
+                            {
+                                let reason =
+                                    header(e, HEADER_REASON).unwrap_or_else(|| "unknown".into());
+                                self.metrics
+                                    .dead_letter_events
+                                    .with_label_values(&[&reason])
+                                    .inc();
                             }
                             // Count runs of one destination with one label lookup.
                             match &mut run {
@@ -142,7 +148,10 @@ impl Acker {
             }
         }
         warn!(event_id = %event.id, "dead-lettered");
-        self.metrics.dead_letter_events.with_label_values(&[err.kind]).inc();
+        self.metrics
+            .dead_letter_events
+            .with_label_values(&[err.kind])
+            .inc();
         self.count(sink, &event.destination, "dead_lettered", 1);
         Ok(())
     }

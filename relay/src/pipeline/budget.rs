@@ -28,7 +28,10 @@ impl Budget {
     }
 
     pub fn try_take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        self.sem.clone().try_acquire_many_owned(self.cost(bytes)).ok()
+        self.sem
+            .clone()
+            .try_acquire_many_owned(self.cost(bytes))
+            .ok()
     }
 
     pub async fn take(&self, bytes: usize) -> OwnedSemaphorePermit {

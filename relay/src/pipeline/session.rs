@@ -98,13 +98,20 @@ pub async fn run_session(
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
     let router = {
         let p = publisher.clone();
-        Router::new(&config.outbox.route, Arc::new(move |d: &str| p.validate_destination(d)))
-            .map_err(|e| RelayError::Config(crate::config::ConfigError(e)))?
+        Router::new(
+            &config.outbox.route,
+            Arc::new(move |d: &str| p.validate_destination(d)),
+        )
+        .map_err(|e| RelayError::Config(crate::config::ConfigError(e)))?
     };
     let mapper = Mapper::new(config.outbox.clone(), router);
     publisher
         .validate_destination(&mapper.dead_letter_destination())
-        .map_err(|e| RelayError::Config(crate::config::ConfigError(format!("outbox.dead_letter_destination: {e}"))))?;
+        .map_err(|e| {
+            RelayError::Config(crate::config::ConfigError(format!(
+                "outbox.dead_letter_destination: {e}"
+            )))
+        })?;
     let mut acker_task = tokio::spawn(
         Acker {
             publisher: publisher.clone(),
@@ -119,7 +126,9 @@ pub async fn run_session(
         let metrics = ctx.metrics.clone();
         let interval = Duration::from_millis(src.heartbeat_interval_ms);
         let sql = sql;
-        AbortOnDrop(tokio::spawn(async move { heartbeat::run(&sql, interval, metrics).await }))
+        AbortOnDrop(tokio::spawn(async move {
+            heartbeat::run(&sql, interval, metrics).await
+        }))
     });
 
     let mut reader = Reader {
@@ -146,11 +155,20 @@ pub async fn run_session(
         };
         let msg = match msg {
             Ok(Some(m)) => m,
-            Ok(None) => break Err(RelayError::StreamEnded("the server ended the replication stream".into())),
+            Ok(None) => {
+                break Err(RelayError::StreamEnded(
+                    "the server ended the replication stream".into(),
+                ))
+            }
             Err(e) => break Err(e.into()),
         };
         let step = match msg {
-            ReplicationMessage::XLogData { wal_start, wal_end, data, .. } => {
+            ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
                 progress.note_received(wal_start);
                 progress.note_server_wal_end(wal_end);
                 ctx.metrics.replication_bytes.inc_by(data.len() as u64);
@@ -159,7 +177,11 @@ pub async fn run_session(
                     Err(e) => Err(e.into()),
                 }
             }
-            ReplicationMessage::PrimaryKeepalive { wal_end, reply_requested, .. } => {
+            ReplicationMessage::PrimaryKeepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
                 progress.note_server_wal_end(wal_end);
                 if reply_requested {
                     reply_now.notify_one();
@@ -192,7 +214,10 @@ pub async fn run_session(
             Ok(r) => acker_result(r),
             Err(_) => {
                 acker_task.abort();
-                warn!(timeout_ms = config.pipeline.shutdown_timeout_ms, "in-flight events were not all acknowledged in time; they will be replayed");
+                warn!(
+                    timeout_ms = config.pipeline.shutdown_timeout_ms,
+                    "in-flight events were not all acknowledged in time; they will be replayed"
+                );
                 Ok(())
             }
         }
@@ -212,11 +237,15 @@ pub async fn run_session(
     outcome.and(drained)
 }
 
-fn acker_result(r: Result<Result<(), RelayError>, tokio::task::JoinError>) -> Result<(), RelayError> {
+fn acker_result(
+    r: Result<Result<(), RelayError>, tokio::task::JoinError>,
+) -> Result<(), RelayError> {
     match r {
         Ok(r) => r,
         Err(e) if e.is_cancelled() => Ok(()),
-        Err(e) => Err(RelayError::Protocol(format!("the acknowledgement task panicked: {e}"))),
+        Err(e) => Err(RelayError::Protocol(format!(
+            "the acknowledgement task panicked: {e}"
+        ))),
     }
 }
 
@@ -264,7 +293,10 @@ impl Reader {
             }
             M::Commit(c) => {
                 if self.tx.take().is_none() {
-                    return Err(RelayError::Protocol(format!("Commit {} without Begin", c.commit_lsn)));
+                    return Err(RelayError::Protocol(format!(
+                        "Commit {} without Begin",
+                        c.commit_lsn
+                    )));
                 }
                 self.metrics.transactions.inc();
                 // pgoutput only sends committed transactions (aborted subtransactions
@@ -282,7 +314,10 @@ impl Reader {
                 let tx = if m.transactional {
                     self.open_tx("Message")?
                 } else {
-                    TxContext { commit_lsn: m.lsn, commit_time_us: unix_now_us() }
+                    TxContext {
+                        commit_lsn: m.lsn,
+                        commit_time_us: unix_now_us(),
+                    }
                 };
                 let mapped = self.mapper.map_message(&m, &tx);
                 let go_on = self.on_mapped(mapped).await?;
@@ -293,9 +328,21 @@ impl Reader {
                 }
                 return Ok(go_on);
             }
-            M::Update(_) => self.metrics.ignored_changes.with_label_values(&["update"]).inc(),
-            M::Delete(_) => self.metrics.ignored_changes.with_label_values(&["delete"]).inc(),
-            M::Truncate(_) => self.metrics.ignored_changes.with_label_values(&["truncate"]).inc(),
+            M::Update(_) => self
+                .metrics
+                .ignored_changes
+                .with_label_values(&["update"])
+                .inc(),
+            M::Delete(_) => self
+                .metrics
+                .ignored_changes
+                .with_label_values(&["delete"])
+                .inc(),
+            M::Truncate(_) => self
+                .metrics
+                .ignored_changes
+                .with_label_values(&["truncate"])
+                .inc(),
             M::Origin(_) | M::Type(_) => {}
             M::StreamStart(_) | M::StreamStop | M::StreamCommit(_) | M::StreamAbort(_) => {
                 return Err(RelayError::Protocol(format!(
@@ -328,7 +375,10 @@ impl Reader {
             Mapped::Event(e) => self.push(e).await,
             Mapped::NotOutbox => Ok(true),
             Mapped::Invalid(inv) => {
-                self.metrics.invalid_events.with_label_values(&[inv.reason.label()]).inc();
+                self.metrics
+                    .invalid_events
+                    .with_label_values(&[inv.reason.label()])
+                    .inc();
                 warn!(source = %inv.source, event_id = ?inv.id, commit_lsn = %inv.tx.commit_lsn, reason = inv.reason.label(), error = %inv.message, "invalid outbox event");
                 match self.policy {
                     InvalidEventPolicy::Halt => Err(RelayError::Halted(format!(

@@ -37,7 +37,11 @@ pub async fn run(
     sender.finish().await
 }
 
-async fn send(sender: &mut StatusSender, progress: &Progress, metrics: &Metrics) -> Result<(), PgWireError> {
+async fn send(
+    sender: &mut StatusSender,
+    progress: &Progress,
+    metrics: &Metrics,
+) -> Result<(), PgWireError> {
     let flush = progress.flushed();
     let write = progress.received().max(flush);
     sender.send_status(write, flush, flush, false).await?;
@@ -45,6 +49,8 @@ async fn send(sender: &mut StatusSender, progress: &Progress, metrics: &Metrics)
     metrics.confirmed_flush_lsn.set(flush.0 as i64);
     metrics.received_lsn.set(write.0 as i64);
     let end = progress.server_wal_end().max(write);
-    metrics.replication_lag_bytes.set(end.0.saturating_sub(flush.0) as i64);
+    metrics
+        .replication_lag_bytes
+        .set(end.0.saturating_sub(flush.0) as i64);
     Ok(())
 }

@@ -48,7 +48,11 @@ pub async fn run(
     let mut backoff = base;
     loop {
         let publisher = build_publisher(&config)?;
-        let probe = tokio::spawn(probe_loop(publisher.clone(), metrics.clone(), health.clone()));
+        let probe = tokio::spawn(probe_loop(
+            publisher.clone(),
+            metrics.clone(),
+            health.clone(),
+        ));
         let started = Instant::now();
         let result = run_session(&ctx, publisher, &mut shutdown).await;
         probe.abort();

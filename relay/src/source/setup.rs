@@ -64,7 +64,11 @@ pub async fn check_table(client: &Client, table: &TableConfig) -> Result<String,
 
 /// Creates the publication when missing (and allowed), adds missing outbox tables to it,
 /// or verifies it in least-privilege mode.
-pub async fn ensure_publication(client: &Client, config: &Config, verify_only: bool) -> Result<String, RelayError> {
+pub async fn ensure_publication(
+    client: &Client,
+    config: &Config,
+    verify_only: bool,
+) -> Result<String, RelayError> {
     let pubname = &config.source.publication;
     let create = config.source.create_publication && !verify_only;
     let tables: Vec<String> = config
@@ -77,7 +81,10 @@ pub async fn ensure_publication(client: &Client, config: &Config, verify_only: b
         })
         .collect();
     let existing = client
-        .query_opt("SELECT pubinsert FROM pg_publication WHERE pubname = $1", &[pubname])
+        .query_opt(
+            "SELECT pubinsert FROM pg_publication WHERE pubname = $1",
+            &[pubname],
+        )
         .await?;
     let Some(row) = existing else {
         if !create {
@@ -88,7 +95,10 @@ pub async fn ensure_publication(client: &Client, config: &Config, verify_only: b
             )));
         }
         let sql = if tables.is_empty() {
-            format!("CREATE PUBLICATION {} WITH (publish = 'insert')", quote_ident(pubname))
+            format!(
+                "CREATE PUBLICATION {} WITH (publish = 'insert')",
+                quote_ident(pubname)
+            )
         } else {
             format!(
                 "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert')",
@@ -136,7 +146,10 @@ pub async fn ensure_publication(client: &Client, config: &Config, verify_only: b
             missing.join(", ")
         ))
         .await?;
-    Ok(format!("added {} to publication {pubname:?}", missing.join(", ")))
+    Ok(format!(
+        "added {} to publication {pubname:?}",
+        missing.join(", ")
+    ))
 }
 
 /// What `pg_replication_slots` says about the slot.
@@ -187,5 +200,8 @@ pub fn verify_slot(info: &SlotInfo, slot: &str, database: &str) -> Result<String
             "slot {slot:?} is in use by server process {pid} (another relay?); waiting"
         )));
     }
-    Ok(format!("slot {slot:?} is usable (wal_status {:?})", info.wal_status.as_deref().unwrap_or("?")))
+    Ok(format!(
+        "slot {slot:?} is usable (wal_status {:?})",
+        info.wal_status.as_deref().unwrap_or("?")
+    ))
 }

@@ -64,7 +64,13 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> st
     match path {
         "/metrics" => {
             let body = metrics.render();
-            respond(&mut stream, 200, "text/plain; version=0.0.4; charset=utf-8", &body).await
+            respond(
+                &mut stream,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+            .await
         }
         "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
         "/readyz" => {
@@ -76,7 +82,12 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> st
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, ctype: &str, body: &str) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",

@@ -88,7 +88,8 @@ impl Metrics {
         r.register(Box::new(m.events_published.clone())).unwrap();
         r.register(Box::new(m.publish_duration.clone())).unwrap();
         r.register(Box::new(m.end_to_end_latency.clone())).unwrap();
-        r.register(Box::new(m.replication_lag_bytes.clone())).unwrap();
+        r.register(Box::new(m.replication_lag_bytes.clone()))
+            .unwrap();
         r.register(Box::new(m.confirmed_flush_lsn.clone())).unwrap();
         r.register(Box::new(m.received_lsn.clone())).unwrap();
         r.register(Box::new(m.inflight_events.clone())).unwrap();
@@ -103,8 +104,10 @@ impl Metrics {
         r.register(Box::new(m.sink_up.clone())).unwrap();
         r.register(Box::new(m.restarts.clone())).unwrap();
         #[cfg(target_os = "linux")]
-        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
-            .unwrap();
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .unwrap();
         let build = IntGauge::with_opts(
             Opts::new("build_info", "Always 1; labelled with the relay version.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),

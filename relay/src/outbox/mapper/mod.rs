@@ -87,13 +87,20 @@ impl Mapper {
             None => {
                 return Err(SchemaError {
                     table: format!("relation {}", insert.rel_id),
-                    problem: "an Insert arrived before its Relation message (protocol violation)".into(),
+                    problem: "an Insert arrived before its Relation message (protocol violation)"
+                        .into(),
                 })
             }
         };
         Ok(match self.row_to_event(&table, &insert.new, tx) {
             Ok(event) => Mapped::Event(event),
-            Err((reason, message)) => Mapped::Invalid(Box::new(invalid_row(&table, &insert.new, tx, reason, message))),
+            Err((reason, message)) => Mapped::Invalid(Box::new(invalid_row(
+                &table,
+                &insert.new,
+                tx,
+                reason,
+                message,
+            ))),
         })
     }
 
@@ -104,26 +111,42 @@ impl Mapper {
         tx: &TxContext,
     ) -> Result<OutboxEvent, (InvalidReason, String)> {
         let cols = &t.column_names;
-        let required = |i: usize, reason: InvalidReason| -> Result<&Bytes, (InvalidReason, String)> {
-            match row.0.get(i) {
-                Some(TupleValue::Text(b)) => Ok(b),
-                Some(TupleValue::Binary(_)) => Err((
-                    InvalidReason::InvalidPayload,
-                    format!("column {:?} arrived in binary format, which the relay does not request", cols[i]),
-                )),
-                _ => Err((reason, format!("column {:?} is NULL", cols[i]))),
-            }
-        };
+        let required =
+            |i: usize, reason: InvalidReason| -> Result<&Bytes, (InvalidReason, String)> {
+                match row.0.get(i) {
+                    Some(TupleValue::Text(b)) => Ok(b),
+                    Some(TupleValue::Binary(_)) => Err((
+                        InvalidReason::InvalidPayload,
+                        format!(
+                        "column {:?} arrived in binary format, which the relay does not request",
+                        cols[i]
+                    ),
+                    )),
+                    _ => Err((reason, format!("column {:?} is NULL", cols[i]))),
+                }
+            };
         let text = |b: &Bytes, i: usize| -> Result<String, (InvalidReason, String)> {
-            std::str::from_utf8(b)
-                .map(str::to_owned)
-                .map_err(|_| (InvalidReason::InvalidUtf8, format!("column {:?} is not valid UTF-8", cols[i])))
+            std::str::from_utf8(b).map(str::to_owned).map_err(|_| {
+                (
+                    InvalidReason::InvalidUtf8,
+                    format!("column {:?} is not valid UTF-8", cols[i]),
+                )
+            })
         };
         let id_bytes = required(t.id, InvalidReason::NullId)?.clone();
         let id = text(&id_bytes, t.id)?;
-        let aggregate_type = text(required(t.aggregate_type, InvalidReason::NullAggregateType)?, t.aggregate_type)?;
-        let aggregate_id = text(required(t.aggregate_id, InvalidReason::NullAggregateId)?, t.aggregate_id)?;
-        let event_type = text(required(t.event_type, InvalidReason::NullEventType)?, t.event_type)?;
+        let aggregate_type = text(
+            required(t.aggregate_type, InvalidReason::NullAggregateType)?,
+            t.aggregate_type,
+        )?;
+        let aggregate_id = text(
+            required(t.aggregate_id, InvalidReason::NullAggregateId)?,
+            t.aggregate_id,
+        )?;
+        let event_type = text(
+            required(t.event_type, InvalidReason::NullEventType)?,
+            t.event_type,
+        )?;
         let payload = match row.0.get(t.payload) {
             Some(TupleValue::Text(b)) => Some(match t.payload_kind {
                 PayloadKind::Json => b.clone(),
@@ -139,7 +162,10 @@ impl Mapper {
                     b.clone()
                 }
                 PayloadKind::Bytea => decode_bytea(b).map_err(|e| {
-                    (InvalidReason::InvalidPayload, format!("column {:?}: {e}", cols[t.payload]))
+                    (
+                        InvalidReason::InvalidPayload,
+                        format!("column {:?}: {e}", cols[t.payload]),
+                    )
                 })?,
             }),
             _ => None,
@@ -149,7 +175,10 @@ impl Mapper {
                 Some(TupleValue::Text(b)) => {
                     let s = std::str::from_utf8(b).unwrap_or("");
                     parse_timestamp_ms(oid, s).map_err(|e| {
-                        (InvalidReason::InvalidTimestamp, format!("column {:?}: {e}", cols[i]))
+                        (
+                            InvalidReason::InvalidTimestamp,
+                            format!("column {:?}: {e}", cols[i]),
+                        )
                     })?
                 }
                 _ => tx.commit_time_us / 1000,
@@ -174,7 +203,10 @@ impl Mapper {
             }
         }
         if self.config.commit_lsn_header {
-            headers.push((HEADER_COMMIT_LSN.to_string(), Bytes::from(tx.commit_lsn.to_string())));
+            headers.push((
+                HEADER_COMMIT_LSN.to_string(),
+                Bytes::from(tx.commit_lsn.to_string()),
+            ));
         }
         Ok(OutboxEvent {
             id,
@@ -227,8 +259,17 @@ impl Mapper {
         })?;
         let id = scalar_text(parsed.id);
         let aggregate_id = scalar_text(parsed.aggregateid);
-        let fail = |reason, what: &str| Err((reason, format!("logical message field {what:?} is missing or null"), id.clone(), aggregate_id.clone()));
-        let Some(id_text) = id.clone() else { return fail(InvalidReason::NullId, "id") };
+        let fail = |reason, what: &str| {
+            Err((
+                reason,
+                format!("logical message field {what:?} is missing or null"),
+                id.clone(),
+                aggregate_id.clone(),
+            ))
+        };
+        let Some(id_text) = id.clone() else {
+            return fail(InvalidReason::NullId, "id");
+        };
         let Some(aggregate_type) = string_field(&parsed.aggregatetype) else {
             return fail(InvalidReason::NullAggregateType, "aggregatetype");
         };
@@ -247,7 +288,10 @@ impl Mapper {
             headers.extend(trace_headers(ctx));
         }
         if self.config.commit_lsn_header {
-            headers.push((HEADER_COMMIT_LSN.to_string(), Bytes::from(tx.commit_lsn.to_string())));
+            headers.push((
+                HEADER_COMMIT_LSN.to_string(),
+                Bytes::from(tx.commit_lsn.to_string()),
+            ));
         }
         Ok(OutboxEvent {
             id: id_text,
@@ -275,7 +319,13 @@ impl Mapper {
     }
 }
 
-fn invalid_row(t: &OutboxTable, row: &TupleData, tx: &TxContext, reason: InvalidReason, message: String) -> InvalidEvent {
+fn invalid_row(
+    t: &OutboxTable,
+    row: &TupleData,
+    tx: &TxContext,
+    reason: InvalidReason,
+    message: String,
+) -> InvalidEvent {
     let text_at = |i: usize| match row.0.get(i) {
         Some(TupleValue::Text(b)) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
@@ -286,7 +336,12 @@ fn invalid_row(t: &OutboxTable, row: &TupleData, tx: &TxContext, reason: Invalid
         source: t.name.clone(),
         id: text_at(t.id),
         aggregate_id: text_at(t.aggregate_id),
-        row: row_json(t.column_names.iter().enumerate().map(|(i, n)| (n.as_str(), text_at(i)))),
+        row: row_json(
+            t.column_names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.as_str(), text_at(i))),
+        ),
         tx: *tx,
     }
 }

@@ -1,14 +1,21 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use outbox_pgoutput::{Column, Insert, LogicalMessage, Lsn, Relation, ReplicaIdentity, TupleData, TupleValue};
+use outbox_pgoutput::{
+    Column, Insert, LogicalMessage, Lsn, Relation, ReplicaIdentity, TupleData, TupleValue,
+};
 
 use super::*;
 use crate::config::{HeaderColumn, MessagesConfig, OutboxConfig};
 use crate::outbox::text::oid;
 
 fn col(name: &str, type_oid: u32) -> Column {
-    Column { flags: 0, name: name.into(), type_oid, type_modifier: -1 }
+    Column {
+        flags: 0,
+        name: name.into(),
+        type_oid,
+        type_modifier: -1,
+    }
 }
 
 fn relation(payload_oid: u32) -> Relation {
@@ -56,25 +63,41 @@ fn row(aggregate_id: TupleValue, payload: TupleValue) -> Insert {
 }
 
 fn mapper(config: OutboxConfig) -> Mapper {
-    let router = Router::new(&config.route, Arc::new(|d: &str| {
-        if d.contains(' ') { Err("spaces are not allowed".into()) } else { Ok(()) }
-    }))
+    let router = Router::new(
+        &config.route,
+        Arc::new(|d: &str| {
+            if d.contains(' ') {
+                Err("spaces are not allowed".into())
+            } else {
+                Ok(())
+            }
+        }),
+    )
     .unwrap();
     Mapper::new(config, router)
 }
 
 fn tx() -> TxContext {
-    TxContext { commit_lsn: Lsn(0x1_0000_0010), commit_time_us: 1_795_000_000_000_000 }
+    TxContext {
+        commit_lsn: Lsn(0x1_0000_0010),
+        commit_time_us: 1_795_000_000_000_000,
+    }
 }
 
 #[test]
 fn maps_a_debezium_shaped_row_byte_for_byte() {
     let mut config = OutboxConfig::default();
-    config.tables[0].header_columns = vec![HeaderColumn { column: "tenant".into(), header: None }];
+    config.tables[0].header_columns = vec![HeaderColumn {
+        column: "tenant".into(),
+        header: None,
+    }];
     config.commit_lsn_header = true;
     let mut m = mapper(config);
     m.on_relation(&relation(oid::JSONB)).unwrap();
-    let Mapped::Event(e) = m.map_insert(&row(t("order-1"), t(r#"{"total": 12.5}"#)), &tx()).unwrap() else {
+    let Mapped::Event(e) = m
+        .map_insert(&row(t("order-1"), t(r#"{"total": 12.5}"#)), &tx())
+        .unwrap()
+    else {
         panic!("expected an event")
     };
     assert_eq!(e.id, ID);
@@ -83,7 +106,11 @@ fn maps_a_debezium_shaped_row_byte_for_byte() {
     assert_eq!(e.event_type, "OrderCreated");
     assert_eq!(e.payload.as_deref(), Some(&br#"{"total": 12.5}"#[..]));
     assert_eq!(e.timestamp_ms, 1_795_000_000_123);
-    let headers: Vec<(&str, &[u8])> = e.headers.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
+    let headers: Vec<(&str, &[u8])> = e
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_ref()))
+        .collect();
     assert_eq!(
         headers,
         vec![
@@ -100,11 +127,18 @@ fn maps_a_debezium_shaped_row_byte_for_byte() {
 fn null_aggregate_id_is_invalid_with_the_row_kept() {
     let mut m = mapper(OutboxConfig::default());
     m.on_relation(&relation(oid::JSONB)).unwrap();
-    let Mapped::Invalid(inv) = m.map_insert(&row(TupleValue::Null, t("{}")), &tx()).unwrap() else {
+    let Mapped::Invalid(inv) = m
+        .map_insert(&row(TupleValue::Null, t("{}")), &tx())
+        .unwrap()
+    else {
         panic!("expected invalid")
     };
     assert_eq!(inv.reason, InvalidReason::NullAggregateId);
-    assert!(inv.message.contains("\"aggregateid\" is NULL"), "{}", inv.message);
+    assert!(
+        inv.message.contains("\"aggregateid\" is NULL"),
+        "{}",
+        inv.message
+    );
     assert_eq!(inv.row["id"], ID);
     assert_eq!(inv.row["aggregateid"], serde_json::Value::Null);
     let dl = m.dead_letter(&inv);
@@ -127,16 +161,23 @@ fn text_payloads_are_validated_only_when_asked() {
 
     let mut lax = mapper(OutboxConfig::default());
     lax.on_relation(&relation(oid::TEXT)).unwrap();
-    assert!(matches!(lax.map_insert(&row(t("a"), t("{not json")), &tx()).unwrap(), Mapped::Event(_)));
+    assert!(matches!(
+        lax.map_insert(&row(t("a"), t("{not json")), &tx()).unwrap(),
+        Mapped::Event(_)
+    ));
 }
 
 #[test]
 fn bytea_payloads_are_decoded_and_null_payloads_are_tombstones() {
     let mut m = mapper(OutboxConfig::default());
     m.on_relation(&relation(oid::BYTEA)).unwrap();
-    let Mapped::Event(e) = m.map_insert(&row(t("a"), t("\\x00ff")), &tx()).unwrap() else { panic!() };
+    let Mapped::Event(e) = m.map_insert(&row(t("a"), t("\\x00ff")), &tx()).unwrap() else {
+        panic!()
+    };
     assert_eq!(e.payload.as_deref(), Some(&[0u8, 255][..]));
-    let Mapped::Event(e) = m.map_insert(&row(t("a"), TupleValue::Null), &tx()).unwrap() else { panic!() };
+    let Mapped::Event(e) = m.map_insert(&row(t("a"), TupleValue::Null), &tx()).unwrap() else {
+        panic!()
+    };
     assert_eq!(e.payload, None);
 }
 
@@ -146,7 +187,9 @@ fn unroutable_aggregate_types_are_invalid() {
     m.on_relation(&relation(oid::JSONB)).unwrap();
     let mut r = row(t("a"), t("{}"));
     r.new.0[1] = t("has space");
-    let Mapped::Invalid(inv) = m.map_insert(&r, &tx()).unwrap() else { panic!() };
+    let Mapped::Invalid(inv) = m.map_insert(&r, &tx()).unwrap() else {
+        panic!()
+    };
     assert_eq!(inv.reason, InvalidReason::NoRoute);
     assert!(inv.message.contains("has space"));
 }
@@ -157,11 +200,23 @@ fn schema_problems_stop_the_relay_with_a_clear_message() {
     let mut rel = relation(oid::JSONB);
     rel.columns.retain(|c| c.name != "aggregateid");
     let e = m.on_relation(&rel).unwrap_err();
-    assert!(e.to_string().contains("required column \"aggregateid\""), "{e}");
+    assert!(
+        e.to_string().contains("required column \"aggregateid\""),
+        "{e}"
+    );
     let e = m.on_relation(&relation(oid::INT8)).unwrap_err();
     assert!(e.to_string().contains("payload column"), "{e}");
     // An Insert for an undescribed relation is a protocol violation, not a silent skip.
-    assert!(m.map_insert(&Insert { xid: None, rel_id: 7, new: TupleData(vec![]) }, &tx()).is_err());
+    assert!(m
+        .map_insert(
+            &Insert {
+                xid: None,
+                rel_id: 7,
+                new: TupleData(vec![])
+            },
+            &tx()
+        )
+        .is_err());
 }
 
 #[test]
@@ -170,7 +225,10 @@ fn other_published_tables_are_not_outbox() {
     let mut rel = relation(oid::JSONB);
     rel.name = "orders".into();
     m.on_relation(&rel).unwrap();
-    assert!(matches!(m.map_insert(&row(t("a"), t("{}")), &tx()).unwrap(), Mapped::NotOutbox));
+    assert!(matches!(
+        m.map_insert(&row(t("a"), t("{}")), &tx()).unwrap(),
+        Mapped::NotOutbox
+    ));
 }
 
 fn message(content: &str) -> LogicalMessage {
@@ -185,18 +243,34 @@ fn message(content: &str) -> LogicalMessage {
 
 #[test]
 fn logical_messages_map_with_the_exact_payload_text() {
-    let mut config = OutboxConfig::default();
-    config.messages = Some(MessagesConfig { prefix: "outbox".into() });
+    let config = OutboxConfig {
+        messages: Some(MessagesConfig {
+            prefix: "outbox".into(),
+        }),
+        ..OutboxConfig::default()
+    };
     let mut m = mapper(config);
     let content = r#"{"id": "e1", "aggregatetype": "Order", "aggregateid": 17, "type": "Paid", "payload": {"b": [1, 2],  "a": "x"}}"#;
-    let Mapped::Event(e) = m.map_message(&message(content), &tx()) else { panic!() };
+    let Mapped::Event(e) = m.map_message(&message(content), &tx()) else {
+        panic!()
+    };
     assert_eq!(e.aggregate_id, "17");
-    assert_eq!(e.payload.as_deref(), Some(&br#"{"b": [1, 2],  "a": "x"}"#[..]));
+    assert_eq!(
+        e.payload.as_deref(),
+        Some(&br#"{"b": [1, 2],  "a": "x"}"#[..])
+    );
     assert_eq!(&*e.destination, "outbox.event.Order");
 
-    let Mapped::Invalid(inv) = m.map_message(&message("{not json"), &tx()) else { panic!() };
+    let Mapped::Invalid(inv) = m.map_message(&message("{not json"), &tx()) else {
+        panic!()
+    };
     assert_eq!(inv.reason, InvalidReason::InvalidMessage);
-    let Mapped::Invalid(inv) = m.map_message(&message(r#"{"id":"e2","aggregatetype":"Order","type":"T","payload":1}"#), &tx()) else { panic!() };
+    let Mapped::Invalid(inv) = m.map_message(
+        &message(r#"{"id":"e2","aggregatetype":"Order","type":"T","payload":1}"#),
+        &tx(),
+    ) else {
+        panic!()
+    };
     assert_eq!(inv.reason, InvalidReason::NullAggregateId);
     assert_eq!(inv.id.as_deref(), Some("e2"));
 
