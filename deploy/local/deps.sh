@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need=()
-for pkg in build-essential pkg-config libssl-dev zlib1g-dev libzstd-dev cmake curl; do
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev libzstd-dev cmake curl time; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

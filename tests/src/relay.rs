@@ -21,6 +21,8 @@ pub struct RelaySetup {
     pub outbox_extra: String,
     /// Extra top-level YAML.
     pub extra: String,
+    /// Environment for the relay process (`RELAY__…` overrides).
+    pub env: Vec<(String, String)>,
 }
 
 impl RelaySetup {
@@ -33,7 +35,14 @@ impl RelaySetup {
             validate_json: false,
             outbox_extra: String::new(),
             extra: String::new(),
+            env: Vec::new(),
         }
+    }
+
+    pub fn with_env(mut self, pairs: &[(&str, &str)]) -> Self {
+        self.env
+            .extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
     }
 
     pub fn slot(&self) -> String {
@@ -47,7 +56,7 @@ impl RelaySetup {
     }
 
     pub fn yaml(&self, metrics_port: u16) -> String {
-        let tables: String = self
+        let mut tables: String = self
             .tables
             .iter()
             .map(|t| {
@@ -57,6 +66,9 @@ impl RelaySetup {
                 )
             })
             .collect();
+        if !tables.is_empty() {
+            tables.insert_str(0, "  tables:\n");
+        }
         format!(
             "source:
   host: {host}
@@ -70,7 +82,6 @@ impl RelaySetup {
   status_interval_ms: 200
   heartbeat_interval_ms: 1000
 outbox:
-  tables:
 {tables}  route:
     template: \"{prefix}.{{aggregatetype}}\"
   commit_lsn_header: true
@@ -140,6 +151,7 @@ impl Relay {
             .arg("--config")
             .arg(&config)
             .args(args)
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log_file.try_clone().unwrap()))
             .stderr(Stdio::from(log_file))
             .spawn()

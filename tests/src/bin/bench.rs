@@ -1,1 +1,307 @@
-fn main() {}
+//! Drain benchmark: a backlog of outbox events written before the readers start, then
+//! drained by `pg_recvlogical` (pgoutput to /dev/null: the source's ceiling), the relay
+//! with the null sink, and the relay with Kafka, each from its own slot.
+//!
+//! Run it with `tests/bench.sh` (which builds in release mode and starts the services).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use outbox_relay_tests::relay::{http_get, metric_sum};
+use outbox_relay_tests::{env, pg};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    #[arg(long, default_value_t = 10_000)]
+    aggregates: usize,
+    /// Rows per transaction in the backlog.
+    #[arg(long, default_value_t = 100)]
+    txn_rows: usize,
+    /// The relay binary (release build).
+    #[arg(long)]
+    relay_bin: PathBuf,
+    /// `pipeline.inflight_bytes` for the relay runs.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    inflight_bytes: usize,
+    #[arg(long)]
+    skip_kafka: bool,
+}
+
+#[derive(Debug)]
+struct Run {
+    name: String,
+    wall: f64,
+    cpu: f64,
+    peak_rss_kb: u64,
+}
+
+const PUBLICATION: &str = "bench_pub";
+const TABLE: &str = "bench_outbox";
+const SLOTS: [&str; 3] = ["bench_recvlogical", "bench_null", "bench_kafka"];
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let client = pg::connect().await;
+    for slot in SLOTS {
+        let _ = client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await;
+    }
+    client
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {PUBLICATION};
+             DROP TABLE IF EXISTS {TABLE};
+             CREATE TABLE {TABLE} (
+               id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+               aggregatetype varchar(255) NOT NULL, aggregateid varchar(255) NOT NULL,
+               type varchar(255) NOT NULL, payload jsonb,
+               timestamp timestamptz NOT NULL DEFAULT now(), tracingspancontext varchar(512));
+             CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE} WITH (publish = 'insert');
+             CREATE OR REPLACE PROCEDURE bench_fill(total int, per_txn int, aggs int) LANGUAGE plpgsql AS $$
+             DECLARE n int := 0;
+             BEGIN
+               WHILE n < total LOOP
+                 INSERT INTO {TABLE} (aggregatetype, aggregateid, type, payload)
+                 SELECT 'Order', 'order-' || (i % aggs), 'OrderCreated',
+                   ('{{\"orderId\":\"order-' || (i % aggs) || '\",\"seq\":' || i || ',\"customerId\":\"c-' || (i % 997)
+                    || '\",\"status\":\"CREATED\",\"currency\":\"EUR\",\"total\":' || (i % 1000) || '.99,'
+                    || '\"items\":[{{\"sku\":\"SKU-' || (i % 50) || '\",\"qty\":2,\"price\":10.5}},{{\"sku\":\"SKU-' || (i % 77) || '\",\"qty\":1,\"price\":99.0}}],'
+                    || '\"shippingAddress\":{{\"street\":\"Main Street ' || (i % 300) || '\",\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}},'
+                    || '\"note\":\"' || repeat('x', 170) || '\"}}')::jsonb
+                 FROM generate_series(n, n + per_txn - 1) i;
+                 COMMIT;
+                 n := n + per_txn;
+               END LOOP;
+             END $$;"
+        ))
+        .await
+        .expect("bench schema");
+    for slot in SLOTS {
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await
+            .expect("create slot");
+    }
+    eprintln!(
+        "bench: writing {} events ({} per transaction, {} aggregates)",
+        args.events, args.txn_rows, args.aggregates
+    );
+    let t = Instant::now();
+    client
+        .execute(
+            "CALL bench_fill($1, $2, $3)",
+            &[
+                &(args.events as i32),
+                &(args.txn_rows as i32),
+                &(args.aggregates as i32),
+            ],
+        )
+        .await
+        .expect("fill");
+    let end_lsn: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let avg_payload: f64 = client
+        .query_one(
+            &format!("SELECT avg(octet_length(payload::text))::float8 FROM {TABLE}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    eprintln!("bench: backlog written in {:.1}s, end LSN {end_lsn}, average payload {avg_payload:.0} bytes", t.elapsed().as_secs_f64());
+
+    let mut runs = vec![recvlogical(&end_lsn)];
+    eprintln!("bench: {runs:?}");
+    runs.push(relay(&args, "null", SLOTS[1]).await);
+    eprintln!("bench: {:?}", runs.last().unwrap());
+    if !args.skip_kafka {
+        runs.push(relay(&args, "kafka", SLOTS[2]).await);
+        eprintln!("bench: {:?}", runs.last().unwrap());
+    }
+
+    let ceiling = args.events as f64 / runs[0].wall;
+    println!("| reader | events/s | % of pg_recvlogical | wall s | CPU s | CPU s per 1M events | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &runs {
+        let rate = args.events as f64 / r.wall;
+        println!(
+            "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1} |",
+            r.name,
+            rate,
+            100.0 * rate / ceiling,
+            r.wall,
+            r.cpu,
+            r.cpu * 1e6 / args.events as f64,
+            r.peak_rss_kb as f64 / 1024.0
+        );
+    }
+    println!("\n{} events, {} aggregates, {} rows per transaction, average payload {avg_payload:.0} bytes", args.events, args.aggregates, args.txn_rows);
+
+    for slot in SLOTS {
+        let _ = client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await;
+    }
+    let _ = client
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {PUBLICATION}; DROP TABLE IF EXISTS {TABLE}"
+        ))
+        .await;
+}
+
+/// `pg_recvlogical` to /dev/null until the end of the backlog, under GNU time.
+fn recvlogical(end_lsn: &str) -> Run {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("postgresql installed")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/pg_recvlogical"))
+        .filter(|p| p.exists())
+        .max()
+        .expect("pg_recvlogical");
+    let out = std::env::temp_dir().join("bench-recvlogical.time");
+    let started = Instant::now();
+    let status = Command::new("/usr/bin/time")
+        .args(["-f", "%e %U %S %M", "-o"])
+        .arg(&out)
+        .arg(bin)
+        .args([
+            "-h",
+            &env::pg_host(),
+            "-p",
+            &env::pg_port().to_string(),
+            "-U",
+            &env::pg_user(),
+            "-d",
+            &env::pg_database(),
+        ])
+        .args([
+            "--slot",
+            SLOTS[0],
+            "--start",
+            "--endpos",
+            end_lsn,
+            "--no-loop",
+            "-f",
+            "/dev/null",
+        ])
+        .args([
+            "-o",
+            "proto_version=1",
+            "-o",
+            &format!("publication_names={PUBLICATION}"),
+        ])
+        .env("PGPASSWORD", env::pg_password())
+        .status()
+        .expect("run pg_recvlogical");
+    let wall = started.elapsed().as_secs_f64();
+    assert!(status.success(), "pg_recvlogical failed: {status}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Run {
+        name: "pg_recvlogical (pgoutput → /dev/null)".into(),
+        wall,
+        cpu: f[1] + f[2],
+        peak_rss_kb: f[3] as u64,
+    }
+}
+
+/// The relay on `slot` until it has published every event, measured from process start.
+async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sink_yaml = if sink == "kafka" {
+        format!(
+            "  kind: kafka\n  kafka:\n    brokers: {}\n",
+            env::kafka_bootstrap()
+        )
+    } else {
+        "  kind: \"null\"\n".to_string()
+    };
+    let config = format!(
+        "source:\n  host: {}\n  port: {}\n  database: {}\n  user: {}\n  password: {}\n  sslmode: disable\n  slot: {slot}\n  publication: {PUBLICATION}\n  create_slot: false\n  create_publication: false\n  heartbeat_interval_ms: 0\noutbox:\n  tables:\n    - table: public.{TABLE}\n  route:\n    template: \"bench-{}.{{aggregatetype}}\"\nsink:\n{sink_yaml}pipeline:\n  inflight_bytes: {}\ntelemetry:\n  listen: 127.0.0.1:{port}\n  log_level: warn\n",
+        env::pg_host(), env::pg_port(), env::pg_database(), env::pg_user(), env::pg_password(),
+        std::process::id(), args.inflight_bytes,
+    );
+    let path = std::env::temp_dir().join(format!("bench-{sink}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(&args.relay_bin)
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn relay");
+    let pid = child.id();
+    let wall = loop {
+        if let Some((_, body)) = http_get(port, "/metrics") {
+            if metric_sum(
+                &body,
+                "outbox_relay_events_published_total",
+                &["result=\"ok\""],
+            ) as usize
+                >= args.events
+            {
+                break started.elapsed().as_secs_f64();
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("relay ({sink}) exited early: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1200),
+            "relay ({sink}) did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    Run {
+        name: format!("outbox-relay → {sink}"),
+        wall,
+        cpu: ticks / clock_ticks(),
+        peak_rss_kb,
+    }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
