@@ -72,7 +72,7 @@ async fn main() {
                     || '\",\"status\":\"CREATED\",\"currency\":\"EUR\",\"total\":' || (i % 1000) || '.99,'
                     || '\"items\":[{{\"sku\":\"SKU-' || (i % 50) || '\",\"qty\":2,\"price\":10.5}},{{\"sku\":\"SKU-' || (i % 77) || '\",\"qty\":1,\"price\":99.0}}],'
                     || '\"shippingAddress\":{{\"street\":\"Main Street ' || (i % 300) || '\",\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}},'
-                    || '\"note\":\"' || repeat('x', 170) || '\"}}')::jsonb
+                    || '\"note\":\"' || repeat('x', 120) || '\"}}')::jsonb
                  FROM generate_series(n, n + per_txn - 1) i;
                  COMMIT;
                  n := n + per_txn;
