@@ -32,6 +32,22 @@ pub struct WorkloadSpec {
     pub savepoint_pct: u32,
 }
 
+impl WorkloadSpec {
+    /// The end-to-end load: 20k events over 500 aggregates from 8 writers, 10% of
+    /// transactions rolled back, 15% with a savepoint rollback.
+    pub fn end_to_end(table: &str) -> Self {
+        WorkloadSpec {
+            table: table.to_string(),
+            writers: 8,
+            events: 20_000,
+            aggregates: 500,
+            aggregate_types: vec!["Order".into(), "Customer".into(), "Invoice".into()],
+            rollback_pct: 10,
+            savepoint_pct: 15,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct WorkloadReport {
     pub committed_txns: usize,
@@ -48,7 +64,9 @@ pub fn versions_table(table: &str) -> String {
     format!("{table}_versions")
 }
 
+/// Creates the outbox table (jsonb payload) and the per-aggregate version counters.
 pub async fn prepare(client: &Client, spec: &WorkloadSpec) {
+    pg::create_outbox_table(client, &spec.table, "jsonb", false).await;
     let vt = versions_table(&spec.table);
     client
         .batch_execute(&format!(

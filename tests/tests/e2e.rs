@@ -14,16 +14,7 @@ async fn delivers_exactly_the_committed_events_in_commit_order_per_aggregate() {
     let name = unique("e2e");
     let table = format!("{name}_outbox");
     let client = pg::connect().await;
-    pg::create_outbox_table(&client, &table, "jsonb", false).await;
-    let spec = WorkloadSpec {
-        table: table.clone(),
-        writers: 8,
-        events: 20_000,
-        aggregates: 500,
-        aggregate_types: vec!["Order".into(), "Customer".into(), "Invoice".into()],
-        rollback_pct: 10,
-        savepoint_pct: 15,
-    };
+    let spec = WorkloadSpec::end_to_end(&table);
     workload::prepare(&client, &spec).await;
 
     let mut setup = RelaySetup::new(&name, &table);
