@@ -1,0 +1,202 @@
+{{/*
+Named templates. The sidecar ones take a context with .Values (this chart's values),
+.Release and .Chart; from a parent chart pass:
+  (dict "Values" (index .Values "outbox-relay") "Release" .Release "Chart" (dict "Name" "outbox-relay"))
+*/}}
+
+{{- define "outbox-relay.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "outbox-relay.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "outbox-relay.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "outbox-relay.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "outbox-relay.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "outbox-relay.labels" -}}
+helm.sh/chart: {{ include "outbox-relay.chart" . }}
+{{ include "outbox-relay.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: outbox-relay
+{{- end }}
+
+{{- define "outbox-relay.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "outbox-relay.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "outbox-relay.configName" -}}
+{{- if .Values.config.existingSecret }}
+{{- .Values.config.existingSecret }}
+{{- else }}
+{{- printf "%s-config" (include "outbox-relay.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "outbox-relay.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | default "latest") }}
+{{- end }}
+{{- end }}
+
+{{/* The relay configuration (relay.yaml): exactly the relay's configuration keys. */}}
+{{- define "outbox-relay.config" -}}
+{{- $db := .Values.database }}
+{{- $source := dict "host" $db.host "port" (int $db.port) "database" $db.name "user" $db.user "sslmode" $db.sslmode "slot" $db.slot "publication" $db.publication "create_slot" $db.createSlot "create_publication" $db.createPublication "proto_version" (int $db.protoVersion) "status_interval_ms" (int64 $db.statusIntervalMs) "connect_timeout_ms" (int64 $db.connectTimeoutMs) "heartbeat_interval_ms" (int64 $db.heartbeatIntervalMs) }}
+{{- if $db.sslrootcert }}{{ $_ := set $source "sslrootcert" $db.sslrootcert }}{{ end }}
+{{- $o := .Values.outbox }}
+{{- $outbox := dict "tables" $o.tables "route" (dict "template" $o.route.template "overrides" $o.route.overrides) "on_invalid" $o.onInvalid "dead_letter_destination" $o.deadLetterDestination "commit_lsn_header" $o.commitLsnHeader }}
+{{- if $o.messagesPrefix }}{{ $_ := set $outbox "messages" (dict "prefix" $o.messagesPrefix) }}{{ end }}
+{{- $props := dict }}
+{{- range $k, $v := .Values.kafka.properties }}{{ $_ := set $props $k (toString $v) }}{{ end }}
+{{- if .Values.kafka.sasl.mechanism }}{{ $_ := set $props "sasl.mechanism" .Values.kafka.sasl.mechanism }}{{ end }}
+{{- if .Values.kafka.sasl.username }}{{ $_ := set $props "sasl.username" .Values.kafka.sasl.username }}{{ end }}
+{{- $sink := dict "kind" "kafka" "kafka" (dict "brokers" .Values.kafka.brokers "properties" $props) }}
+{{- $p := .Values.pipeline }}
+{{- $pipeline := dict "inflight_bytes" (int64 $p.inflightBytes) "max_batch_events" (int64 $p.maxBatchEvents) "shutdown_timeout_ms" (int64 $p.shutdownTimeoutMs) "restart_backoff_ms" (int64 $p.restartBackoffMs) "restart_backoff_max_ms" (int64 $p.restartBackoffMaxMs) }}
+{{- $t := .Values.telemetry }}
+{{- $telemetry := dict "listen" (printf "0.0.0.0:%d" (int $t.port)) "log_format" $t.logFormat "log_level" $t.logLevel }}
+{{- $config := dict "source" $source "outbox" $outbox "sink" $sink "pipeline" $pipeline "telemetry" $telemetry }}
+{{- $config = mustMergeOverwrite $config (deepCopy .Values.config.extra) }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* The relay container's environment (list items, may be empty). */}}
+{{- define "outbox-relay.env" -}}
+{{- if .Values.database.passwordSecret.name }}
+- name: RELAY__SOURCE__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.passwordSecret.name }}
+      key: {{ .Values.database.passwordSecret.key }}
+{{- end }}
+{{- if .Values.aws.region }}
+- name: AWS_REGION
+  value: {{ .Values.aws.region | quote }}
+{{- end }}
+{{- if .Values.aws.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ .Values.aws.endpoint | quote }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The relay container (without restartPolicy). */}}
+{{- define "outbox-relay.container" -}}
+name: outbox-relay
+image: {{ include "outbox-relay.image" . | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+args: ["run"]
+ports:
+  - name: metrics
+    containerPort: {{ .Values.telemetry.port }}
+    protocol: TCP
+{{- with (include "outbox-relay.env" . | trim) }}
+env:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- with .Values.extraEnvFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumeMounts:
+  - name: outbox-relay-config
+    mountPath: /etc/outbox-relay
+    readOnly: true
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+livenessProbe:
+  {{- toYaml .Values.livenessProbe | nindent 2 }}
+readinessProbe:
+  {{- toYaml .Values.readinessProbe | nindent 2 }}
+resources:
+  {{- toYaml .Values.resources | nindent 2 }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end }}
+
+{{/* Sidecar form for a pod's `containers:` list (one list item). */}}
+{{- define "outbox-relay.sidecarContainer" -}}
+- {{ include "outbox-relay.container" . | nindent 2 | trim }}
+{{- end }}
+
+{{/* Native sidecar form for a pod's `initContainers:` list (Kubernetes 1.29+): starts
+before the app containers, stops after them. */}}
+{{- define "outbox-relay.nativeSidecarContainer" -}}
+- {{ include "outbox-relay.container" . | nindent 2 | trim }}
+  restartPolicy: Always
+{{- end }}
+
+{{/* The config volume (one list item for a pod's `volumes:`). */}}
+{{- define "outbox-relay.configVolume" -}}
+- name: outbox-relay-config
+  {{- if .Values.config.existingSecret }}
+  secret:
+    secretName: {{ .Values.config.existingSecret }}
+    items:
+      - key: relay.yaml
+        path: relay.yaml
+  {{- else }}
+  configMap:
+    name: {{ include "outbox-relay.configName" . }}
+    items:
+      - key: relay.yaml
+        path: relay.yaml
+  {{- end }}
+{{- end }}
+
+{{/* Pod-level settings shared by the Deployment and the example. */}}
+{{- define "outbox-relay.podSpecCommon" -}}
+serviceAccountName: {{ include "outbox-relay.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
