@@ -246,3 +246,62 @@ async fn check_reports_each_prerequisite_and_least_privilege_mode_creates_nothin
 
     pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_advances_while_only_other_tables_are_written() {
+    let name = unique("idle");
+    let table = format!("{name}_outbox");
+    let other = format!("{name}_other");
+    let client = pg::connect().await;
+    pg::create_outbox_table(&client, &table, "jsonb", false).await;
+    client
+        .batch_execute(&format!("CREATE TABLE {other} (v text)"))
+        .await
+        .unwrap();
+    // Heartbeats off: keepalives alone must let the slot advance.
+    let setup =
+        RelaySetup::new(&name, &table).with_env(&[("RELAY__SOURCE__HEARTBEAT_INTERVAL_MS", "0")]);
+    let mut relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+
+    // WAL the publication does not cover: nothing is published, but the slot must not
+    // hold this WAL back.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {other} SELECT repeat('w', 500) FROM generate_series(1, 20000)"
+        ))
+        .await
+        .unwrap();
+    let after: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let after = pg::parse_lsn(&after);
+    let mut flush = 0;
+    for _ in 0..100 {
+        flush = pg::confirmed_flush(&client, &setup.slot())
+            .await
+            .unwrap_or(0);
+        if flush >= after {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        flush >= after,
+        "confirmed flush {flush:X} did not pass {after:X}: idle slots would pile up WAL"
+    );
+    assert_eq!(
+        metric_sum(&relay.metrics(), "outbox_relay_events_published_total", &[]),
+        0.0
+    );
+    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    pg::cleanup(
+        &client,
+        &setup.slot(),
+        &setup.publication(),
+        &[&table, &other],
+    )
+    .await;
+}
