@@ -9,6 +9,7 @@
 mod ack;
 mod budget;
 mod progress;
+mod reader;
 mod session;
 mod status;
 mod supervisor;

@@ -1,23 +1,22 @@
 //! One replication session: connect, prepare, stream, and end cleanly or with an error.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use outbox_connectors::{OutboxEvent, Publisher};
-use outbox_pgoutput::{
-    decode, pg_timestamp_to_unix_micros, DecodeContext, LogicalReplicationMessage as M, Lsn,
-};
+use outbox_connectors::Publisher;
+use outbox_pgoutput::{decode, DecodeContext, Lsn};
 use outbox_pgwire::{connect_sql, ReplicationClient, ReplicationMessage};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::ack::{unix_now_us, AckItem, Acker};
+use super::ack::Acker;
 use super::budget::Budget;
+use super::reader::{Batch, Reader};
 use super::{status, Progress};
-use crate::config::{Config, InvalidEventPolicy};
+use crate::config::Config;
 use crate::error::RelayError;
-use crate::outbox::{Mapped, Mapper, Router, TxContext};
+use crate::outbox::{Mapper, Router};
 use crate::source::{heartbeat, setup};
 use crate::telemetry::{Health, Metrics};
 
@@ -255,204 +254,5 @@ struct AbortOnDrop<T>(JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-#[derive(Default)]
-struct Batch {
-    events: Vec<OutboxEvent>,
-    bytes: usize,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-/// Decoded messages → mapped events → batches in commit order.
-struct Reader {
-    publisher: Arc<dyn Publisher>,
-    metrics: Metrics,
-    mapper: Mapper,
-    policy: InvalidEventPolicy,
-    budget: Budget,
-    max_batch: usize,
-    ack_tx: mpsc::Sender<AckItem>,
-    batch: Batch,
-    /// The open transaction, between Begin and Commit.
-    tx: Option<TxContext>,
-    last_mark: Lsn,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Reader {
-    /// Returns `Ok(false)` when shutdown was requested while waiting.
-    async fn on_message(&mut self, msg: M) -> Result<bool, RelayError> {
-        match msg {
-            M::Begin(b) => {
-                self.tx = Some(TxContext {
-                    commit_lsn: b.final_lsn,
-                    commit_time_us: pg_timestamp_to_unix_micros(b.commit_ts),
-                });
-            }
-            M::Commit(c) => {
-                if self.tx.take().is_none() {
-                    return Err(RelayError::Protocol(format!(
-                        "Commit {} without Begin",
-                        c.commit_lsn
-                    )));
-                }
-                self.metrics.transactions.inc();
-                // pgoutput only sends committed transactions (aborted subtransactions
-                // are already left out), so the batch may already be partly in flight;
-                // the watermark moves past this commit only when all of it is durable.
-                return self.dispatch(Some(c.end_lsn)).await.map(|_| true);
-            }
-            M::Relation(r) => self.mapper.on_relation(&r)?,
-            M::Insert(i) => {
-                let tx = self.open_tx("Insert")?;
-                let mapped = self.mapper.map_insert(&i, &tx)?;
-                return self.on_mapped(mapped).await;
-            }
-            M::Message(m) => {
-                let tx = if m.transactional {
-                    self.open_tx("Message")?
-                } else {
-                    TxContext {
-                        commit_lsn: m.lsn,
-                        commit_time_us: unix_now_us(),
-                    }
-                };
-                let mapped = self.mapper.map_message(&m, &tx);
-                let go_on = self.on_mapped(mapped).await?;
-                if !m.transactional && self.tx.is_none() {
-                    // A non-transactional message stands alone: once it (if it was an
-                    // event) is durable, its position is done.
-                    self.dispatch(Some(m.lsn)).await?;
-                }
-                return Ok(go_on);
-            }
-            M::Update(_) => self
-                .metrics
-                .ignored_changes
-                .with_label_values(&["update"])
-                .inc(),
-            M::Delete(_) => self
-                .metrics
-                .ignored_changes
-                .with_label_values(&["delete"])
-                .inc(),
-            M::Truncate(_) => self
-                .metrics
-                .ignored_changes
-                .with_label_values(&["truncate"])
-                .inc(),
-            M::Origin(_) | M::Type(_) => {}
-            M::StreamStart(_) | M::StreamStop | M::StreamCommit(_) | M::StreamAbort(_) => {
-                return Err(RelayError::Protocol(format!(
-                    "received {} although streaming of in-progress transactions was not requested",
-                    msg.name()
-                )))
-            }
-        }
-        Ok(true)
-    }
-
-    fn open_tx(&self, what: &str) -> Result<TxContext, RelayError> {
-        self.tx
-            .ok_or_else(|| RelayError::Protocol(format!("{what} outside a transaction")))
-    }
-
-    /// A keepalive outside a transaction: everything before `lsn` has been sent to us, so
-    /// once what we hold is durable, `lsn` is a safe flush position. This is what lets
-    /// the slot advance when nothing the publication covers is being written.
-    async fn on_idle_position(&mut self, lsn: Lsn) -> Result<bool, RelayError> {
-        if self.tx.is_none() && self.batch.events.is_empty() && lsn > self.last_mark {
-            self.send(AckItem::mark(lsn)).await?;
-            self.last_mark = lsn;
-        }
-        Ok(true)
-    }
-
-    async fn on_mapped(&mut self, mapped: Mapped) -> Result<bool, RelayError> {
-        match mapped {
-            Mapped::Event(e) => self.push(e).await,
-            Mapped::NotOutbox => Ok(true),
-            Mapped::Invalid(inv) => {
-                self.metrics
-                    .invalid_events
-                    .with_label_values(&[inv.reason.label()])
-                    .inc();
-                warn!(source = %inv.source, event_id = ?inv.id, commit_lsn = %inv.tx.commit_lsn, reason = inv.reason.label(), error = %inv.message, "invalid outbox event");
-                match self.policy {
-                    InvalidEventPolicy::Halt => Err(RelayError::Halted(format!(
-                        "{} (source {}, commit {}, id {:?})",
-                        inv.message, inv.source, inv.tx.commit_lsn, inv.id
-                    ))),
-                    InvalidEventPolicy::DeadLetter => {
-                        let dl = self.mapper.dead_letter(&inv);
-                        self.push(dl).await
-                    }
-                }
-            }
-        }
-    }
-
-    async fn push(&mut self, event: OutboxEvent) -> Result<bool, RelayError> {
-        let cost = event.budget_bytes();
-        let permit = match self.budget.try_take(cost) {
-            Some(p) => p,
-            None => {
-                // Hand over what we hold first: its acknowledgement is what frees budget.
-                self.dispatch(None).await?;
-                let mut shutdown = self.shutdown.clone();
-                tokio::select! {
-                    p = self.budget.take(cost) => p,
-                    _ = shutdown.changed() => return Ok(false),
-                }
-            }
-        };
-        match &mut self.batch.permit {
-            Some(p) => p.merge(permit),
-            slot => *slot = Some(permit),
-        }
-        self.batch.bytes += cost;
-        self.batch.events.push(event);
-        if self.batch.events.len() >= self.max_batch {
-            self.dispatch(None).await?;
-        }
-        Ok(true)
-    }
-
-    /// Hands the batch to the publisher (in order) and queues its delivery; `watermark`
-    /// is the position that becomes durable with it.
-    async fn dispatch(&mut self, watermark: Option<Lsn>) -> Result<(), RelayError> {
-        let batch = std::mem::take(&mut self.batch);
-        if let Some(w) = watermark {
-            self.last_mark = self.last_mark.max(w);
-        }
-        if batch.events.is_empty() {
-            if let Some(w) = watermark {
-                self.send(AckItem::mark(w)).await?;
-            }
-            return Ok(());
-        }
-        let events = batch.events.len();
-        self.metrics.inflight_events.add(events as i64);
-        self.metrics.inflight_bytes.add(batch.bytes as i64);
-        let accepted_at = Instant::now();
-        let delivery = self.publisher.accept(batch.events).await?;
-        self.send(AckItem {
-            delivery: Some(delivery),
-            accepted_at,
-            events,
-            bytes: batch.bytes,
-            permit: batch.permit,
-            watermark,
-        })
-        .await
-    }
-
-    async fn send(&self, item: AckItem) -> Result<(), RelayError> {
-        self.ack_tx
-            .send(item)
-            .await
-            .map_err(|_| RelayError::StreamEnded("the acknowledgement task stopped".into()))
     }
 }
