@@ -263,6 +263,26 @@ expect_schema_error() { # description expected-substring helm-args...
     echo "$out" | tail -n 4
     grep -qF "values don't meet the specifications of the schema" <<<"$out" && grep -qF "$want" <<<"$out"
 }
+readme_lists_values() { # every value in values.yaml has a row in the chart README
+    "$PY" - "$CHART/values.yaml" "$CHART/README.md" <<'EOF'
+import sys, yaml
+values = yaml.safe_load(open(sys.argv[1]))
+readme = open(sys.argv[2]).read()
+WHOLE = {"resources", "podSecurityContext", "securityContext", "livenessProbe", "readinessProbe",
+         "dashboard.labels", "kafka.properties", "config.extra"}
+def keys(d, prefix=""):
+    for k, v in d.items():
+        key = prefix + k
+        if isinstance(v, dict) and v and key not in WHOLE:
+            yield from keys(v, key + ".")
+        else:
+            yield key
+missing = [k for k in keys(values) if f"| `{k}` |" not in readme]
+print(f"{len(list(keys(values)))} values; missing from README.md: {missing or 'none'}")
+sys.exit(1 if missing else 0)
+EOF
+}
+check "chart README lists every value" readme_lists_values
 check "schema rejects: no database host" expect_schema_error host "at '/database/host': minLength: got 0, want 1" --set kafka.brokers=kafka:9092
 check "schema rejects: mode bogus" expect_schema_error mode "at '/mode': value must be one of 'standalone', 'sidecar'" -f "$CHART/ci/standalone-values.yaml" --set mode=bogus
 check "schema rejects: standalone with replicas 2" expect_schema_error replicas "at '/replicas': value must be 1" -f "$CHART/ci/standalone-values.yaml" --set replicas=2
