@@ -135,7 +135,9 @@ check "shellcheck deploy/checks/*.sh" shellcheck -x "$here"/*.sh
 check "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" "$root/deploy/Dockerfile"
 
 compose_structure() {
-    "$PY" "$here/compose_check.py" "$root" >"$work/compose.env" || { cat "$work/compose.env"; return 1; }
+    # The relay service's RELAY__ variables, kept only if the structure is sound.
+    "$PY" "$here/compose_check.py" "$root" >"$work/compose.out" || { cat "$work/compose.out"; return 1; }
+    mv "$work/compose.out" "$work/compose.env"
     if docker compose version >/dev/null 2>&1; then
         docker compose -f "$root/deploy/compose.yaml" config -q
     else
