@@ -5,6 +5,7 @@
 //! connector's own `error` module, as [`ErrorClass::Retryable`], [`ErrorClass::Permanent`]
 //! or [`ErrorClass::Fatal`], and the relay decides what to do from the class alone.
 
+pub mod aws;
 pub mod error;
 pub mod event;
 pub mod kafka;

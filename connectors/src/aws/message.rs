@@ -1,0 +1,306 @@
+//! Turning an [`OutboxEvent`] into an SNS / SQS message: body, attributes, FIFO ids, size.
+
+use sha2::{Digest, Sha256};
+
+use crate::{ErrorClass, OutboxEvent, PublishError};
+
+/// SQS allows at most 10 message attributes per message (SNS → SQS delivery too).
+pub const MAX_ATTRIBUTES: usize = 10;
+
+/// One message ready to be put into a batch entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Message {
+    pub body: String,
+    /// `(name, value)`, all of data type `String`.
+    pub attributes: Vec<(String, String)>,
+    /// FIFO only.
+    pub group_id: Option<String>,
+    /// FIFO only.
+    pub deduplication_id: Option<String>,
+    /// Body + attribute names, types and values, as AWS counts against the size limit.
+    pub size: usize,
+}
+
+/// Maps an id onto what `MessageGroupId` / `MessageDeduplicationId` accept: 1 to 128
+/// characters out of ASCII letters, digits and ``!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~``.
+///
+/// A valid id is kept unchanged. Any other id (empty, longer than 128 characters, or with
+/// another character such as a space or non-ASCII) becomes `h-` followed by the lowercase
+/// hex SHA-256 of its UTF-8 bytes (66 characters), so the mapping is deterministic and two
+/// different aggregate ids share a group only on a SHA-256 collision.
+pub fn fifo_id(id: &str) -> String {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
+    if valid {
+        id.to_string()
+    } else {
+        format!("h-{}", hex::encode(Sha256::digest(id.as_bytes())))
+    }
+}
+
+/// Whether `name` is a valid message attribute name: 1 to 256 of `A-Za-z0-9_-.`, not
+/// starting with `AWS.` / `Amazon.` (any case), no leading, trailing or doubled `.`.
+fn valid_attribute_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !name.is_empty()
+        && name.len() <= 256
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !lower.starts_with("aws.")
+        && !lower.starts_with("amazon.")
+}
+
+/// Whether every character is one SQS accepts in a message (`#x9 #xA #xD #x20-#xD7FF
+/// #xE000-#xFFFD #x10000-#x10FFFF`); SNS delivers to SQS, so both are held to it.
+fn valid_text(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+    })
+}
+
+/// The message attributes of an event, at most [`MAX_ATTRIBUTES`]:
+/// `id`, `type`, `aggregatetype`, `aggregateid` first, then `traceparent` and `tracestate`
+/// headers, then the other headers in order until the limit. Headers whose name is not a
+/// valid attribute name, whose value is empty or not valid text, or that repeat a name
+/// already taken, are left out (the event fields win over headers of the same name).
+pub(crate) fn attributes(event: &OutboxEvent) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(MAX_ATTRIBUTES);
+    let push = |out: &mut Vec<(String, String)>, name: &str, value: &str| {
+        if out.len() < MAX_ATTRIBUTES
+            && !value.is_empty()
+            && valid_text(value)
+            && valid_attribute_name(name)
+            && !out.iter().any(|(n, _)| n == name)
+        {
+            out.push((name.to_string(), value.to_string()));
+        }
+    };
+    push(&mut out, "id", &event.id);
+    push(&mut out, "type", &event.event_type);
+    push(&mut out, "aggregatetype", &event.aggregate_type);
+    push(&mut out, "aggregateid", &event.aggregate_id);
+    for wanted in ["traceparent", "tracestate"] {
+        for (name, value) in &event.headers {
+            if name == wanted {
+                if let Ok(value) = std::str::from_utf8(value) {
+                    push(&mut out, name, value);
+                }
+            }
+        }
+    }
+    for (name, value) in &event.headers {
+        if let Ok(value) = std::str::from_utf8(value) {
+            push(&mut out, name, value);
+        }
+    }
+    out
+}
+
+fn envelope(event: &OutboxEvent) -> String {
+    use serde_json::{Map, Value};
+    let mut object = Map::new();
+    object.insert("id".into(), Value::String(event.id.clone()));
+    object.insert("type".into(), Value::String(event.event_type.clone()));
+    object.insert(
+        "aggregatetype".into(),
+        Value::String(event.aggregate_type.clone()),
+    );
+    object.insert(
+        "aggregateid".into(),
+        Value::String(event.aggregate_id.clone()),
+    );
+    let (payload, base64) = match &event.payload {
+        None => (Value::Null, None),
+        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
+            Ok(value) => (value, None),
+            Err(_) => match std::str::from_utf8(bytes) {
+                Ok(text) => (Value::String(text.to_string()), None),
+                Err(_) => (Value::Null, Some(aws_smithy_types::base64::encode(bytes))),
+            },
+        },
+    };
+    object.insert("payload".into(), payload);
+    if let Some(encoded) = base64 {
+        object.insert("payload_base64".into(), Value::String(encoded));
+    }
+    Value::Object(object).to_string()
+}
+
+/// Builds the message of `event`, or the permanent error that keeps it from being sent.
+pub(crate) fn build(
+    event: &OutboxEvent,
+    raw_payload: bool,
+    fifo: bool,
+    max_bytes: usize,
+) -> Result<Message, PublishError> {
+    let permanent = |kind: &'static str, why: String| {
+        PublishError::new(
+            ErrorClass::Permanent,
+            kind,
+            format!("event {} to {}: {why}", event.id, event.destination),
+        )
+    };
+    let body = if raw_payload {
+        let Some(payload) = &event.payload else {
+            return Err(permanent(
+                "invalid_payload",
+                "the payload is NULL and SNS/SQS cannot carry an empty message (set raw_payload: false to send an envelope)".into(),
+            ));
+        };
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return Err(permanent(
+                "invalid_payload",
+                "the payload is not UTF-8 text and SNS/SQS bodies are strings (set raw_payload: false to send it base64-encoded in an envelope)".into(),
+            ));
+        };
+        if text.is_empty() {
+            return Err(permanent(
+                "invalid_payload",
+                "the payload is empty and SNS/SQS cannot carry an empty message".into(),
+            ));
+        }
+        text.to_string()
+    } else {
+        envelope(event)
+    };
+    if !valid_text(&body) {
+        return Err(permanent(
+            "invalid_payload",
+            "the body contains characters SNS/SQS reject (control characters other than tab, LF, CR)".into(),
+        ));
+    }
+    let attributes = attributes(event);
+    let size = body.len()
+        + attributes
+            .iter()
+            .map(|(n, v)| n.len() + "String".len() + v.len())
+            .sum::<usize>();
+    if size > max_bytes {
+        return Err(permanent(
+            "message_too_large",
+            format!("the message is {size} bytes (body and attributes), over the {max_bytes}-byte limit"),
+        ));
+    }
+    let (group_id, deduplication_id) = if fifo {
+        (Some(fifo_id(&event.aggregate_id)), Some(fifo_id(&event.id)))
+    } else {
+        (None, None)
+    };
+    Ok(Message {
+        body,
+        attributes,
+        group_id,
+        deduplication_id,
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn event(payload: Option<&[u8]>, headers: &[(&str, &str)]) -> OutboxEvent {
+        OutboxEvent {
+            id: "e-1".into(),
+            aggregate_type: "Order".into(),
+            aggregate_id: "order-1".into(),
+            event_type: "OrderPaid".into(),
+            payload: payload.map(Bytes::copy_from_slice),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Bytes::copy_from_slice(v.as_bytes())))
+                .collect(),
+            destination: Arc::from("arn:aws:sns:us-east-1:123456789012:orders"),
+            timestamp_ms: 0,
+            commit_lsn: 0,
+            commit_time_us: 0,
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn fifo_ids_keep_valid_ones_and_hash_the_rest() {
+        assert_eq!(fifo_id("order-1"), "order-1");
+        assert_eq!(
+            fifo_id("a!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~z"),
+            "a!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~z"
+        );
+        let long = "x".repeat(129);
+        assert_eq!(fifo_id(&"x".repeat(128)), "x".repeat(128));
+        for bad in [long.as_str(), "with space", "ünïcode", ""] {
+            let mapped = fifo_id(bad);
+            assert!(mapped.starts_with("h-") && mapped.len() == 66, "{mapped}");
+            assert_eq!(mapped, fifo_id(bad), "deterministic");
+        }
+        assert_ne!(fifo_id("with space"), fifo_id("with  space"));
+    }
+
+    #[test]
+    fn attributes_fixed_first_then_trace_then_headers_up_to_ten() {
+        let mut headers = vec![
+            ("h0", "v"),
+            ("bad name", "v"),
+            ("id", "spoofed"),
+            ("empty", ""),
+        ];
+        let names: Vec<String> = (1..20).map(|i| format!("h{i}")).collect();
+        headers.extend(names.iter().map(|n| (n.as_str(), "v")));
+        headers.push((
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ));
+        let attrs = attributes(&event(Some(b"{}"), &headers));
+        let names: Vec<&str> = attrs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "type",
+                "aggregatetype",
+                "aggregateid",
+                "traceparent",
+                "h0",
+                "h1",
+                "h2",
+                "h3",
+                "h4"
+            ]
+        );
+        assert_eq!(attrs[0].1, "e-1");
+    }
+
+    #[test]
+    fn bodies_and_limits() {
+        let m = build(&event(Some(b"{\"a\":1}"), &[]), true, true, 262_144).unwrap();
+        assert_eq!(m.body, "{\"a\":1}");
+        assert_eq!(m.group_id.as_deref(), Some("order-1"));
+        assert_eq!(m.deduplication_id.as_deref(), Some("e-1"));
+        let m = build(&event(Some(b"{\"a\":1}"), &[]), false, false, 262_144).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+        assert_eq!(v["payload"]["a"], 1);
+        assert_eq!(v["aggregateid"], "order-1");
+        assert!(m.group_id.is_none());
+        let m = build(&event(Some(&[0xff, 0]), &[]), false, false, 262_144).unwrap();
+        assert!(m.body.contains("payload_base64"));
+        let err = build(&event(None, &[]), true, false, 262_144).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permanent);
+        let big = vec![b'x'; 262_144];
+        let err = build(&event(Some(&big), &[]), true, false, 262_144).unwrap_err();
+        assert_eq!(err.kind, "message_too_large");
+        assert!(
+            err.message.contains("e-1") && err.message.contains("arn:aws:sns"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Amazon SNS and SQS connectors: one implementation, two thin front ends.
+//!
+//! [`SnsPublisher`] publishes to SNS topics (the event's `destination` is a topic ARN,
+//! `arn:aws:sns:<region>:<account>:<topic>`), [`SqsPublisher`] sends to SQS queues (the
+//! destination is a queue URL, `https://sqs.<region>.amazonaws.com/<account>/<queue>`).
+//! Both take the same [`AwsConfig`] (`sink.sns` / `sink.sqs`) and share everything but the
+//! request they send: `config` (settings), `message` (event → body, attributes, FIFO ids),
+//! `service` (PublishBatch / SendMessageBatch and per-entry results), `error` (the one
+//! classification table), `sink` (ordering, batching, retries).
+//!
+//! # Ordering: `OrderingModel::Pipelined`
+//!
+//! The connector keeps per-aggregate order itself, so the relay may pipeline batches: it
+//! accepts them in commit order, and per ordering key (`aggregate_id`) events reach SNS/SQS
+//! in accept order, retries included, while different aggregates proceed concurrently up
+//! to `max_concurrency` requests in flight.
+//!
+//! - **Standard** topics and queues do not order anything, so the connector holds at most
+//!   **one message in flight per aggregate**: the next event of an aggregate is sent only
+//!   after AWS acknowledged the previous one.
+//! - **FIFO** topics and queues order per message group: `MessageGroupId` is the aggregate
+//!   id and `MessageDeduplicationId` the event id, both mapped by [`fifo_id`] (valid ids
+//!   unchanged, anything else `h-` + hex SHA-256). The connector keeps at most **one
+//!   batch in flight per message group**, with up to ten consecutive events of the group
+//!   in it (AWS keeps entry order inside a batch).
+//! - A batch request (PublishBatch / SendMessageBatch: at most 10 entries, at most
+//!   `max_message_bytes` in total, one destination) mixes aggregates freely, since each
+//!   aggregate has at most one request in flight.
+//!
+//! # Results, retries and backpressure
+//!
+//! Every entry of a batch response is checked (`Successful` / `Failed`), not only the HTTP
+//! status. Entries are settled per aggregate from the front:
+//!
+//! - success: delivered;
+//! - **Permanent** failure (not authorized, topic/queue not found, invalid parameter,
+//!   message too large — detected before sending by measuring body + attributes): that
+//!   event fails with a message naming the event id and the destination; the aggregate's
+//!   later events go on;
+//! - **Retryable** failure (throttling, 5xx, timeouts, connection errors): that entry and
+//!   *every later entry of the same aggregate* are sent again after an exponential backoff
+//!   with jitter (`retry_initial_backoff_ms` doubling up to `retry_max_backoff_ms`); a later
+//!   entry of the aggregate that AWS accepted in the same batch is not reported before the
+//!   failed one succeeds (on FIFO destinations its resend is deduplicated);
+//! - **Fatal** failure (invalid credentials): every undelivered event fails with it and
+//!   every later `accept` returns it; the relay restarts from its last confirmed position.
+//!
+//! By default (`max_retry_elapsed_ms: 0`) retryable failures are retried **forever**: an
+//! outage or sustained throttling keeps the affected Deliveries pending, the relay's
+//! in-flight budget (`pipeline.inflight_bytes`) fills up and it stops reading the WAL —
+//! backpressure, no failed events. With `max_retry_elapsed_ms > 0`, an aggregate whose
+//! head has been failing that long has all its queued events reported as `Retryable`
+//! (never one that a later event of the aggregate overtook). [`SnsPublisher::retries`]
+//! counts entries sent again, for metrics.
+//!
+//! A Delivery resolves when every event of its batch is delivered or failed permanently
+//! or fatally. The connector's queue is bounded by the relay's in-flight budget; `accept`
+//! itself does not wait.
+//!
+//! # Messages
+//!
+//! The body is the payload byte for byte (`raw_payload: true`, it must be UTF-8 text) or a
+//! JSON envelope `{"id","type","aggregatetype","aggregateid","payload"}`. Message
+//! attributes (all `String`): `id`, `type`, `aggregatetype`, `aggregateid`, then the
+//! `traceparent` and `tracestate` headers, then the other event headers in order, up to
+//! the SQS limit of 10 attributes (earlier ones win; invalid names, empty or non-UTF-8
+//! values are left out).
+//!
+//! # Credentials
+//!
+//! The AWS default chain (environment, profile, web identity / IRSA, ECS, IMDS). Nothing
+//! about them is ever logged. TLS is rustls with ring, the same stack as the rest of the
+//! relay.
+
+mod config;
+mod destination;
+mod error;
+mod message;
+mod service;
+mod sink;
+
+use std::time::Duration;
+
+pub use config::{AwsConfig, SnsConfig, SqsConfig};
+pub use error::{classify_code, classify_sdk_error};
+pub use message::{fifo_id, MAX_ATTRIBUTES};
+pub use service::Service;
+pub use sink::AwsPublisher;
+
+use crate::{Delivery, OrderingModel, OutboxEvent, PublishError, Publisher};
+
+macro_rules! front_end {
+    ($(#[$doc:meta])* $name:ident, $service:expr, $config:ty) => {
+        $(#[$doc])*
+        pub struct $name(AwsPublisher);
+
+        impl $name {
+            /// Validates `config`, resolves region and credentials from it and the AWS
+            /// default chain, and starts the dispatcher. Must run inside a Tokio runtime.
+            /// Errors are `Fatal` (`config`, `invalid_credentials`).
+            pub async fn new(config: &$config) -> Result<Self, PublishError> {
+                AwsPublisher::new($service, config).await.map($name)
+            }
+
+            /// Entries sent again after a retryable failure, since start (for metrics).
+            pub fn retries(&self) -> u64 {
+                self.0.retries()
+            }
+
+            /// Batch requests sent, since start (for metrics).
+            pub fn requests(&self) -> u64 {
+                self.0.requests()
+            }
+
+            /// Events accepted and not yet delivered or failed.
+            pub fn pending(&self) -> usize {
+                self.0.pending()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Publisher for $name {
+            fn kind(&self) -> &'static str {
+                self.0.kind()
+            }
+
+            fn ordering(&self) -> OrderingModel {
+                self.0.ordering()
+            }
+
+            fn validate_destination(&self, destination: &str) -> Result<(), String> {
+                self.0.validate_destination(destination)
+            }
+
+            async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
+                self.0.accept(batch).await
+            }
+
+            async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
+                self.0.flush(timeout).await
+            }
+
+            async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
+                self.0.probe(timeout).await
+            }
+        }
+    };
+}
+
+front_end!(
+    /// Publishes to SNS topics with PublishBatch; `kind()` is `"sns"`. Destinations are
+    /// topic ARNs. See the [module docs](self).
+    SnsPublisher,
+    Service::Sns,
+    SnsConfig
+);
+
+front_end!(
+    /// Sends to SQS queues with SendMessageBatch; `kind()` is `"sqs"`. Destinations are
+    /// queue URLs. See the [module docs](self).
+    SqsPublisher,
+    Service::Sqs,
+    SqsConfig
+);

@@ -1,0 +1,527 @@
+//! The shared SNS / SQS publisher: per-aggregate lanes, batching, in-order retries.
+//!
+//! One dispatcher task owns all state. `accept` turns events into messages and hands them
+//! over in accept order; the dispatcher appends each to its aggregate's *lane* (a queue)
+//! and repeatedly builds batch requests out of the lanes that have nothing in flight and
+//! are not backing off, oldest head first, one destination per request, up to
+//! `max_concurrency` requests at once. A lane contributes its first entry (standard) or
+//! up to ten consecutive entries (FIFO: one message group, SNS/SQS keep the entry order
+//! inside a batch). When the response comes back, the lane's entries are settled from the
+//! front: successes and permanent failures leave the lane; the first retryable failure
+//! stops there and the rest of the lane (including entries AWS already accepted, which a
+//! FIFO destination deduplicates on the resend) waits for the backoff and goes again.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::message::{self, Message};
+use super::service::{self, Client, EntryResult, Service};
+use super::{destination, AwsConfig};
+use crate::{
+    Delivery, ErrorClass, EventOutcome, OrderingModel, OutboxEvent, PublishError, Publisher,
+};
+
+/// Entries per PublishBatch / SendMessageBatch request (the AWS limit).
+const MAX_BATCH_ENTRIES: usize = 10;
+
+/// The shared implementation behind [`SnsPublisher`](super::SnsPublisher) and
+/// [`SqsPublisher`](super::SqsPublisher).
+pub struct AwsPublisher {
+    service: Service,
+    config: AwsConfig,
+    client: Client,
+    commands: mpsc::UnboundedSender<Vec<Job>>,
+    pending: watch::Receiver<usize>,
+    shared: Arc<Shared>,
+    dispatcher: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    retries: AtomicU64,
+    requests: AtomicU64,
+    fatal: Mutex<Option<PublishError>>,
+}
+
+struct Job {
+    key: String,
+    event_id: String,
+    destination: Arc<str>,
+    message: Arc<Message>,
+    done: oneshot::Sender<EntryResult>,
+}
+
+impl AwsPublisher {
+    /// Validates `config`, loads the AWS configuration (region, credentials chain,
+    /// endpoint) and starts the dispatcher task. Must be called inside a Tokio runtime.
+    pub async fn new(service: Service, config: &AwsConfig) -> Result<Self, PublishError> {
+        config
+            .validate(&format!("sink.{}", service.name()))
+            .map_err(|e| PublishError::new(ErrorClass::Fatal, "config", e))?;
+        let client = service::client(service, config).await?;
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (pending_tx, pending) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            retries: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            fatal: Mutex::new(None),
+        });
+        let dispatcher = Dispatcher {
+            config: config.clone(),
+            client: client.clone(),
+            shared: shared.clone(),
+            pending: pending_tx,
+            lanes: HashMap::new(),
+            ready: BTreeMap::new(),
+            waiting: BinaryHeap::new(),
+            next_order: 0,
+            queued: 0,
+        };
+        let dispatcher = tokio::spawn(dispatcher.run(rx));
+        Ok(AwsPublisher {
+            service,
+            config: config.clone(),
+            client,
+            commands,
+            pending,
+            shared,
+            dispatcher,
+        })
+    }
+
+    /// Which service this publisher talks to.
+    pub fn service(&self) -> Service {
+        self.service
+    }
+
+    /// Entries sent again after a retryable failure, since start (for metrics).
+    pub fn retries(&self) -> u64 {
+        self.shared.retries.load(Ordering::Relaxed)
+    }
+
+    /// Batch requests sent, since start (for metrics).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Events accepted and not yet delivered or failed.
+    pub fn pending(&self) -> usize {
+        *self.pending.borrow()
+    }
+
+    fn fatal(&self) -> Option<PublishError> {
+        self.shared.fatal.lock().unwrap().clone()
+    }
+}
+
+impl Drop for AwsPublisher {
+    fn drop(&mut self) {
+        // Undelivered events resolve as Fatal `publisher_closed` (their senders drop).
+        self.dispatcher.abort();
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for AwsPublisher {
+    fn kind(&self) -> &'static str {
+        self.service.name()
+    }
+
+    fn ordering(&self) -> OrderingModel {
+        OrderingModel::Pipelined
+    }
+
+    fn validate_destination(&self, destination: &str) -> Result<(), String> {
+        match self.service {
+            Service::Sns => destination::validate_topic_arn(destination, self.config.fifo),
+            Service::Sqs => destination::validate_queue_url(destination, self.config.fifo),
+        }
+    }
+
+    async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
+        if let Some(fatal) = self.fatal() {
+            return Err(fatal);
+        }
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut waits = Vec::with_capacity(batch.len());
+        for event in &batch {
+            match message::build(
+                event,
+                self.config.raw_payload,
+                self.config.fifo,
+                self.config.max_message_bytes,
+            ) {
+                Ok(message) => {
+                    let (done, wait) = oneshot::channel();
+                    jobs.push(Job {
+                        key: event.aggregate_id.clone(),
+                        event_id: event.id.clone(),
+                        destination: event.destination.clone(),
+                        message: Arc::new(message),
+                        done,
+                    });
+                    waits.push(Err(wait));
+                }
+                Err(e) => waits.push(Ok(Err(e))),
+            }
+        }
+        if !jobs.is_empty() && self.commands.send(jobs).is_err() {
+            return Err(closed());
+        }
+        Ok(async move {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (event, wait) in batch.into_iter().zip(waits) {
+                let result = match wait {
+                    Ok(result) => result,
+                    Err(wait) => wait.await.unwrap_or_else(|_| Err(closed())),
+                };
+                outcomes.push(EventOutcome { event, result });
+            }
+            outcomes
+        }
+        .boxed())
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
+        let mut pending = self.pending.clone();
+        match tokio::time::timeout(timeout, pending.wait_for(|n| *n == 0)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(closed()),
+            Err(_) => {
+                return Err(PublishError::new(
+                    ErrorClass::Retryable,
+                    "flush_timeout",
+                    format!(
+                        "{} events still undelivered after {timeout:?}",
+                        *self.pending.borrow()
+                    ),
+                ))
+            }
+        }
+        match self.fatal() {
+            Some(fatal) => Err(fatal),
+            None => Ok(()),
+        }
+    }
+
+    async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
+        match tokio::time::timeout(timeout, self.client.probe()).await {
+            Ok(result) => result,
+            Err(_) => Err(PublishError::new(
+                ErrorClass::Retryable,
+                "unreachable",
+                format!("{} did not answer within {timeout:?}", self.service.name()),
+            )),
+        }
+    }
+}
+
+fn closed() -> PublishError {
+    PublishError::new(
+        ErrorClass::Fatal,
+        "publisher_closed",
+        "the SNS/SQS publisher stopped before delivery was confirmed",
+    )
+}
+
+/// The events of one aggregate, in accept order.
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<(u64, Job)>,
+    /// How many entries from the front are in flight (0 = none).
+    in_flight: usize,
+    /// Consecutive retryable failures of the head.
+    attempt: u32,
+    first_failure: Option<Instant>,
+    not_before: Option<Instant>,
+}
+
+struct Dispatcher {
+    config: AwsConfig,
+    client: Client,
+    shared: Arc<Shared>,
+    pending: watch::Sender<usize>,
+    lanes: HashMap<String, Lane>,
+    /// Lanes that can send now, by the accept order of their head.
+    ready: BTreeMap<u64, String>,
+    /// Lanes backing off, by when they may send again.
+    waiting: BinaryHeap<Reverse<(Instant, String)>>,
+    next_order: u64,
+    queued: usize,
+}
+
+/// A request in flight: which lanes, how many entries each, in entry order.
+type Sent = (Vec<(String, usize)>, Vec<EntryResult>);
+
+impl Dispatcher {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Vec<Job>>) {
+        let mut in_flight: FuturesUnordered<BoxFuture<'static, Sent>> = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            self.wake_lanes(Instant::now());
+            while in_flight.len() < self.config.max_concurrency {
+                match self.next_batch() {
+                    Some(request) => in_flight.push(request),
+                    None => break,
+                }
+            }
+            if !open && in_flight.is_empty() && self.lanes.is_empty() {
+                return;
+            }
+            let wake = self.waiting.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                jobs = commands.recv(), if open => match jobs {
+                    Some(jobs) => self.enqueue(jobs),
+                    None => open = false,
+                },
+                Some((lanes, results)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.settle(lanes, results);
+                }
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+            }
+        }
+    }
+
+    fn enqueue(&mut self, jobs: Vec<Job>) {
+        let fatal = self.shared.fatal.lock().unwrap().clone();
+        for job in jobs {
+            if let Some(fatal) = &fatal {
+                let _ = job.done.send(Err(fatal.clone()));
+                continue;
+            }
+            let order = self.next_order;
+            self.next_order += 1;
+            let lane = self.lanes.entry(job.key.clone()).or_default();
+            if lane.queue.is_empty() && lane.in_flight == 0 && lane.not_before.is_none() {
+                self.ready.insert(order, job.key.clone());
+            }
+            lane.queue.push_back((order, job));
+            self.queued += 1;
+        }
+        self.pending.send_replace(self.queued);
+    }
+
+    fn wake_lanes(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.waiting.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((at, key)) = self.waiting.pop().expect("peeked");
+            if let Some(lane) = self.lanes.get_mut(&key) {
+                if lane.not_before == Some(at) && lane.in_flight == 0 {
+                    lane.not_before = None;
+                    if let Some((order, _)) = lane.queue.front() {
+                        self.ready.insert(*order, key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds the next request out of ready lanes, or `None` if no lane is ready.
+    fn next_batch(&mut self) -> Option<BoxFuture<'static, Sent>> {
+        let per_lane = if self.config.fifo {
+            MAX_BATCH_ENTRIES
+        } else {
+            1
+        };
+        let mut destination: Option<Arc<str>> = None;
+        let mut taken: Vec<(u64, String, usize)> = Vec::new();
+        let mut messages: Vec<Arc<Message>> = Vec::new();
+        let mut bytes = 0;
+        for (&order, key) in &self.ready {
+            if messages.len() == MAX_BATCH_ENTRIES {
+                break;
+            }
+            let lane = &self.lanes[key];
+            let head = &lane.queue.front().expect("ready lanes are not empty").1;
+            match &destination {
+                None => destination = Some(head.destination.clone()),
+                Some(d) if *d != head.destination => continue,
+                Some(_) => {}
+            }
+            let mut n = 0;
+            for (_, job) in &lane.queue {
+                if n == per_lane
+                    || messages.len() == MAX_BATCH_ENTRIES
+                    || job.destination != head.destination
+                    || (!messages.is_empty()
+                        && bytes + job.message.size > self.config.max_message_bytes)
+                {
+                    break;
+                }
+                bytes += job.message.size;
+                messages.push(job.message.clone());
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            taken.push((order, key.clone(), n));
+        }
+        let destination = destination?;
+        let mut lanes = Vec::with_capacity(taken.len());
+        for (order, key, n) in taken {
+            self.ready.remove(&order);
+            self.lanes.get_mut(&key).expect("ready lane").in_flight = n;
+            lanes.push((key, n));
+        }
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        let client = self.client.clone();
+        Some(
+            async move {
+                let refs: Vec<&Message> = messages.iter().map(|m| m.as_ref()).collect();
+                let results = client.send_batch(&destination, &refs).await;
+                (lanes, results)
+            }
+            .boxed(),
+        )
+    }
+
+    fn settle(&mut self, lanes: Vec<(String, usize)>, results: Vec<EntryResult>) {
+        let mut results = results.into_iter();
+        let now = Instant::now();
+        for (key, n) in lanes {
+            let lane_results: Vec<EntryResult> = results.by_ref().take(n).collect();
+            let Some(lane) = self.lanes.get_mut(&key) else {
+                continue;
+            };
+            lane.in_flight = 0;
+            let mut retry: Option<(PublishError, usize)> = None;
+            let mut fatal: Option<PublishError> = None;
+            for (i, result) in lane_results.into_iter().enumerate() {
+                match result {
+                    Err(e) if e.class == ErrorClass::Retryable => {
+                        retry = Some((e, n - i));
+                        break;
+                    }
+                    Err(e) if e.class == ErrorClass::Fatal => {
+                        fatal = Some(e);
+                        break;
+                    }
+                    result => {
+                        let (_, job) = lane.queue.pop_front().expect("in-flight entry");
+                        self.queued -= 1;
+                        lane.attempt = 0;
+                        lane.first_failure = None;
+                        let result = result.map_err(|e| name_event(e, &job));
+                        if let Err(e) = &result {
+                            tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}", e.message);
+                        }
+                        let _ = job.done.send(result);
+                    }
+                }
+            }
+            if let Some(e) = fatal {
+                self.fail_everything(e);
+                return;
+            }
+            if let Some((err, resend)) = retry {
+                lane.attempt += 1;
+                let first = *lane.first_failure.get_or_insert(now);
+                let give_up = self
+                    .config
+                    .max_retry_elapsed()
+                    .is_some_and(|limit| now.duration_since(first) >= limit);
+                if give_up {
+                    tracing::warn!(aggregate_id = %key, attempts = lane.attempt, "giving up retrying: {err}");
+                    let lane = self.lanes.remove(&key).expect("lane");
+                    self.queued -= lane.queue.len();
+                    for (_, job) in lane.queue {
+                        let e = PublishError::new(
+                            ErrorClass::Retryable,
+                            err.kind,
+                            format!(
+                                "event {} to {}: not delivered after retrying for {:?}: {}",
+                                job.event_id,
+                                job.destination,
+                                now.duration_since(first),
+                                err.message
+                            ),
+                        );
+                        let _ = job.done.send(Err(e));
+                    }
+                    continue;
+                }
+                self.shared
+                    .retries
+                    .fetch_add(resend as u64, Ordering::Relaxed);
+                let delay = backoff(
+                    lane.attempt,
+                    self.config.retry_initial_backoff(),
+                    self.config.retry_max_backoff(),
+                );
+                tracing::debug!(aggregate_id = %key, attempt = lane.attempt, ?delay, "retrying: {err}");
+                let at = now + delay;
+                lane.not_before = Some(at);
+                self.waiting.push(Reverse((at, key)));
+            } else if let Some((order, _)) = lane.queue.front() {
+                self.ready.insert(*order, key);
+            } else {
+                self.lanes.remove(&key);
+            }
+        }
+        self.pending.send_replace(self.queued);
+    }
+
+    /// A Fatal error: every queued event fails with it, and so does every later accept.
+    fn fail_everything(&mut self, err: PublishError) {
+        tracing::error!(kind = err.kind, "SNS/SQS publisher failed: {}", err.message);
+        *self.shared.fatal.lock().unwrap() = Some(err.clone());
+        for (_, lane) in self.lanes.drain() {
+            for (_, job) in lane.queue {
+                let _ = job.done.send(Err(err.clone()));
+            }
+        }
+        self.ready.clear();
+        self.waiting.clear();
+        self.queued = 0;
+        self.pending.send_replace(0);
+    }
+}
+
+fn name_event(err: PublishError, job: &Job) -> PublishError {
+    PublishError::new(
+        err.class,
+        err.kind,
+        format!(
+            "event {} to {}: {}",
+            job.event_id, job.destination, err.message
+        ),
+    )
+}
+
+/// Exponential backoff with "equal jitter": half the step fixed, half random.
+fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let step = initial
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(max);
+    let half = step / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let initial = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        let b1 = backoff(1, initial, max);
+        assert!(b1 >= Duration::from_millis(50) && b1 <= initial, "{b1:?}");
+        let b4 = backoff(4, initial, max);
+        assert!(b4 >= Duration::from_millis(400) && b4 <= Duration::from_millis(800));
+        let b40 = backoff(40, initial, max);
+        assert!(b40 >= max / 2 && b40 <= max);
+    }
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Local SNS/SQS emulator (moto server) for development and the connector tests.
+#
+# Usage: deploy/local/aws.sh [start|stop|status|env]
+#
+#   start   (default) install moto into a venv if needed, start `moto_server` in the
+#           background on $OUTBOX_RELAY_AWS_HOST:$OUTBOX_RELAY_AWS_PORT and wait until it
+#           answers. Idempotent: returns at once if it is already up.
+#   stop    SIGTERM, wait up to 10 s, then SIGKILL. Moto keeps everything in memory, so
+#           stopping wipes all topics and queues.
+#   status  exit 0 if running and answering, 1 otherwise.
+#   env     print the environment the tests and the relay need (eval "$(aws.sh env)").
+#
+# Settings come from deploy/local/env.sh. Also:
+#   OUTBOX_RELAY_AWS_HOST          listen address (default 127.0.0.1)
+#   OUTBOX_RELAY_AWS_PORT          listen port (default 19324)
+#   OUTBOX_RELAY_AWS_ENDPOINT      endpoint URL the tests use (default http://HOST:PORT)
+#   OUTBOX_RELAY_MOTO_VERSION      pip requirement for moto (default "moto[server]>=5,<6")
+#   OUTBOX_RELAY_AWS_START_TIMEOUT seconds to wait for readiness (default 60)
+#
+# Credentials for the emulator are fixed test values (AWS_ACCESS_KEY_ID=test,
+# AWS_SECRET_ACCESS_KEY=test, AWS_REGION=us-east-1); moto accepts any.
+#
+# Layout:
+#   $OUTBOX_RELAY_CACHE/moto-venv/     the virtualenv (.installed marks completion)
+#   $OUTBOX_RELAY_RUN/aws/moto.out     server stdout+stderr
+#   $OUTBOX_RELAY_RUN/aws/moto.pid     server pid
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=SCRIPTDIR/env.sh
+source "$SCRIPT_DIR/env.sh"
+
+AWS_HOST="${OUTBOX_RELAY_AWS_HOST:-127.0.0.1}"
+AWS_PORT="${OUTBOX_RELAY_AWS_PORT:-19324}"
+AWS_ENDPOINT="${OUTBOX_RELAY_AWS_ENDPOINT:-http://$AWS_HOST:$AWS_PORT}"
+MOTO_REQUIREMENT="${OUTBOX_RELAY_MOTO_VERSION:-moto[server]>=5,<6}"
+START_TIMEOUT="${OUTBOX_RELAY_AWS_START_TIMEOUT:-60}"
+
+VENV="$OUTBOX_RELAY_CACHE/moto-venv"
+MARKER="$VENV/.installed"
+STATE_DIR="$OUTBOX_RELAY_RUN/aws"
+PID_FILE="$STATE_DIR/moto.pid"
+OUT_FILE="$STATE_DIR/moto.out"
+
+log() { printf 'aws: %s\n' "$*" >&2; }
+die() { printf 'aws: error: %s\n' "$*" >&2; exit 1; }
+
+running_pid() {
+    [[ -f "$PID_FILE" ]] || return 1
+    local pid
+    pid="$(cat "$PID_FILE")"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && { echo "$pid"; return 0; }
+    return 1
+}
+
+answering() {
+    # moto answers GET / with 200 once its WSGI app is up.
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsS -o /dev/null --max-time 2 "$AWS_ENDPOINT/" 2>/dev/null
+    else
+        "$VENV/bin/python" - "$AWS_ENDPOINT" <<'EOF' >/dev/null 2>&1
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1] + "/", timeout=2)
+EOF
+    fi
+}
+
+install() {
+    [[ -f "$MARKER" ]] && return 0
+    command -v python3 >/dev/null || die "python3 is required (apt-get install python3 python3-venv)"
+    log "installing $MOTO_REQUIREMENT into $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_REQUIREMENT"
+    touch "$MARKER"
+}
+
+start() {
+    if running_pid >/dev/null && answering; then
+        return 0
+    fi
+    install
+    mkdir -p "$STATE_DIR"
+    if pid="$(running_pid)"; then
+        log "pid $pid is not answering; restarting it"
+        kill "$pid" 2>/dev/null || true
+        sleep 1
+    fi
+    log "starting moto on $AWS_ENDPOINT"
+    nohup "$VENV/bin/moto_server" -H "$AWS_HOST" -p "$AWS_PORT" >"$OUT_FILE" 2>&1 &
+    echo $! >"$PID_FILE"
+    local waited=0
+    until answering; do
+        running_pid >/dev/null || die "moto exited; see $OUT_FILE"
+        ((waited++ < START_TIMEOUT * 5)) || die "moto did not answer within ${START_TIMEOUT}s; see $OUT_FILE"
+        sleep 0.2
+    done
+    log "moto is up ($AWS_ENDPOINT)"
+}
+
+stop() {
+    local pid
+    pid="$(running_pid)" || { rm -f "$PID_FILE"; return 0; }
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$PID_FILE"
+    log "stopped"
+}
+
+print_env() {
+    cat <<EOF
+export OUTBOX_RELAY_AWS_ENDPOINT=$AWS_ENDPOINT
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION=us-east-1
+EOF
+}
+
+case "${1:-start}" in
+    start) start ;;
+    stop) stop ;;
+    status) running_pid >/dev/null && answering ;;
+    env) print_env ;;
+    *) die "usage: $0 [start|stop|status|env]" ;;
+esac
