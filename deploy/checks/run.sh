@@ -146,6 +146,38 @@ PY="$VENV/bin/python"
 check "shellcheck deploy/checks/*.sh" shellcheck -x "$here"/*.sh
 check "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" "$root/deploy/Dockerfile"
 
+docker_context() { # the build context deploy/Dockerfile gets (.dockerignore applied) holds a workspace cargo can resolve
+    local ctx="$work/docker-context"
+    (cd "$root" && git ls-files -co --exclude-standard) >"$work/files.txt" || return 1
+    "$PY" - "$root" "$ctx" "$work/files.txt" <<'EOF' || return 1
+import fnmatch, os, shutil, sys
+root, ctx = sys.argv[1], sys.argv[2]
+patterns = [l.strip() for l in open(os.path.join(root, ".dockerignore")) if l.strip() and not l.startswith("#")]
+def ignored(path):
+    parts = path.split("/")
+    for pat in patterns:
+        pat = pat.rstrip("/")
+        for i in range(1, len(parts) + 1):
+            head = "/".join(parts[:i])
+            if fnmatch.fnmatch(head, pat) or (pat.startswith("**/") and fnmatch.fnmatch(parts[i - 1], pat[3:])):
+                return True
+    return False
+n = 0
+for path in open(sys.argv[3]).read().split("\n"):
+    if path and os.path.isfile(os.path.join(root, path)) and not ignored(path):
+        os.makedirs(os.path.dirname(os.path.join(ctx, path)), exist_ok=True)
+        shutil.copy2(os.path.join(root, path), os.path.join(ctx, path))
+        n += 1
+print(f"{n} files in the build context")
+EOF
+    [[ ! -e "$ctx/helm" && ! -e "$ctx/.git" ]] || { echo ".dockerignore lets helm/ or .git in"; return 1; }
+    # What `cargo build --locked -p outbox-relay` resolves first, without building (the
+    # image build itself needs a Docker engine).
+    (cd "$ctx" && cargo fetch --locked --offline --target "$(rustc -vV | sed -n 's/^host: //p')") &&
+        echo "cargo fetch --locked resolves the workspace in the build context"
+}
+check "docker build context (.dockerignore applied): cargo resolves the workspace --locked" docker_context
+
 compose_structure() {
     # The relay service's RELAY__ variables, kept only if the structure is sound.
     "$PY" "$here/compose_check.py" "$root" >"$work/compose.out" || { cat "$work/compose.out"; return 1; }
@@ -440,7 +472,20 @@ live_services() {
 relay_exports() { curl -fs "127.0.0.1:$relay_port/metrics" | grep -qF "$1"; }
 prometheus_has() { curl -fs "127.0.0.1:$prom_port/api/v1/label/__name__/values" | grep -qF "\"$1\""; }
 
+sweep_stale() { # objects of earlier runs that were killed before their cleanup
+    local name pid
+    for name in $(psql_ -c "SELECT slot_name FROM pg_replication_slots
+                            WHERE slot_name LIKE 'deploy\_checks\_%' AND NOT active"); do
+        pid="${name##*_}"
+        if ! [[ "$pid" =~ ^[0-9]+$ ]] || kill -0 "$pid" 2>/dev/null; then continue; fi
+        echo "dropping stale slot $name"
+        psql_ -c "SELECT pg_drop_replication_slot('$name')" \
+            -c "DROP PUBLICATION IF EXISTS $name" -c "DROP TABLE IF EXISTS deploy_checks_outbox_$pid" >/dev/null
+    done
+}
+
 live_relay() {
+    sweep_stale
     relay_port="$(free_port)"
     psql_ -c "CREATE TABLE $table (
       id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
