@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use outbox_connectors::aws::{AwsConfig, SnsPublisher, SqsPublisher};
+use outbox_connectors::aws::{fifo_id, AwsConfig, SnsPublisher, SqsPublisher};
 use outbox_connectors::{ErrorClass, OutboxEvent, Publisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -342,6 +342,29 @@ async fn sqs_fifo_queue_direct_order_and_dedup() {
 }
 
 #[tokio::test]
+async fn fifo_group_and_deduplication_ids_are_mapped_for_invalid_ids() {
+    let sdk = setup().await;
+    let (queue, _) = create_queue(&sdk, &format!("{}.fifo", unique("q"))).await;
+    let publisher = SqsPublisher::new(&config(endpoint(), true)).await.unwrap();
+    let run = unique("r");
+    let aggregate = "order 1/\u{fc}";
+    let events: Vec<OutboxEvent> = (0..5).map(|n| event(&run, &queue, aggregate, n)).collect();
+    publish_all(&publisher, events, 2).await;
+    let received = receive(&sdk, &queue, 5).await;
+    let ns: Vec<u64> = received
+        .iter()
+        .map(|r| r.body["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, [0, 1, 2, 3, 4]);
+    let group = fifo_id(aggregate);
+    assert!(group.starts_with("h-"), "{group}");
+    for r in &received {
+        assert_eq!(r.group_id.as_deref(), Some(group.as_str()));
+        assert_eq!(r.attributes["aggregateid"], aggregate);
+    }
+}
+
+#[tokio::test]
 async fn sqs_standard_queue_direct_order() {
     let sdk = setup().await;
     let (queue, _) = create_queue(&sdk, &unique("q")).await;
@@ -394,6 +417,7 @@ async fn unknown_queue_is_a_permanent_error_naming_the_event() {
         .await;
     let err = outcomes[0].result.as_ref().unwrap_err();
     assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+    assert_eq!(err.kind, "destination_not_found", "{err}");
     assert!(err.message.contains(&format!("{run}-agg-0-0")), "{err}");
 }
 

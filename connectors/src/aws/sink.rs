@@ -489,15 +489,17 @@ impl Dispatcher {
     }
 }
 
+/// Prefixes the event id (and the destination, unless the message names it already).
 fn name_event(err: PublishError, job: &Job) -> PublishError {
-    PublishError::new(
-        err.class,
-        err.kind,
+    let message = if err.message.contains(&*job.destination) {
+        format!("event {}: {}", job.event_id, err.message)
+    } else {
         format!(
             "event {} to {}: {}",
             job.event_id, job.destination, err.message
-        ),
-    )
+        )
+    };
+    PublishError::new(err.class, err.kind, message)
 }
 
 /// Exponential backoff with "equal jitter": half the step fixed, half random.
