@@ -60,7 +60,11 @@ impl KafkaConfig {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        for (key, value) in &self.properties {
+        for (raw_key, value) in &self.properties {
+            // librdkafka names use dots and never underscores; environment variables
+            // cannot hold dots, so `RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD`
+            // arrives as `sasl_password` and means `sasl.password`.
+            let key = &raw_key.replace('_', ".");
             if let Some((_, want, why)) = LOCKED.iter().find(|(k, _, _)| k == key) {
                 if value != want {
                     return Err(format!(
@@ -74,7 +78,7 @@ impl KafkaConfig {
                         .into(),
                 );
             }
-            props.insert(key.clone(), value.clone());
+            props.insert(key.to_string(), value.clone());
         }
         for (k, v, _) in LOCKED {
             props.insert(k.to_string(), v.to_string());
@@ -115,6 +119,22 @@ mod tests {
         assert_eq!(props["enable.idempotence"], "true");
         assert_eq!(props["bootstrap.servers"], "127.0.0.1:9092");
         assert_eq!(props["message.timeout.ms"], "0");
+    }
+
+    #[test]
+    fn underscores_stand_for_dots_so_environment_variables_can_set_any_property() {
+        let props = config(&[
+            ("sasl_password", "s3cret"),
+            ("security_protocol", "SASL_SSL"),
+        ])
+        .producer_properties()
+        .unwrap();
+        assert_eq!(props["sasl.password"], "s3cret");
+        assert_eq!(props["security.protocol"], "SASL_SSL");
+        let err = config(&[("enable_idempotence", "false")])
+            .producer_properties()
+            .unwrap_err();
+        assert!(err.contains("enable.idempotence"), "{err}");
     }
 
     #[test]

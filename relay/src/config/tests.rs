@@ -89,6 +89,25 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
+fn environment_sets_librdkafka_properties_with_underscores_for_dots() {
+    let f = write(MINIMAL, "yaml");
+    let c = Config::load_from(
+        Some(f.path()),
+        env(&[
+            ("RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD", "s3cret"),
+            ("RELAY__SINK__KAFKA__PROPERTIES__LINGER_MS", "20"),
+            ("RELAY__SINK__KAFKA__PROPERTIES__ENABLE_IDEMPOTENCE", "true"),
+        ]),
+    )
+    .unwrap();
+    let props = c.sink.kafka.unwrap().producer_properties().unwrap();
+    assert_eq!(props["sasl.password"], "s3cret");
+    assert_eq!(props["linger.ms"], "20");
+    assert_eq!(props["compression.type"], "lz4", "file properties stay");
+    assert!(!format!("{:?}", props.keys()).contains("sasl_password"));
+}
+
+#[test]
 fn toml_files_work_too() {
     let f = write(
         "[source]\nhost='h'\ndatabase='d'\nuser='u'\n[sink]\nkind='null'\n",
