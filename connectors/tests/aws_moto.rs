@@ -447,6 +447,12 @@ impl Proxy {
     /// Every `every`-th batch request (PublishBatch / SendMessageBatch) gets the next fault
     /// of `faults` in turn; other requests pass through.
     async fn start(every: u64, faults: Vec<Fault>) -> Proxy {
+        Proxy::start_with(every, faults, None).await
+    }
+
+    /// Like `start`, and every SendMessageBatch entry whose body contains `stuck` fails
+    /// with a retryable `ThrottlingException` (the other entries go through).
+    async fn start_with(every: u64, faults: Vec<Fault>, stuck: Option<&'static str>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let injected = Arc::new(AtomicU64::new(0));
@@ -460,7 +466,7 @@ impl Proxy {
                 };
                 let (state, faults, counter) = (state.clone(), faults.clone(), counter.clone());
                 tokio::spawn(async move {
-                    let _ = serve(client, state, faults, counter, every).await;
+                    let _ = serve(client, state, faults, counter, every, stuck).await;
                 });
             }
         });
@@ -617,6 +623,7 @@ async fn serve(
     faults: Arc<Vec<Fault>>,
     injected: Arc<AtomicU64>,
     every: u64,
+    stuck: Option<&'static str>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     while let Some(mut request) = read_message(&mut client, &mut buf, false).await? {
@@ -645,8 +652,20 @@ async fn serve(
         if fault.is_some() {
             injected.fetch_add(1, Ordering::Relaxed);
         }
+        let stuck_here = stuck.filter(|needle| sqs_json && body_text.contains(needle));
         let response = match fault {
-            None => forward(&request).await?,
+            None => match stuck_here {
+                None => forward(&request).await?,
+                Some(needle) => {
+                    injected.fetch_add(1, Ordering::Relaxed);
+                    fail_entries(
+                        &mut request,
+                        |_, entry| entry["MessageBody"].as_str().unwrap_or("").contains(needle),
+                        "ThrottlingException",
+                    )
+                    .await?
+                }
+            },
             Some(Fault::ServerError) if sqs_json => reply(
                 "500 Internal Server Error",
                 "application/x-amz-json-1.0",
@@ -668,30 +687,14 @@ async fn serve(
                 "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>injected</RequestId></ErrorResponse>".into(),
             ),
             Some(Fault::DropEntry) => {
-                let mut json: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-                let entries = json["Entries"].as_array_mut().unwrap();
-                // Drop the last entry (on a standard queue it is the only one of its aggregate).
-                let dropped = entries.pop().unwrap();
-                let id = dropped["Id"].as_str().unwrap().to_string();
-                let mut response = if entries.is_empty() {
-                    reply(
-                        "200 OK",
-                        "application/x-amz-json-1.0",
-                        r#"{"Successful":[],"Failed":[]}"#.into(),
-                    )
-                } else {
-                    request.body = serde_json::to_vec(&json).unwrap();
-                    forward(&request).await?
-                };
-                let mut out: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-                if out.get("Failed").is_none() {
-                    out["Failed"] = serde_json::json!([]);
-                }
-                out["Failed"].as_array_mut().unwrap().push(serde_json::json!({
-                    "Id": id, "SenderFault": false, "Code": "InternalError", "Message": "injected"
-                }));
-                response.body = serde_json::to_vec(&out).unwrap();
-                response
+                // The last entry: on a standard queue the only one of its aggregate.
+                let last = serde_json::from_slice::<serde_json::Value>(&request.body).unwrap()
+                    ["Entries"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+                    - 1;
+                fail_entries(&mut request, |i, _| i == last, "InternalError").await?
             }
             Some(Fault::LostAck) => {
                 let mut response = forward(&request).await?;
@@ -714,6 +717,46 @@ async fn serve(
         client.write_all(&response.encode(false)).await?;
     }
     Ok(())
+}
+
+/// Removes the SendMessageBatch entries `pick` selects before forwarding, and reports them
+/// in `Failed` with `code` and `SenderFault: false`.
+async fn fail_entries(
+    request: &mut HttpMessage,
+    pick: impl Fn(usize, &serde_json::Value) -> bool,
+    code: &str,
+) -> std::io::Result<HttpMessage> {
+    let mut json: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    let entries = json["Entries"].as_array_mut().unwrap();
+    let mut failed = Vec::new();
+    let mut kept = Vec::new();
+    for (i, entry) in entries.drain(..).enumerate() {
+        if pick(i, &entry) {
+            failed.push(serde_json::json!({
+                "Id": entry["Id"], "SenderFault": false, "Code": code, "Message": "injected"
+            }));
+        } else {
+            kept.push(entry);
+        }
+    }
+    let mut response = if kept.is_empty() {
+        reply(
+            "200 OK",
+            "application/x-amz-json-1.0",
+            r#"{"Successful":[],"Failed":[]}"#.into(),
+        )
+    } else {
+        json["Entries"] = serde_json::Value::Array(kept);
+        request.body = serde_json::to_vec(&json).unwrap();
+        forward(request).await?
+    };
+    let mut out: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    if out.get("Failed").is_none() {
+        out["Failed"] = serde_json::json!([]);
+    }
+    out["Failed"].as_array_mut().unwrap().extend(failed);
+    response.body = serde_json::to_vec(&out).unwrap();
+    Ok(response)
 }
 
 #[tokio::test]
@@ -765,4 +808,38 @@ async fn sns_standard_retries_throttling_and_5xx_in_order() {
     let received = receive(&sdk, &queue, 40).await;
     assert_exact_and_ordered(&received, &run, 4, 10);
     assert!(publisher.retries() > 0, "retries counted");
+}
+
+#[tokio::test]
+async fn a_failing_aggregate_does_not_hold_up_others_and_gives_up_after_max_elapsed() {
+    let sdk = setup().await;
+    let (queue, _) = create_queue(&sdk, &unique("q")).await;
+    let proxy = Proxy::start_with(u64::MAX, vec![Fault::Throttle], Some("\"stuck\"")).await;
+    let publisher = SqsPublisher::new(&AwsConfig {
+        max_retry_elapsed_ms: 500,
+        ..config(proxy.endpoint(), false)
+    })
+    .await
+    .unwrap();
+    let run = unique("r");
+    let mut events = workload(&run, &queue, 3, 5);
+    for n in 0..3 {
+        events.insert(n * 4, event(&run, &queue, "stuck", n));
+    }
+    let started = Instant::now();
+    let outcomes = publisher.accept(events).await.unwrap().await;
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    for o in &outcomes {
+        if o.event.aggregate_id == "stuck" {
+            let err = o.result.as_ref().unwrap_err();
+            assert_eq!(err.class, ErrorClass::Retryable, "{err}");
+            assert!(err.message.contains(&o.event.id), "{err}");
+        } else {
+            assert!(o.result.is_ok(), "{}: {:?}", o.event.id, o.result);
+        }
+    }
+    let received = receive(&sdk, &queue, 15).await;
+    assert_exact_and_ordered(&received, &run, 3, 5);
+    assert!(publisher.retries() > 0);
+    assert_eq!(publisher.pending(), 0);
 }
