@@ -843,3 +843,32 @@ async fn a_failing_aggregate_does_not_hold_up_others_and_gives_up_after_max_elap
     assert!(publisher.retries() > 0);
     assert_eq!(publisher.pending(), 0);
 }
+
+/// Rough throughput against the emulator: `cargo test -p outbox-connectors --test aws_moto
+/// -- --ignored --nocapture throughput`.
+#[tokio::test]
+#[ignore]
+async fn throughput_sqs_fifo_and_standard() {
+    let sdk = setup().await;
+    for fifo in [false, true] {
+        let suffix = if fifo { ".fifo" } else { "" };
+        let (queue, _) = create_queue(&sdk, &format!("{}{suffix}", unique("q"))).await;
+        let publisher = SqsPublisher::new(&AwsConfig {
+            max_concurrency: 16,
+            ..config(endpoint(), fifo)
+        })
+        .await
+        .unwrap();
+        let run = unique("r");
+        let events = workload(&run, &queue, 50, 4);
+        let count = events.len();
+        let started = Instant::now();
+        publish_all(&publisher, events, 100).await;
+        let elapsed = started.elapsed();
+        eprintln!(
+            "sqs fifo={fifo}: {count} events in {elapsed:?} ({:.0}/s), {} requests",
+            count as f64 / elapsed.as_secs_f64(),
+            publisher.requests()
+        );
+    }
+}
