@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local SNS/SQS emulator (moto server) for development and the connector tests.
 #
-# Usage: deploy/local/aws.sh [start|stop|status|env]
+# Usage: deploy/local/aws.sh [start|stop|status|env|fauxqs-start|fauxqs-stop]
 #
 #   start   (default) install moto into a venv if needed, start `moto_server` in the
 #           background on $OUTBOX_RELAY_AWS_HOST:$OUTBOX_RELAY_AWS_PORT and wait until it
@@ -10,6 +10,10 @@
 #           stopping wipes all topics and queues.
 #   status  exit 0 if running and answering, 1 otherwise.
 #   env     print the environment the tests and the relay need (eval "$(aws.sh env)").
+#   fauxqs-start / fauxqs-stop
+#           optional second emulator, fauxqs (npm, Node.js >= 20), much faster than moto,
+#           for throughput runs: OUTBOX_RELAY_AWS_ENDPOINT=http://127.0.0.1:19325. It
+#           listens on all interfaces (fauxqs has no bind-address setting).
 #
 # Settings come from deploy/local/env.sh. Also:
 #   OUTBOX_RELAY_AWS_HOST          listen address (default 127.0.0.1)
@@ -17,6 +21,8 @@
 #   OUTBOX_RELAY_AWS_ENDPOINT      endpoint URL the tests use (default http://HOST:PORT)
 #   OUTBOX_RELAY_MOTO_VERSION      pip requirement for moto (default "moto[server]>=5,<6")
 #   OUTBOX_RELAY_AWS_START_TIMEOUT seconds to wait for readiness (default 60)
+#   OUTBOX_RELAY_FAUXQS_PORT       fauxqs port (default 19325)
+#   OUTBOX_RELAY_FAUXQS_VERSION    fauxqs npm version (default 1.9.2)
 #
 # Credentials for the emulator are fixed test values (AWS_ACCESS_KEY_ID=test,
 # AWS_SECRET_ACCESS_KEY=test, AWS_REGION=us-east-1); moto accepts any.
@@ -25,6 +31,7 @@
 #   $OUTBOX_RELAY_CACHE/moto-venv/     the virtualenv (.installed marks completion)
 #   $OUTBOX_RELAY_RUN/aws/moto.out     server stdout+stderr
 #   $OUTBOX_RELAY_RUN/aws/moto.pid     server pid
+#   $OUTBOX_RELAY_CACHE/fauxqs-<version>/  fauxqs npm install; $OUTBOX_RELAY_RUN/aws/fauxqs.{out,pid}
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,6 +43,10 @@ AWS_PORT="${OUTBOX_RELAY_AWS_PORT:-19324}"
 AWS_ENDPOINT="${OUTBOX_RELAY_AWS_ENDPOINT:-http://$AWS_HOST:$AWS_PORT}"
 MOTO_REQUIREMENT="${OUTBOX_RELAY_MOTO_VERSION:-moto[server]>=5,<6}"
 START_TIMEOUT="${OUTBOX_RELAY_AWS_START_TIMEOUT:-60}"
+
+FAUXQS_PORT="${OUTBOX_RELAY_FAUXQS_PORT:-19325}"
+FAUXQS_VERSION="${OUTBOX_RELAY_FAUXQS_VERSION:-1.9.2}"
+FAUXQS_HOME="$OUTBOX_RELAY_CACHE/fauxqs-$FAUXQS_VERSION"
 
 VENV="$OUTBOX_RELAY_CACHE/moto-venv"
 MARKER="$VENV/.installed"
@@ -112,6 +123,50 @@ stop() {
     log "stopped"
 }
 
+pid_alive() {
+    [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+fauxqs_answering() {
+    curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$FAUXQS_PORT/health" 2>/dev/null
+}
+
+fauxqs_start() {
+    local pid_file="$STATE_DIR/fauxqs.pid" out_file="$STATE_DIR/fauxqs.out"
+    if pid_alive "$pid_file" && fauxqs_answering; then
+        return 0
+    fi
+    command -v node >/dev/null || die "fauxqs needs Node.js >= 20 (apt-get install nodejs npm)"
+    command -v curl >/dev/null || die "fauxqs-start needs curl"
+    if [[ ! -f "$FAUXQS_HOME/.installed" ]]; then
+        log "installing fauxqs@$FAUXQS_VERSION into $FAUXQS_HOME"
+        mkdir -p "$FAUXQS_HOME"
+        npm install --prefix "$FAUXQS_HOME" --no-audit --no-fund --loglevel=error "fauxqs@$FAUXQS_VERSION"
+        touch "$FAUXQS_HOME/.installed"
+    fi
+    mkdir -p "$STATE_DIR"
+    log "starting fauxqs on port $FAUXQS_PORT"
+    FAUXQS_PORT="$FAUXQS_PORT" FAUXQS_LOGGER=false \
+        nohup node "$FAUXQS_HOME/node_modules/fauxqs/dist/cli.js" >"$out_file" 2>&1 &
+    echo $! >"$pid_file"
+    local waited=0
+    until fauxqs_answering; do
+        pid_alive "$pid_file" || die "fauxqs exited; see $out_file"
+        ((waited++ < START_TIMEOUT * 5)) || die "fauxqs did not answer within ${START_TIMEOUT}s; see $out_file"
+        sleep 0.2
+    done
+    log "fauxqs is up (http://127.0.0.1:$FAUXQS_PORT)"
+}
+
+fauxqs_stop() {
+    local pid_file="$STATE_DIR/fauxqs.pid"
+    if pid_alive "$pid_file"; then
+        kill "$(cat "$pid_file")" 2>/dev/null || true
+        log "fauxqs stopped"
+    fi
+    rm -f "$pid_file"
+}
+
 print_env() {
     cat <<EOF
 export OUTBOX_RELAY_AWS_ENDPOINT=$AWS_ENDPOINT
@@ -126,5 +181,7 @@ case "${1:-start}" in
     stop) stop ;;
     status) running_pid >/dev/null && answering ;;
     env) print_env ;;
-    *) die "usage: $0 [start|stop|status|env]" ;;
+    fauxqs-start) fauxqs_start ;;
+    fauxqs-stop) fauxqs_stop ;;
+    *) die "usage: $0 [start|stop|status|env|fauxqs-start|fauxqs-stop]" ;;
 esac
