@@ -54,6 +54,9 @@ struct Args {
     skip_drain: bool,
     #[arg(long)]
     skip_steady: bool,
+    /// Systems in the steady state (`relay`, `debezium`).
+    #[arg(long, value_delimiter = ',', default_value = "relay,debezium")]
+    steady_systems: Vec<String>,
     /// The relay binary (release build).
     #[arg(long)]
     relay_bin: PathBuf,
@@ -149,6 +152,9 @@ struct SteadyResult {
     check: Check,
     cpu_pct: f64,
     peak_rss_kb: u64,
+    /// The relay's own histograms over the run (p50 / p99 bucket bounds, ms):
+    /// commit → broker ack, and batch handed to the producer → acked.
+    relay_histograms: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -545,6 +551,13 @@ async fn steady_phase(
         .expect("steady publication");
     let mut results = Vec::new();
     for system in [System::Relay, System::Debezium] {
+        let tag = match system {
+            System::Relay => "relay",
+            System::Debezium => "debezium",
+        };
+        if !args.steady_systems.iter().any(|s| s == tag) {
+            continue;
+        }
         for &rate in &args.rates {
             let tag = match system {
                 System::Relay => "relay",
@@ -617,6 +630,21 @@ async fn steady_phase(
             }
             let (cpu1, peak_rss_kb) = proc_usage(p.pid());
             let busy = t0.elapsed().as_secs_f64();
+            let relay_histograms = p.metrics_port.and_then(|port| {
+                let (_, body) = http_get(port, "/metrics")?;
+                let q = |name: &str| {
+                    format!(
+                        "{} / {}",
+                        bucket_quantile(&body, name, 0.5),
+                        bucket_quantile(&body, name, 0.99)
+                    )
+                };
+                Some(format!(
+                    "commit→ack {} ms; batch→ack {} ms",
+                    q("outbox_relay_end_to_end_latency_seconds"),
+                    q("outbox_relay_publish_duration_seconds")
+                ))
+            });
             p.stop();
             let check = check_steady(&topic, args.writers, &written);
             eprintln!(
@@ -635,6 +663,7 @@ async fn steady_phase(
                     check,
                     cpu_pct: 100.0 * (cpu1 - cpu0) / busy,
                     peak_rss_kb,
+                    relay_histograms,
                 },
             ));
             pg::cleanup(client, &slot, "", &[]).await;
@@ -756,6 +785,40 @@ fn check_steady(topic: &str, writers: usize, written: &[usize]) -> Check {
     check.missing = total - found.min(total);
     check.latencies_ms.sort_unstable();
     check
+}
+
+/// The upper bound (ms) of the histogram bucket holding quantile `q`, from a Prometheus
+/// text exposition (`<name>_bucket{...le="x"} count`, cumulative).
+fn bucket_quantile(text: &str, name: &str, q: f64) -> String {
+    let prefix = format!("{name}_bucket{{");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit_once(' ')?.1.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    let Some(&(_, total)) = buckets.last() else {
+        return "–".into();
+    };
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= q * total && total > 0.0)
+        .map(|(le, _)| {
+            if le.is_finite() {
+                format!("≤{}", le * 1000.0)
+            } else {
+                "+Inf".into()
+            }
+        })
+        .unwrap_or_else(|| "–".into())
 }
 
 fn percentile(sorted: &[i64], p: f64) -> String {
@@ -1280,9 +1343,20 @@ fn render_report(
                 .find(|(s, r)| *s == sys && r.rate == rate)
                 .map(|(_, r)| r)
         };
-        let (Some(r), Some(d)) = (get(System::Relay), get(System::Debezium)) else {
+        let Some(r) = get(System::Relay) else {
             continue;
         };
+        // Without a Debezium run (--steady-systems relay), its cells stay empty.
+        let empty = SteadyResult {
+            rate,
+            achieved: f64::NAN,
+            written: 0,
+            check: Check::default(),
+            cpu_pct: f64::NAN,
+            peak_rss_kb: 0,
+            relay_histograms: None,
+        };
+        let d = get(System::Debezium).unwrap_or(&empty);
         relay_max_rss = relay_max_rss.max(r.peak_rss_kb);
         let lat = |x: &SteadyResult| {
             let l = &x.check.latencies_ms;
@@ -1320,6 +1394,13 @@ fn render_report(
             mib(d.peak_rss_kb)
         )
         .unwrap();
+        if let Some(h) = &r.relay_histograms {
+            writeln!(
+                s,
+                "| {rate}/s: relay's own histograms p50 / p99 | – | {h} | | |"
+            )
+            .unwrap();
+        }
         writeln!(
             s,
             "| {rate}/s: output check | – | {} | {} | |",
