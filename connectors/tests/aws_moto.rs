@@ -430,6 +430,8 @@ enum Fault {
     ServerError,
     /// HTTP 400 Throttling, not forwarded.
     Throttle,
+    /// SQS only: HTTP 400 UnrecognizedClientException (bad credentials), not forwarded.
+    BadCredentials,
     /// SQS only: one entry removed from the request before forwarding, reported in
     /// `Failed` with `InternalError` / `SenderFault: false`.
     DropEntry,
@@ -646,7 +648,9 @@ async fn serve(
             None
         };
         let fault = match fault {
-            Some(Fault::DropEntry | Fault::LostAck) if !sqs_json => Some(Fault::ServerError),
+            Some(Fault::DropEntry | Fault::LostAck | Fault::BadCredentials) if !sqs_json => {
+                Some(Fault::ServerError)
+            }
             f => f,
         };
         if fault.is_some() {
@@ -685,6 +689,11 @@ async fn serve(
                 "400 Bad Request",
                 "text/xml",
                 "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>injected</RequestId></ErrorResponse>".into(),
+            ),
+            Some(Fault::BadCredentials) => reply(
+                "400 Bad Request",
+                "application/x-amz-json-1.0",
+                r#"{"__type":"com.amazon.coral.service#UnrecognizedClientException","message":"The security token included in the request is invalid."}"#.into(),
             ),
             Some(Fault::DropEntry) => {
                 // The last entry: on a standard queue the only one of its aggregate.
@@ -757,6 +766,34 @@ async fn fail_entries(
     out["Failed"].as_array_mut().unwrap().extend(failed);
     response.body = serde_json::to_vec(&out).unwrap();
     Ok(response)
+}
+
+#[tokio::test]
+async fn invalid_credentials_are_fatal_and_stop_the_publisher() {
+    let sdk = setup().await;
+    let (queue, _) = create_queue(&sdk, &unique("q")).await;
+    let proxy = Proxy::start(1, vec![Fault::BadCredentials]).await;
+    let publisher = SqsPublisher::new(&config(proxy.endpoint(), false))
+        .await
+        .unwrap();
+    let run = unique("r");
+    let outcomes = publisher
+        .accept(workload(&run, &queue, 2, 2))
+        .await
+        .unwrap()
+        .await;
+    for o in &outcomes {
+        let err = o.result.as_ref().unwrap_err();
+        assert_eq!(err.class, ErrorClass::Fatal, "{err}");
+        assert_eq!(err.kind, "invalid_credentials", "{err}");
+    }
+    let err = publisher
+        .accept(vec![event(&run, &queue, "agg-9", 0)])
+        .await
+        .err()
+        .expect("accept after a fatal error fails");
+    assert_eq!(err.class, ErrorClass::Fatal);
+    assert!(publisher.flush(Duration::from_secs(1)).await.is_err());
 }
 
 #[tokio::test]
