@@ -37,6 +37,7 @@ VERBOSE=0
 [[ "${1:-}" == "-v" ]] && VERBOSE=1
 
 work="$(mktemp -d /tmp/outbox-relay-checks.XXXXXX)"
+trap 'rm -rf "$work"' EXIT   # replaced by cleanup_all once the live checks start
 passed=0
 failed=0
 started=$SECONDS
