@@ -58,6 +58,10 @@ need(any("docker-entrypoint-initdb.d" in v for v in pg.get("volumes") or []), "p
 
 kafka = services.get("kafka", {})
 need(kafka.get("image", "").startswith("apache/kafka:"), "kafka: want the apache/kafka image")
+with open(os.path.join(root, "deploy/local/kafka/pom.xml")) as f:
+    m = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", f.read())
+need(m is not None and kafka.get("image") == f"apache/kafka:{m.group(1)}",
+     f"kafka: image should be apache/kafka:{m.group(1) if m else '?'} (the local scripts' Kafka version)")
 kenv = kafka.get("environment") or {}
 need("controller" in str(kenv.get("KAFKA_PROCESS_ROLES", "")), "kafka: not in KRaft mode (KAFKA_PROCESS_ROLES)")
 need("KAFKA_CONTROLLER_QUORUM_VOTERS" in kenv, "kafka: KAFKA_CONTROLLER_QUORUM_VOTERS missing")
