@@ -460,7 +460,12 @@ impl Dispatcher {
                     self.config.retry_initial_backoff(),
                     self.config.retry_max_backoff(),
                 );
-                tracing::debug!(aggregate_id = %key, attempt = lane.attempt, ?delay, "retrying: {err}");
+                // Quiet for a blip, loud for a stall (and then every 10th attempt).
+                if lane.attempt == 3 || (lane.attempt > 3 && lane.attempt % 10 == 0) {
+                    tracing::warn!(aggregate_id = %key, attempt = lane.attempt, ?delay, "still retrying: {err}");
+                } else {
+                    tracing::debug!(aggregate_id = %key, attempt = lane.attempt, ?delay, "retrying: {err}");
+                }
                 let at = now + delay;
                 lane.not_before = Some(at);
                 self.waiting.push(Reverse((at, key)));
