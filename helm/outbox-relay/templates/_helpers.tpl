@@ -76,7 +76,6 @@ app.kubernetes.io/part-of: outbox-relay
 {{- range $k, $v := .Values.kafka.properties }}{{ $_ := set $props $k (toString $v) }}{{ end }}
 {{- if .Values.kafka.sasl.mechanism }}{{ $_ := set $props "sasl.mechanism" .Values.kafka.sasl.mechanism }}{{ end }}
 {{- if .Values.kafka.sasl.username }}{{ $_ := set $props "sasl.username" .Values.kafka.sasl.username }}{{ end }}
-{{- if include "outbox-relay.saslFromSecret" . }}{{ $_ := set $props "sasl.password" "__OUTBOX_RELAY_SASL_PASSWORD__" }}{{ end }}
 {{- $sink := dict "kind" "kafka" "kafka" (dict "brokers" .Values.kafka.brokers "properties" $props) }}
 {{- $p := .Values.pipeline }}
 {{- $pipeline := dict "inflight_bytes" (int64 $p.inflightBytes) "max_batch_events" (int64 $p.maxBatchEvents) "shutdown_timeout_ms" (int64 $p.shutdownTimeoutMs) "restart_backoff_ms" (int64 $p.restartBackoffMs) "restart_backoff_max_ms" (int64 $p.restartBackoffMaxMs) }}
@@ -95,6 +94,13 @@ app.kubernetes.io/part-of: outbox-relay
     secretKeyRef:
       name: {{ .Values.database.passwordSecret.name }}
       key: {{ .Values.database.passwordSecret.key }}
+{{- end }}
+{{- if and .Values.kafka.sasl.passwordSecret .Values.kafka.sasl.passwordSecret.name }}
+- name: RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.sasl.passwordSecret.name }}
+      key: {{ .Values.kafka.sasl.passwordSecret.key }}
 {{- end }}
 {{- if .Values.aws.region }}
 - name: AWS_REGION
@@ -150,98 +156,14 @@ securityContext:
 {{- end }}
 
 {{/* Native sidecar form for a pod's `initContainers:` list (Kubernetes 1.29+): starts
-before the app containers, stops after them. Includes the configInit container first
-when the SASL password comes from a Secret. */}}
+before the app containers, stops after them. */}}
 {{- define "outbox-relay.nativeSidecarContainer" -}}
-{{- with (include "outbox-relay.configInitContainer" . | trim) }}
-{{ . }}
-{{- end }}
 - {{ include "outbox-relay.container" . | nindent 2 | trim }}
   restartPolicy: Always
 {{- end }}
 
-{{/* "true" when relay.yaml needs the SASL password from a Secret (an init container). */}}
-{{- define "outbox-relay.saslFromSecret" -}}
-{{- if and .Values.kafka.sasl.passwordSecret .Values.kafka.sasl.passwordSecret.name (not .Values.config.existingSecret) }}true{{ end }}
-{{- end }}
-
-{{/* The init container that writes relay.yaml with the Kafka SASL password into the
-in-memory config volume (one list item for `initContainers:`, before the relay; renders
-nothing unless kafka.sasl.passwordSecret.name is set). The password is written as a YAML
-double-quoted string; one trailing newline is dropped. */}}
-{{- define "outbox-relay.configInitContainer" -}}
-{{- if include "outbox-relay.saslFromSecret" . }}
-- name: outbox-relay-config
-  image: {{ .Values.configInit.image | quote }}
-  imagePullPolicy: {{ .Values.configInit.pullPolicy }}
-  command: ["sh", "/config-template/render-config.sh"]
-  env:
-    - name: SASL_PASSWORD
-      valueFrom:
-        secretKeyRef:
-          name: {{ .Values.kafka.sasl.passwordSecret.name }}
-          key: {{ .Values.kafka.sasl.passwordSecret.key }}
-    - name: TEMPLATE
-      value: /config-template/relay.yaml
-    - name: OUT
-      value: /etc/outbox-relay/relay.yaml
-  volumeMounts:
-    - name: outbox-relay-config-template
-      mountPath: /config-template
-      readOnly: true
-    - name: outbox-relay-config
-      mountPath: /etc/outbox-relay
-  resources:
-    {{- toYaml .Values.configInit.resources | nindent 4 }}
-  securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
-{{- end }}
-{{- end }}
-
-{{- define "outbox-relay.configInitScript" -}}
-# Written by the outbox-relay chart: copies $TEMPLATE to $OUT with the Kafka SASL
-# password ($SASL_PASSWORD) in place of the placeholder, as a YAML double-quoted string.
-set -eu
-umask 077
-awk 'BEGIN {
-  p = ENVIRON["SASL_PASSWORD"]; n = length(p)
-  if (substr(p, n, 1) == "\n") { p = substr(p, 1, n - 1); n = n - 1 }
-  if (substr(p, n, 1) == "\r") { p = substr(p, 1, n - 1); n = n - 1 }
-  q = ""
-  for (i = 1; i <= n; i++) {
-    c = substr(p, i, 1)
-    if (c == "\\" || c == "\"") q = q "\\" c
-    else if (c == "\n") q = q "\\n"
-    else if (c == "\r") q = q "\\r"
-    else if (c == "\t") q = q "\\t"
-    else q = q c
-  }
-  m = "__OUTBOX_RELAY_SASL_PASSWORD__"
-}
-{
-  i = index($0, m)
-  if (i) $0 = substr($0, 1, i - 1) "\"" q "\"" substr($0, i + length(m))
-  print
-}' "$TEMPLATE" > "$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-{{- end }}
-
-{{/* The config volume(s) (list items for a pod's `volumes:`). */}}
+{{/* The config volume (one list item for a pod's `volumes:`). */}}
 {{- define "outbox-relay.configVolume" -}}
-{{- if include "outbox-relay.saslFromSecret" . }}
-- name: outbox-relay-config
-  emptyDir:
-    medium: Memory
-    sizeLimit: 1Mi
-- name: outbox-relay-config-template
-  configMap:
-    name: {{ include "outbox-relay.configName" . }}
-    items:
-      - key: relay.yaml
-        path: relay.yaml
-      - key: render-config.sh
-        path: render-config.sh
-{{- else }}
 - name: outbox-relay-config
   {{- if .Values.config.existingSecret }}
   secret:
@@ -256,7 +178,6 @@ mv "$OUT.tmp" "$OUT"
       - key: relay.yaml
         path: relay.yaml
   {{- end }}
-{{- end }}
 {{- end }}
 
 {{/* Pod-level settings shared by the Deployment and the example. */}}
