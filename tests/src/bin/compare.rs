@@ -358,6 +358,7 @@ async fn drain_phase(
     delete_topics(&[
         format!("{relay_prefix}.Order"),
         format!("{dbz_prefix}.Order"),
+        debezium_message_topic(&slots[2]),
     ])
     .await;
     DrainReport {
@@ -667,7 +668,7 @@ async fn steady_phase(
                 },
             ));
             pg::cleanup(client, &slot, "", &[]).await;
-            delete_topics(&[topic]).await;
+            delete_topics(&[topic, debezium_message_topic(&slot)]).await;
         }
     }
     pg::cleanup(client, "", &publication, &[&table]).await;
@@ -970,7 +971,7 @@ fn start_debezium(
     prefix: &str,
 ) -> Proc {
     let dir = work_dir();
-    let name = slot.replace('_', "-");
+    let name = slot.replace('_', "-"); // also topic.prefix: see debezium_message_topic
     let offsets = dir.join(format!("{slot}.offsets"));
     let _ = std::fs::remove_file(&offsets);
     let worker = render(
@@ -1043,6 +1044,12 @@ fn start_debezium(
         log,
         cleanup: vec![worker_path, connector_path, offsets],
     }
+}
+
+/// Debezium publishes the logical decoding messages it sees in the WAL (other clients'
+/// `pg_logical_emit_message`, e.g. relay heartbeats) to `<topic.prefix>.message`.
+fn debezium_message_topic(slot: &str) -> String {
+    format!("{}.message", slot.replace('_', "-"))
 }
 
 /// CPU seconds (user + system) and peak RSS (VmHWM, kB) of a live process.
