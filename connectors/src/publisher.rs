@@ -63,4 +63,10 @@ pub trait Publisher: Send + Sync + 'static {
 
     /// Checks the broker is reachable (for `check` and readiness).
     async fn probe(&self, timeout: Duration) -> Result<(), PublishError>;
+
+    /// Events the connector sent again after a retryable failure, since it started (for
+    /// metrics). Connectors whose client retries internally (Kafka) report 0.
+    fn retries(&self) -> u64 {
+        0
+    }
 }

@@ -12,6 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 "$here/deps.sh"
 "$here/postgres.sh" start >/dev/null
 "$here/kafka.sh" start
+"$here/aws.sh" start
 
 cd "$root"
 echo "== cargo fmt --check"
@@ -28,7 +29,17 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
-# One closing line for the whole run, summed over every test binary.
-read -r passed failed < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$log")
+echo "== deployment checks (image, compose, chart, dashboards, alerts)"
+set +e
+"$root/deploy/checks/run.sh" 2>&1 | tee -a "$log"
+checks_status=${PIPESTATUS[0]}
+set -e
+
+# One closing line for the whole run: every cargo test binary plus the deployment checks.
+read -r passed failed < <(awk '
+  /^test result:/ { p += $4; f += $6 }
+  /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
+  END { print p + 0, f + 0 }' "$log")
 echo "summary: $passed passed, $failed failed"
-exit "$status"
+if [ "$status" -ne 0 ]; then exit "$status"; fi
+exit "$checks_status"

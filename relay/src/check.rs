@@ -87,7 +87,7 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
         }
     }
     let sink = async {
-        let publisher = build_publisher(config)?;
+        let publisher = build_publisher(config).await?;
         publisher.probe(Duration::from_secs(10)).await?;
         Ok::<_, RelayError>(format!("{} sink reachable", publisher.kind()))
     };

@@ -4,6 +4,7 @@
 //! Nothing here mocks a service. When a service is unreachable the test fails with a
 //! message saying which script starts it.
 
+pub mod aws;
 pub mod env;
 pub mod kafka;
 pub mod pg;

@@ -21,6 +21,12 @@ pub struct RelaySetup {
     pub outbox_extra: String,
     /// Extra top-level YAML.
     pub extra: String,
+    /// Replaces the `sink:` section (YAML, indented by two spaces) and the route
+    /// template, for sinks other than the local Kafka.
+    pub sink_yaml: Option<String>,
+    pub route_template: Option<String>,
+    /// Dead-letter destination, when not `<prefix>.dead-letter`.
+    pub dead_letter: Option<String>,
     /// Environment for the relay process (`RELAY__…` overrides).
     pub env: Vec<(String, String)>,
 }
@@ -36,6 +42,9 @@ impl RelaySetup {
             outbox_extra: String::new(),
             extra: String::new(),
             env: Vec::new(),
+            sink_yaml: None,
+            route_template: None,
+            dead_letter: None,
         }
     }
 
@@ -52,7 +61,9 @@ impl RelaySetup {
         self.name.clone()
     }
     pub fn dead_letter_topic(&self) -> String {
-        format!("{}.dead-letter", self.topic_prefix)
+        self.dead_letter
+            .clone()
+            .unwrap_or_else(|| format!("{}.dead-letter", self.topic_prefix))
     }
 
     pub fn yaml(&self, metrics_port: u16) -> String {
@@ -83,14 +94,11 @@ impl RelaySetup {
   heartbeat_interval_ms: 1000
 outbox:
 {tables}  route:
-    template: \"{prefix}.{{aggregatetype}}\"
+    template: \"{template}\"
   commit_lsn_header: true
   dead_letter_destination: {dlq}
 {outbox_extra}sink:
-  kind: kafka
-  kafka:
-    brokers: {brokers}
-pipeline:
+{sink}pipeline:
   inflight_bytes: {inflight}
   restart_backoff_ms: 200
 telemetry:
@@ -104,10 +112,16 @@ telemetry:
             password = env::pg_password(),
             slot = self.slot(),
             publication = self.publication(),
-            prefix = self.topic_prefix,
             dlq = self.dead_letter_topic(),
             outbox_extra = self.outbox_extra,
-            brokers = env::kafka_bootstrap(),
+            sink = self.sink_yaml.clone().unwrap_or_else(|| format!(
+                "  kind: kafka\n  kafka:\n    brokers: {}\n",
+                env::kafka_bootstrap()
+            )),
+            template = self
+                .route_template
+                .clone()
+                .unwrap_or_else(|| format!("{}.{{aggregatetype}}", self.topic_prefix)),
             inflight = self.inflight_bytes,
             extra = self.extra,
         )

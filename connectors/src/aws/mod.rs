@@ -143,6 +143,10 @@ macro_rules! front_end {
             async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
                 self.0.probe(timeout).await
             }
+
+            fn retries(&self) -> u64 {
+                self.0.retries()
+            }
         }
     };
 }

@@ -152,6 +152,11 @@ fn errors_name_the_bad_key() {
             format!("{MINIMAL}telemetry:\n  listen: nowhere\n"),
             "telemetry.listen",
         ),
+        (MINIMAL.replace("kind: kafka", "kind: sqs"), "sink.sqs"),
+        (
+            MINIMAL.replace("kind: kafka", "kind: sns\n  sns:\n    max_concurrency: 0"),
+            "sink.sns.max_concurrency",
+        ),
     ];
     for (yaml, key) in cases {
         let f = write(&yaml, "yaml");

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use outbox_connectors::aws::{SnsPublisher, SqsPublisher};
 use outbox_connectors::kafka::KafkaPublisher;
 use outbox_connectors::null::NullPublisher;
 use outbox_connectors::Publisher;
@@ -15,7 +16,9 @@ use crate::config::{Config, SinkKind};
 use crate::error::RelayError;
 use crate::telemetry::{Health, Metrics};
 
-pub fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
+pub async fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
+    let missing =
+        |key: &str| RelayError::Config(crate::config::ConfigError(format!("{key}: required")));
     Ok(match config.sink.kind {
         SinkKind::Null => Arc::new(NullPublisher),
         SinkKind::Kafka => {
@@ -23,6 +26,22 @@ pub fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, RelayError
                 RelayError::Config(crate::config::ConfigError("sink.kafka: required".into()))
             })?;
             Arc::new(KafkaPublisher::new(kafka)?)
+        }
+        SinkKind::Sns => {
+            let sns = config
+                .sink
+                .sns
+                .as_ref()
+                .ok_or_else(|| missing("sink.sns"))?;
+            Arc::new(SnsPublisher::new(sns).await?)
+        }
+        SinkKind::Sqs => {
+            let sqs = config
+                .sink
+                .sqs
+                .as_ref()
+                .ok_or_else(|| missing("sink.sqs"))?;
+            Arc::new(SqsPublisher::new(sqs).await?)
         }
     })
 }
@@ -47,7 +66,7 @@ pub async fn run(
     let max = Duration::from_millis(config.pipeline.restart_backoff_max_ms);
     let mut backoff = base;
     loop {
-        let publisher = build_publisher(&config)?;
+        let publisher = build_publisher(&config).await?;
         let probe = tokio::spawn(probe_loop(
             publisher.clone(),
             metrics.clone(),
@@ -83,10 +102,17 @@ pub async fn run(
 }
 
 async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc<Health>) {
+    // The publisher counts from zero; the metric counts over the process's life.
+    let mut counted = 0;
     loop {
         let ok = publisher.probe(Duration::from_secs(5)).await.is_ok();
         health.set_sink_reachable(ok);
         metrics.sink_up.set(ok as i64);
+        let retries = publisher.retries();
+        if retries > counted {
+            metrics.sink_retries.inc_by(retries - counted);
+            counted = retries;
+        }
         tokio::time::sleep(PROBE_INTERVAL).await;
     }
 }

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub replicating: IntGauge,
     pub sink_up: IntGauge,
     pub restarts: IntCounter,
+    /// Events a connector sent again after a retryable failure (SNS/SQS; Kafka retries
+    /// inside librdkafka and reports 0).
+    pub sink_retries: IntCounter,
 }
 
 impl Metrics {
@@ -82,6 +85,7 @@ impl Metrics {
             replicating: IntGauge::new("replicating", "1 while the replication stream is open.").unwrap(),
             sink_up: IntGauge::new("sink_up", "1 when the last sink probe succeeded.").unwrap(),
             restarts: IntCounter::new("restarts_total", "Replication sessions restarted after a retryable failure.").unwrap(),
+            sink_retries: IntCounter::new("sink_retries_total", "Events the sink connector sent again after a retryable failure.").unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -103,6 +107,7 @@ impl Metrics {
         r.register(Box::new(m.replicating.clone())).unwrap();
         r.register(Box::new(m.sink_up.clone())).unwrap();
         r.register(Box::new(m.restarts.clone())).unwrap();
+        r.register(Box::new(m.sink_retries.clone())).unwrap();
         #[cfg(target_os = "linux")]
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

@@ -1,0 +1,173 @@
+//! The relay with the SNS and SQS sinks, against the emulator (moto, started by
+//! `deploy/local/aws.sh`): committed rows from concurrent writers reach the queue as
+//! exactly the committed set, in commit order per aggregate, with a SIGKILL and restart in
+//! the middle; oversized events take the dead-letter outcome and later events flow.
+
+use std::time::Duration;
+
+use outbox_relay_tests::aws::{self, ACCOUNT, REGION};
+use outbox_relay_tests::relay::{metric_sum, Relay, RelaySetup};
+use outbox_relay_tests::workload::{self, WorkloadSpec};
+use outbox_relay_tests::{pg, unique};
+
+fn spec(table: &str) -> WorkloadSpec {
+    WorkloadSpec {
+        table: table.to_string(),
+        writers: 4,
+        events: 400,
+        aggregates: 20,
+        aggregate_types: vec!["Order".into()],
+        rollback_pct: 10,
+        savepoint_pct: 15,
+    }
+}
+
+fn sink_yaml(service: &str, fifo: bool) -> String {
+    format!(
+        "  kind: {service}\n  {service}:\n    region: {REGION}\n    endpoint: {}\n    fifo: {fifo}\n    retry_initial_backoff_ms: 50\n    max_concurrency: 32\n",
+        aws::endpoint()
+    )
+}
+
+/// Runs the workload through a relay into `destination_template`, killing the relay once
+/// mid-stream, and checks what `queue_url` received.
+async fn relay_into(
+    name: &str,
+    service: &str,
+    fifo: bool,
+    template: String,
+    dead_letter: String,
+    queue_url: &str,
+) {
+    let sdk = aws::sdk().await;
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    let spec = spec(&table);
+    workload::prepare(&client, &spec).await;
+    let mut setup = RelaySetup::new(name, &table).with_env(&aws::relay_env());
+    setup.sink_yaml = Some(sink_yaml(service, fifo));
+    setup.route_template = Some(template);
+    setup.dead_letter = Some(dead_letter);
+    let mut relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+
+    let load = {
+        let spec = spec.clone();
+        tokio::spawn(async move { workload::run(&spec).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    relay.kill9();
+    let flush = pg::confirmed_flush_when_inactive(&client, &setup.slot()).await;
+    relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+    let report = load.await.unwrap();
+    let expected = workload::committed_rows(&client, &table).await;
+    assert_eq!(expected.len(), report.committed_events);
+
+    let label = format!("{}.Order", setup.topic_prefix);
+    let want = expected.len();
+    let records = aws::receive(&sdk, queue_url, &label, Duration::from_secs(90), |r| {
+        let ids: std::collections::HashSet<&[u8]> =
+            r.iter().filter_map(|x| x.header("id")).collect();
+        ids.len() >= want
+    })
+    .await;
+    let verdict = workload::verify(&records, &expected, &setup.topic_prefix);
+    assert!(
+        verdict.problems.is_empty(),
+        "{service} fifo={fifo}: {:#?}\nrelay log:\n{}",
+        verdict.problems,
+        relay.log_tail()
+    );
+    assert_eq!(verdict.distinct, expected.len());
+    // Copies only of transactions the slot had not confirmed at the kill.
+    for (id, _) in &verdict.duplicates {
+        let r = records
+            .iter()
+            .find(|r| r.header("id") == Some(id.as_bytes()))
+            .unwrap();
+        let commit = pg::parse_lsn(&r.header_str("outbox-relay-commit-lsn").unwrap_or_default());
+        assert!(
+            commit >= flush,
+            "event {id} (commit {commit:X}) was replayed although confirmed ({flush:X})"
+        );
+    }
+    // Attributes carry the event's identity.
+    let first = &records[0];
+    for attr in ["id", "type", "aggregatetype", "aggregateid"] {
+        assert!(
+            first.header(attr).is_some(),
+            "attribute {attr} on {first:?}"
+        );
+    }
+    eprintln!(
+        "{service} fifo={fifo}: {} records, {} distinct, {} duplicated",
+        records.len(),
+        verdict.distinct,
+        verdict.duplicates.len()
+    );
+
+    // An event over 256 KiB is dead-lettered (as a note of its size) and events after it
+    // still flow.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {table} (aggregatetype, aggregateid, type, payload) VALUES ('Order', 'big', 'Huge', jsonb_build_object('z', repeat('z', 300000)));
+             INSERT INTO {table} (aggregatetype, aggregateid, type, payload) VALUES ('Order', 'after', 'Small', '{{\"ok\": true}}');"
+        ))
+        .await
+        .unwrap();
+    let after = aws::receive(&sdk, queue_url, &label, Duration::from_secs(60), |r| {
+        r.iter().any(|x| x.key_str() == "after")
+    })
+    .await;
+    assert!(
+        after
+            .iter()
+            .any(|r| r.payload.as_deref() == Some(&br#"{"ok": true}"#[..])),
+        "{after:?}"
+    );
+    assert!(after.iter().all(|r| r.key_str() != "big"));
+    let mut dead = 0.0;
+    for _ in 0..100 {
+        dead = metric_sum(
+            &relay.metrics(),
+            "outbox_relay_dead_letter_events_total",
+            &["reason=\"message_too_large\""],
+        );
+        if dead > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead, 1.0, "the oversized event is dead-lettered");
+    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    pg::cleanup(
+        &client,
+        &setup.slot(),
+        &setup.publication(),
+        &[&table, &workload::versions_table(&table)],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sns_fifo_topic_to_sqs_fifo_queue() {
+    let name = unique("snsfifo");
+    let sdk = aws::sdk().await;
+    let (queue_url, queue_arn) = aws::create_queue(&sdk, &format!("{name}-q.fifo")).await;
+    aws::create_topic_into(&sdk, &format!("{name}-Order.fifo"), &queue_arn).await;
+    let (_, dl_arn) = aws::create_queue(&sdk, &format!("{name}-dlq-q.fifo")).await;
+    let dl_topic = aws::create_topic_into(&sdk, &format!("{name}-dlq.fifo"), &dl_arn).await;
+    let template = format!("arn:aws:sns:{REGION}:{ACCOUNT}:{name}-{{aggregatetype}}.fifo");
+    relay_into(&name, "sns", true, template, dl_topic, &queue_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqs_standard_queue_keeps_per_aggregate_order() {
+    let name = unique("sqsstd");
+    let sdk = aws::sdk().await;
+    let (queue_url, _) = aws::create_queue(&sdk, &format!("{name}-Order")).await;
+    let (dl_url, _) = aws::create_queue(&sdk, &format!("{name}-dlq")).await;
+    let template = format!("{}/{ACCOUNT}/{name}-{{aggregatetype}}", aws::endpoint());
+    relay_into(&name, "sqs", false, template, dl_url, &queue_url).await;
+}
