@@ -13,6 +13,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 "$here/postgres.sh" start >/dev/null
 "$here/kafka.sh" start
 "$here/aws.sh" start
+"$here/aws.sh" fauxqs-start
 
 cd "$root"
 echo "== cargo fmt --check"

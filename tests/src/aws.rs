@@ -23,17 +23,25 @@ pub fn relay_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// An SDK configuration for the emulator; fails clearly when it is not running.
+/// The fast emulator (fauxqs), for the larger runs.
+pub fn fauxqs_endpoint() -> String {
+    std::env::var("OUTBOX_RELAY_FAUXQS_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:19325".into())
+}
+
+/// An SDK configuration for moto; fails clearly when it is not running.
 pub async fn sdk() -> aws_config::SdkConfig {
-    let addr = endpoint()
+    sdk_at(&endpoint()).await
+}
+
+/// An SDK configuration for the emulator at `endpoint`.
+pub async fn sdk_at(endpoint: &str) -> aws_config::SdkConfig {
+    let addr = endpoint
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
     if tokio::net::TcpStream::connect(&addr).await.is_err() {
-        panic!(
-            "the SNS/SQS emulator is not running at {}: start it with deploy/local/aws.sh start",
-            endpoint()
-        );
+        panic!("no SNS/SQS emulator at {endpoint}: start it with deploy/local/aws.sh start (moto) or fauxqs-start (fauxqs)");
     }
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
@@ -43,7 +51,7 @@ pub async fn sdk() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(http)
         .region(aws_config::Region::new(REGION))
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "test",
         ))
@@ -119,7 +127,7 @@ pub async fn receive(
             continue;
         }
         last = Instant::now();
-        let mut handles = Vec::new();
+        let mut entries = Vec::new();
         for m in messages {
             let headers: Vec<(String, Vec<u8>)> = m
                 .message_attributes
@@ -140,16 +148,20 @@ pub async fn receive(
                 headers,
                 timestamp_ms: None,
             });
-            handles.push(m.receipt_handle.unwrap());
+            entries.push(
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(entries.len().to_string())
+                    .receipt_handle(m.receipt_handle.unwrap())
+                    .build()
+                    .unwrap(),
+            );
         }
-        for h in handles {
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(h)
-                .send()
-                .await
-                .expect("delete");
-        }
+        sqs.delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("delete batch");
     }
     out
 }

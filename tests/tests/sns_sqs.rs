@@ -10,42 +10,58 @@ use outbox_relay_tests::relay::{metric_sum, Relay, RelaySetup};
 use outbox_relay_tests::workload::{self, WorkloadSpec};
 use outbox_relay_tests::{pg, unique};
 
-fn spec(table: &str) -> WorkloadSpec {
+fn spec(table: &str, events: usize, aggregates: usize) -> WorkloadSpec {
     WorkloadSpec {
         table: table.to_string(),
         writers: 4,
-        events: 400,
-        aggregates: 20,
+        events,
+        aggregates,
         aggregate_types: vec!["Order".into()],
         rollback_pct: 10,
         savepoint_pct: 15,
     }
 }
 
-fn sink_yaml(service: &str, fifo: bool) -> String {
+fn sink_yaml(service: &str, fifo: bool, endpoint: &str) -> String {
     format!(
         "  kind: {service}\n  {service}:\n    region: {REGION}\n    endpoint: {}\n    fifo: {fifo}\n    retry_initial_backoff_ms: 50\n    max_concurrency: 32\n",
-        aws::endpoint()
+        endpoint
     )
+}
+
+/// Where and how much a run writes.
+struct Target<'a> {
+    service: &'a str,
+    fifo: bool,
+    endpoint: String,
+    template: String,
+    dead_letter: String,
+    queue_url: String,
+    events: usize,
+    aggregates: usize,
 }
 
 /// Runs the workload through a relay into `destination_template`, killing the relay once
 /// mid-stream, and checks what `queue_url` received.
-async fn relay_into(
-    name: &str,
-    service: &str,
-    fifo: bool,
-    template: String,
-    dead_letter: String,
-    queue_url: &str,
-) {
-    let sdk = aws::sdk().await;
+async fn relay_into(name: &str, t: Target<'_>) {
+    let Target {
+        service,
+        fifo,
+        endpoint,
+        template,
+        dead_letter,
+        queue_url,
+        events,
+        aggregates,
+    } = t;
+    let queue_url = queue_url.as_str();
+    let sdk = aws::sdk_at(&endpoint).await;
     let table = format!("{name}_outbox");
     let client = pg::connect().await;
-    let spec = spec(&table);
+    let spec = spec(&table, events, aggregates);
     workload::prepare(&client, &spec).await;
     let mut setup = RelaySetup::new(name, &table).with_env(&aws::relay_env());
-    setup.sink_yaml = Some(sink_yaml(service, fifo));
+    setup.sink_yaml = Some(sink_yaml(service, fifo, &endpoint));
     setup.route_template = Some(template);
     setup.dead_letter = Some(dead_letter);
     let mut relay = Relay::start(&setup);
@@ -155,11 +171,54 @@ async fn sns_fifo_topic_to_sqs_fifo_queue() {
     let name = unique("snsfifo");
     let sdk = aws::sdk().await;
     let (queue_url, queue_arn) = aws::create_queue(&sdk, &format!("{name}-q.fifo")).await;
-    aws::create_topic_into(&sdk, &format!("{name}-Order.fifo"), &queue_arn).await;
+    let topic = aws::create_topic_into(&sdk, &format!("{name}-Order.fifo"), &queue_arn).await;
     let (_, dl_arn) = aws::create_queue(&sdk, &format!("{name}-dlq-q.fifo")).await;
     let dl_topic = aws::create_topic_into(&sdk, &format!("{name}-dlq.fifo"), &dl_arn).await;
-    let template = format!("arn:aws:sns:{REGION}:{ACCOUNT}:{name}-{{aggregatetype}}.fifo");
-    relay_into(&name, "sns", true, template, dl_topic, &queue_url).await;
+    // Emulators differ in the account they put in ARNs: take it from the created topic.
+    let template = topic.replace("-Order.fifo", "-{aggregatetype}.fifo");
+    let endpoint = aws::endpoint();
+    relay_into(
+        &name,
+        Target {
+            service: "sns",
+            fifo: true,
+            endpoint,
+            template,
+            dead_letter: dl_topic,
+            queue_url,
+            events: 400,
+            aggregates: 20,
+        },
+    )
+    .await;
+}
+
+/// The size, 10k events over 200 aggregates, on the fast emulator (fauxqs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sns_fifo_topic_to_sqs_fifo_queue_10k_events_over_200_aggregates() {
+    let name = unique("snsfifo10k");
+    let endpoint = aws::fauxqs_endpoint();
+    let sdk = aws::sdk_at(&endpoint).await;
+    let (queue_url, queue_arn) = aws::create_queue(&sdk, &format!("{name}-q.fifo")).await;
+    let topic = aws::create_topic_into(&sdk, &format!("{name}-Order.fifo"), &queue_arn).await;
+    let (_, dl_arn) = aws::create_queue(&sdk, &format!("{name}-dlq-q.fifo")).await;
+    let dl_topic = aws::create_topic_into(&sdk, &format!("{name}-dlq.fifo"), &dl_arn).await;
+    // Emulators differ in the account they put in ARNs: take it from the created topic.
+    let template = topic.replace("-Order.fifo", "-{aggregatetype}.fifo");
+    relay_into(
+        &name,
+        Target {
+            service: "sns",
+            fifo: true,
+            endpoint,
+            template,
+            dead_letter: dl_topic,
+            queue_url,
+            events: 10_000,
+            aggregates: 200,
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -169,5 +228,19 @@ async fn sqs_standard_queue_keeps_per_aggregate_order() {
     let (queue_url, _) = aws::create_queue(&sdk, &format!("{name}-Order")).await;
     let (dl_url, _) = aws::create_queue(&sdk, &format!("{name}-dlq")).await;
     let template = format!("{}/{ACCOUNT}/{name}-{{aggregatetype}}", aws::endpoint());
-    relay_into(&name, "sqs", false, template, dl_url, &queue_url).await;
+    let endpoint = aws::endpoint();
+    relay_into(
+        &name,
+        Target {
+            service: "sqs",
+            fifo: false,
+            endpoint,
+            template,
+            dead_letter: dl_url,
+            queue_url,
+            events: 400,
+            aggregates: 20,
+        },
+    )
+    .await;
 }
