@@ -69,4 +69,11 @@ pub trait Publisher: Send + Sync + 'static {
     fn retries(&self) -> u64 {
         0
     }
+
+    /// Requests sent to the broker, since the connector started (for metrics: events
+    /// divided by requests is the mean request batch size). 0 where the client batches
+    /// on its own (Kafka).
+    fn requests(&self) -> u64 {
+        0
+    }
 }

@@ -156,6 +156,26 @@ async fn relay_into(name: &str, t: Target<'_>) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(dead, 1.0, "the oversized event is dead-lettered");
+    // Connector counters are copied into the metrics every second.
+    let mut metrics = relay.metrics();
+    for _ in 0..50 {
+        if metric_sum(&metrics, "outbox_relay_sink_requests_total", &[]) > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = relay.metrics();
+    }
+    assert!(
+        metric_sum(&metrics, "outbox_relay_sink_requests_total", &[]) > 0.0,
+        "sink_requests_total is exported"
+    );
+    assert!(
+        metric_sum(
+            &metrics,
+            "outbox_relay_publish_batch_events_count",
+            &[&format!("sink=\"{service}\"")]
+        ) > 0.0
+    );
     assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
     pg::cleanup(
         &client,

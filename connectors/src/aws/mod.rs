@@ -147,6 +147,10 @@ macro_rules! front_end {
             fn retries(&self) -> u64 {
                 self.0.retries()
             }
+
+            fn requests(&self) -> u64 {
+                self.0.requests()
+            }
         }
     };
 }

@@ -192,6 +192,10 @@ impl Reader {
             return Ok(());
         }
         let events = batch.events.len();
+        self.metrics
+            .batch_events
+            .with_label_values(&[self.publisher.kind()])
+            .observe(events as f64);
         self.metrics.inflight_events.add(events as i64);
         self.metrics.inflight_bytes.add(batch.bytes as i64);
         let accepted_at = Instant::now();

@@ -48,6 +48,8 @@ pub async fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, Rela
 
 /// How often the sink is probed for readiness.
 const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the connector's own counters are copied into the metrics.
+const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 /// A session that ran this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 
@@ -102,17 +104,26 @@ pub async fn run(
 }
 
 async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc<Health>) {
-    // The publisher counts from zero; the metric counts over the process's life.
-    let mut counted = 0;
+    // The publisher counts from zero; the metrics count over the process's life.
+    let (mut counted, mut requested) = (0, 0);
+    let mut last_probe: Option<Instant> = None;
     loop {
-        let ok = publisher.probe(Duration::from_secs(5)).await.is_ok();
-        health.set_sink_reachable(ok);
-        metrics.sink_up.set(ok as i64);
+        if last_probe.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL) {
+            let ok = publisher.probe(Duration::from_secs(5)).await.is_ok();
+            health.set_sink_reachable(ok);
+            metrics.sink_up.set(ok as i64);
+            last_probe = Some(Instant::now());
+        }
         let retries = publisher.retries();
         if retries > counted {
             metrics.sink_retries.inc_by(retries - counted);
             counted = retries;
         }
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        let requests = publisher.requests();
+        if requests > requested {
+            metrics.sink_requests.inc_by(requests - requested);
+            requested = requests;
+        }
+        tokio::time::sleep(COUNTER_INTERVAL).await;
     }
 }

@@ -36,6 +36,11 @@ pub struct Metrics {
     /// Events a connector sent again after a retryable failure (SNS/SQS; Kafka retries
     /// inside librdkafka and reports 0).
     pub sink_retries: IntCounter,
+    /// Batch requests the connector sent (SNS/SQS; 0 for Kafka, which batches inside
+    /// librdkafka).
+    pub sink_requests: IntCounter,
+    /// Events per batch handed to the sink.
+    pub batch_events: HistogramVec,
 }
 
 impl Metrics {
@@ -85,6 +90,13 @@ impl Metrics {
             replicating: IntGauge::new("replicating", "1 while the replication stream is open.").unwrap(),
             sink_up: IntGauge::new("sink_up", "1 when the last sink probe succeeded.").unwrap(),
             restarts: IntCounter::new("restarts_total", "Replication sessions restarted after a retryable failure.").unwrap(),
+            sink_requests: IntCounter::new("sink_requests_total", "Batch requests the sink connector sent (SNS/SQS).").unwrap(),
+            batch_events: HistogramVec::new(
+                HistogramOpts::new("publish_batch_events", "Events per batch handed to the sink.")
+                    .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]),
+                &["sink"],
+            )
+            .unwrap(),
             sink_retries: IntCounter::new("sink_retries_total", "Events the sink connector sent again after a retryable failure.").unwrap(),
             registry,
         };
@@ -108,6 +120,8 @@ impl Metrics {
         r.register(Box::new(m.sink_up.clone())).unwrap();
         r.register(Box::new(m.restarts.clone())).unwrap();
         r.register(Box::new(m.sink_retries.clone())).unwrap();
+        r.register(Box::new(m.sink_requests.clone())).unwrap();
+        r.register(Box::new(m.batch_events.clone())).unwrap();
         #[cfg(target_os = "linux")]
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
