@@ -64,10 +64,11 @@ pub trait Publisher: Send + Sync + 'static {
     /// Checks the broker is reachable (for `check` and readiness).
     async fn probe(&self, timeout: Duration) -> Result<(), PublishError>;
 
-    /// Events the connector sent again after a retryable failure, since it started (for
-    /// metrics). Connectors whose client retries internally (Kafka) report 0.
-    fn retries(&self) -> u64 {
-        0
+    /// Events the connector sent again after a retryable failure, per destination, since
+    /// it started (for metrics). Connectors whose client retries internally (Kafka)
+    /// report nothing.
+    fn retries_by_destination(&self) -> Vec<(std::sync::Arc<str>, u64)> {
+        Vec::new()
     }
 
     /// Requests sent to the broker, since the connector started (for metrics: events

@@ -144,8 +144,8 @@ macro_rules! front_end {
                 self.0.probe(timeout).await
             }
 
-            fn retries(&self) -> u64 {
-                self.0.retries()
+            fn retries_by_destination(&self) -> Vec<(std::sync::Arc<str>, u64)> {
+                self.0.retries_by_destination()
             }
 
             fn requests(&self) -> u64 {

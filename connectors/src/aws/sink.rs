@@ -48,6 +48,8 @@ pub struct AwsPublisher {
 
 struct Shared {
     retries: AtomicU64,
+    /// The same, per destination.
+    retries_by_destination: Mutex<std::collections::HashMap<Arc<str>, u64>>,
     requests: AtomicU64,
     fatal: Mutex<Option<PublishError>>,
 }
@@ -72,6 +74,7 @@ impl AwsPublisher {
         let (pending_tx, pending) = watch::channel(0);
         let shared = Arc::new(Shared {
             retries: AtomicU64::new(0),
+            retries_by_destination: Mutex::new(std::collections::HashMap::new()),
             requests: AtomicU64::new(0),
             fatal: Mutex::new(None),
         });
@@ -106,6 +109,16 @@ impl AwsPublisher {
     /// Entries sent again after a retryable failure, since start (for metrics).
     pub fn retries(&self) -> u64 {
         self.shared.retries.load(Ordering::Relaxed)
+    }
+
+    /// Entries sent again after a retryable failure, per destination, since start.
+    pub fn retries_by_destination(&self) -> Vec<(Arc<str>, u64)> {
+        let map = self
+            .shared
+            .retries_by_destination
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(d, n)| (d.clone(), *n)).collect()
     }
 
     /// Batch requests sent, since start (for metrics).
@@ -455,6 +468,14 @@ impl Dispatcher {
                 self.shared
                     .retries
                     .fetch_add(resend as u64, Ordering::Relaxed);
+                if let Some((_, head)) = lane.queue.front() {
+                    let mut by_dest = self
+                        .shared
+                        .retries_by_destination
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    *by_dest.entry(head.destination.clone()).or_default() += resend as u64;
+                }
                 let delay = backoff(
                     lane.attempt,
                     self.config.retry_initial_backoff(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use outbox_connectors::{Delivery, ErrorClass, OutboxEvent, PublishError, Publisher};
 use outbox_pgoutput::Lsn;
+use prometheus::Histogram;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{error, warn};
 
@@ -62,13 +63,13 @@ impl Acker {
                     .with_label_values(&[sink])
                     .observe(item.accepted_at.elapsed().as_secs_f64());
                 let now_us = unix_now_us();
-                let mut run: Option<(Arc<str>, u64)> = None;
+                // Runs of one destination share one label lookup for the count and the
+                // latency histogram.
+                let mut run: Option<(Arc<str>, u64, Histogram)> = None;
                 for outcome in outcomes {
                     match outcome.result {
                         Ok(()) => {
                             let e = &outcome.event;
-                            let lat = (now_us - e.commit_time_us).max(0) as f64 / 1e6;
-                            self.metrics.end_to_end_latency.observe(lat);
                             if Arc::ptr_eq(&e.destination, &self.dead_letter)
                                 || *e.destination == *self.dead_letter
                             {
@@ -79,21 +80,27 @@ impl Acker {
                                     .with_label_values(&[&reason])
                                     .inc();
                             }
-                            // Count runs of one destination with one label lookup.
-                            match &mut run {
-                                Some((d, n)) if Arc::ptr_eq(d, &e.destination) => *n += 1,
-                                _ => {
-                                    if let Some((d, n)) = run.take() {
-                                        self.count(sink, &d, "ok", n);
-                                    }
-                                    run = Some((e.destination.clone(), 1));
+                            let same =
+                                matches!(&run, Some((d, _, _)) if Arc::ptr_eq(d, &e.destination));
+                            if !same {
+                                if let Some((d, n, _)) = run.take() {
+                                    self.count(sink, &d, "ok", n);
                                 }
+                                let h = self
+                                    .metrics
+                                    .end_to_end_latency
+                                    .with_label_values(&[sink, &e.destination]);
+                                run = Some((e.destination.clone(), 0, h));
+                            }
+                            if let Some((_, n, h)) = &mut run {
+                                *n += 1;
+                                h.observe((now_us - e.commit_time_us).max(0) as f64 / 1e6);
                             }
                         }
                         Err(err) => self.failed(outcome.event, err).await?,
                     }
                 }
-                if let Some((d, n)) = run {
+                if let Some((d, n, _)) = run {
                     self.count(sink, &d, "ok", n);
                 }
             }

@@ -105,7 +105,8 @@ pub async fn run(
 
 async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc<Health>) {
     // The publisher counts from zero; the metrics count over the process's life.
-    let (mut counted, mut requested) = (0, 0);
+    let mut counted: std::collections::HashMap<Arc<str>, u64> = std::collections::HashMap::new();
+    let mut requested = 0;
     let mut last_probe: Option<Instant> = None;
     loop {
         if last_probe.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL) {
@@ -114,10 +115,15 @@ async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc
             metrics.sink_up.set(ok as i64);
             last_probe = Some(Instant::now());
         }
-        let retries = publisher.retries();
-        if retries > counted {
-            metrics.sink_retries.inc_by(retries - counted);
-            counted = retries;
+        for (destination, retries) in publisher.retries_by_destination() {
+            let seen = counted.entry(destination.clone()).or_default();
+            if retries > *seen {
+                metrics
+                    .sink_retries
+                    .with_label_values(&[&destination])
+                    .inc_by(retries - *seen);
+                *seen = retries;
+            }
         }
         let requests = publisher.requests();
         if requests > requested {

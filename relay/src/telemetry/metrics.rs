@@ -1,8 +1,8 @@
 //! Prometheus metrics. Names follow `outbox_relay_<name>_<unit>[_total]`.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry,
+    exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 /// Every metric the relay exports. Cloning shares the underlying series.
@@ -14,7 +14,7 @@ pub struct Metrics {
     /// Seconds from accepting a batch to the broker acknowledging all of it.
     pub publish_duration: HistogramVec,
     /// Seconds from the source transaction's commit to the broker acknowledging the event.
-    pub end_to_end_latency: Histogram,
+    pub end_to_end_latency: HistogramVec,
     /// Server WAL end minus confirmed flush LSN.
     pub replication_lag_bytes: IntGauge,
     pub confirmed_flush_lsn: IntGauge,
@@ -35,7 +35,7 @@ pub struct Metrics {
     pub restarts: IntCounter,
     /// Events a connector sent again after a retryable failure (SNS/SQS; Kafka retries
     /// inside librdkafka and reports 0).
-    pub sink_retries: IntCounter,
+    pub sink_retries: IntCounterVec,
     /// Batch requests the connector sent (SNS/SQS; 0 for Kafka, which batches inside
     /// librdkafka).
     pub sink_requests: IntCounter,
@@ -59,9 +59,10 @@ impl Metrics {
                 &["sink"],
             )
             .unwrap(),
-            end_to_end_latency: Histogram::with_opts(
+            end_to_end_latency: HistogramVec::new(
                 HistogramOpts::new("end_to_end_latency_seconds", "Seconds from the source transaction's commit to the broker's acknowledgement of the event.")
                     .buckets(exponential_buckets(0.001, 2.0, 18).unwrap()),
+                &["sink", "destination"],
             )
             .unwrap(),
             replication_lag_bytes: IntGauge::new("replication_lag_bytes", "Bytes of WAL between the server's current end and the confirmed flush LSN.").unwrap(),
@@ -97,7 +98,11 @@ impl Metrics {
                 &["sink"],
             )
             .unwrap(),
-            sink_retries: IntCounter::new("sink_retries_total", "Events the sink connector sent again after a retryable failure.").unwrap(),
+            sink_retries: IntCounterVec::new(
+                Opts::new("sink_retries_total", "Events the sink connector sent again after a retryable failure, by destination."),
+                &["destination"],
+            )
+            .unwrap(),
             registry,
         };
         let r = &m.registry;
