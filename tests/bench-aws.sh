@@ -15,4 +15,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export OUTBOX_RELAY_AWS_ENDPOINT="http://127.0.0.1:${OUTBOX_RELAY_FAUXQS_PORT:-19325}"
 cd "$root"
 cargo build --release --locked -p outbox-relay -p outbox-relay-tests --bins
+dirty=""
+git diff --quiet HEAD -- relay connectors Cargo.lock 2>/dev/null || dirty=" + uncommitted changes under relay/ or connectors/"
+fauxqs_pkg="$OUTBOX_RELAY_CACHE/fauxqs-${OUTBOX_RELAY_FAUXQS_VERSION:-1.9.2}/node_modules/fauxqs/package.json"
+echo "bench-aws: relay $(git rev-parse --short HEAD)$dirty, fauxqs $(node -p "require('$fauxqs_pkg').version"), node $(node --version), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p'))" >&2
 "$CARGO_TARGET_DIR/release/bench-aws" --relay-bin "$CARGO_TARGET_DIR/release/outbox-relay" "$@"

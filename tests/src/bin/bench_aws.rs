@@ -71,6 +71,9 @@ struct Latency {
     achieved_rate: f64,
     hist_p50: f64,
     hist_p99: f64,
+    batch_p50: f64,
+    batch_p99: f64,
+    per_request: f64,
     recv_p50: f64,
     recv_p99: f64,
     recv_max: f64,
@@ -112,6 +115,7 @@ impl RelayProc {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    /// SIGTERM and wait (see [`Drop`]).
     fn stop(self) {}
 }
 
@@ -309,11 +313,11 @@ async fn main() {
         );
     }
     println!();
-    println!("| steady state | events | achieved/s | relay histogram p50 ≤ | relay histogram p99 ≤ | receive p50 ms | receive p99 ms | receive max ms | received back |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| steady state | events | achieved/s | commit→ack p50 ≤ (relay histogram) | commit→ack p99 ≤ | batch→ack p50 ≤ | batch→ack p99 ≤ | events per request | commit→receive p50 ms | p99 ms | max ms | received back |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for l in &latencies {
         println!(
-            "| {} at {}/s, {} s | {} | {:.0} | {} ms | {} ms | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} at {}/s, {} s | {} | {:.0} | {} ms | {} ms | {} ms | {} ms | {:.2} | {:.1} | {:.1} | {:.1} | {} |",
             l.name,
             args.rate,
             args.steady_secs,
@@ -321,6 +325,9 @@ async fn main() {
             l.achieved_rate,
             fmt_bound(l.hist_p50),
             fmt_bound(l.hist_p99),
+            fmt_bound(l.batch_p50),
+            fmt_bound(l.batch_p99),
+            l.per_request,
             l.recv_p50,
             l.recv_p99,
             l.recv_max,
@@ -664,28 +671,11 @@ async fn steady(
     stop.store(true, Ordering::Relaxed);
     let got = receiver.await.unwrap();
 
-    // Relay histogram delta.
-    let b0 = buckets(&before);
-    let b1 = buckets(&after);
-    let delta: Vec<(f64, f64)> = b1
-        .iter()
-        .map(|(le, c)| {
-            let c0 = b0
-                .iter()
-                .find(|(l, _)| l == le)
-                .map(|(_, c)| *c)
-                .unwrap_or(0.0);
-            (*le, c - c0)
-        })
-        .collect();
-    let hist_q = |q: f64| {
-        let n = delta.last().map(|(_, c)| *c).unwrap_or(0.0);
-        delta
-            .iter()
-            .find(|(_, c)| *c >= q * n)
-            .map(|(le, _)| *le)
-            .unwrap_or(f64::NAN)
-    };
+    // Relay histogram deltas: commit → ack per event, batch → ack per batch; requests.
+    let e2e = "outbox_relay_end_to_end_latency_seconds";
+    let batch = "outbox_relay_publish_duration_seconds";
+    let requests = metric_sum(&after, "outbox_relay_sink_requests_total", &[])
+        - metric_sum(&before, "outbox_relay_sink_requests_total", &[]);
 
     // Receive-side latency and checks.
     let mut lats = Vec::new();
@@ -735,18 +725,24 @@ async fn steady(
         name: name.into(),
         events: total,
         achieved_rate: total as f64 / write_secs,
-        hist_p50: hist_q(0.5),
-        hist_p99: hist_q(0.99),
+        hist_p50: hist_quantile(&before, &after, e2e, 0.5),
+        hist_p99: hist_quantile(&before, &after, e2e, 0.99),
+        batch_p50: hist_quantile(&before, &after, batch, 0.5),
+        batch_p99: hist_quantile(&before, &after, batch, 0.99),
+        per_request: total as f64 / requests,
         recv_p50: pct(0.5),
         recv_p99: pct(0.99),
         recv_max: lats.last().copied().unwrap_or(f64::NAN),
         check,
     };
     eprintln!(
-        "bench-aws: {name}: {:.0}/s, histogram p50 ≤ {} p99 ≤ {}, receive p50 {:.1} p99 {:.1} max {:.1} ms, {}",
+        "bench-aws: {name}: {:.0}/s, histogram p50 ≤ {} p99 ≤ {} (batch→ack p50 ≤ {} p99 ≤ {}, {:.2} events/request), receive p50 {:.1} p99 {:.1} max {:.1} ms, {}",
         l.achieved_rate,
         fmt_bound(l.hist_p50),
         fmt_bound(l.hist_p99),
+        fmt_bound(l.batch_p50),
+        fmt_bound(l.batch_p99),
+        l.per_request,
         l.recv_p50,
         l.recv_p99,
         l.recv_max,
@@ -755,12 +751,12 @@ async fn steady(
     l
 }
 
-/// Cumulative bucket counts of `outbox_relay_end_to_end_latency_seconds`, summed over
-/// label sets, by upper bound.
-fn buckets(text: &str) -> Vec<(f64, f64)> {
+/// Cumulative bucket counts of histogram `metric`, summed over label sets, by upper bound.
+fn buckets(text: &str, metric: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{metric}_bucket{{");
     let mut by_le: Vec<(f64, f64)> = Vec::new();
     for l in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = l.strip_prefix("outbox_relay_end_to_end_latency_seconds_bucket{") else {
+        let Some(rest) = l.strip_prefix(prefix.as_str()) else {
             continue;
         };
         let Some(le_at) = rest.find("le=\"") else {
@@ -781,6 +777,29 @@ fn buckets(text: &str) -> Vec<(f64, f64)> {
     }
     by_le.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
     by_le
+}
+
+/// The upper bound of the bucket holding quantile `q` of the observations `metric` gained
+/// between the scrapes `before` and `after`.
+fn hist_quantile(before: &str, after: &str, metric: &str, q: f64) -> f64 {
+    let b0 = buckets(before, metric);
+    let delta: Vec<(f64, f64)> = buckets(after, metric)
+        .into_iter()
+        .map(|(le, c)| {
+            let c0 = b0
+                .iter()
+                .find(|(l, _)| *l == le)
+                .map(|(_, c)| *c)
+                .unwrap_or(0.0);
+            (le, c - c0)
+        })
+        .collect();
+    let n = delta.last().map(|(_, c)| *c).unwrap_or(0.0);
+    delta
+        .iter()
+        .find(|(_, c)| *c >= q * n)
+        .map(|(le, _)| *le)
+        .unwrap_or(f64::NAN)
 }
 
 async fn drop_slot(client: &tokio_postgres::Client, slot: &str) {
