@@ -62,6 +62,7 @@ struct Drain {
     wall: f64,
     cpu: f64,
     peak_rss_kb: u64,
+    per_request: f64,
     check: String,
 }
 
@@ -98,6 +99,15 @@ impl RelayProc {
             "outbox_relay_events_published_total",
             &["result=\"ok\""],
         ) as usize
+    }
+    /// Events published ÷ batch requests sent so far.
+    fn events_per_request(&self) -> f64 {
+        let m = self.metrics();
+        metric_sum(
+            &m,
+            "outbox_relay_events_published_total",
+            &["result=\"ok\""],
+        ) / metric_sum(&m, "outbox_relay_sink_requests_total", &[])
     }
     /// Waits until the relay has published `n` events; seconds since process start.
     fn wait_published(&mut self, n: usize, what: &str) -> f64 {
@@ -228,11 +238,14 @@ async fn main() {
     let got = receive_all(&sdk, &sqs_url, args.receivers, args.events, None).await;
     let check = verify_backlog(&got, args.events);
     eprintln!("bench-aws: SQS drain check: {check}");
+    // After the read-back: the connector's request counter is exported once a second.
+    let per_request = relay.events_per_request();
     drains.push(Drain {
         name: "outbox-relay → SQS FIFO".into(),
         wall,
         cpu,
         peak_rss_kb,
+        per_request,
         check,
     });
     let lat = steady(&args, &sdk, &relay, &sqs_url, "SQS FIFO", 0).await;
@@ -264,11 +277,14 @@ async fn main() {
     .await;
     let check = verify_backlog(&got, args.events);
     eprintln!("bench-aws: SNS drain check: {check}");
+    // After the read-back: the connector's request counter is exported once a second.
+    let per_request = relay.events_per_request();
     drains.push(Drain {
         name: "outbox-relay → SNS FIFO (→ SQS FIFO, raw)".into(),
         wall,
         cpu,
         peak_rss_kb,
+        per_request,
         check,
     });
     let lat = steady(&args, &sdk, &relay, &sub_url, "SNS FIFO", sqs_steady).await;
@@ -288,20 +304,20 @@ async fn main() {
 
     // Report.
     let n = args.events as f64;
-    println!("| run | events/s | % of the client's ceiling | wall s | CPU s | CPU s per 1M events | peak RSS MiB | received back |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    println!("| run | events/s | % of the client's ceiling | wall s | CPU s | CPU s per 1M events | peak RSS MiB | events per request | received back |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     println!(
-        "| plain client → SQS FIFO (SendMessageBatch) | {sqs_ceiling:.0} | 100% | {:.2} | | | | |",
+        "| plain client → SQS FIFO (SendMessageBatch) | {sqs_ceiling:.0} | 100% | {:.2} | | | | 10 | |",
         n / sqs_ceiling
     );
     println!(
-        "| plain client → SNS FIFO (PublishBatch, → SQS FIFO) | {sns_ceiling:.0} | 100% | {:.2} | | | | |",
+        "| plain client → SNS FIFO (PublishBatch, → SQS FIFO) | {sns_ceiling:.0} | 100% | {:.2} | | | | 10 | |",
         n / sns_ceiling
     );
     for (d, ceiling) in drains.iter().zip([sqs_ceiling, sns_ceiling]) {
         let rate = n / d.wall;
         println!(
-            "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.1} | {:.1} | {} |",
+            "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {} |",
             d.name,
             rate,
             100.0 * rate / ceiling,
@@ -309,6 +325,7 @@ async fn main() {
             d.cpu,
             d.cpu * 1e6 / n,
             d.peak_rss_kb as f64 / 1024.0,
+            d.per_request,
             d.check
         );
     }
