@@ -74,7 +74,7 @@ SELECT pg_logical_emit_message(true, 'outbox',
 SQL
 
 echo "== messages in Kafka (topics outbox.event.*)"
-"$bin/kafka-tail" --prefix outbox.event --idle-secs 5
+"$bin/kafka-tail" --prefix outbox.event --idle-secs 15
 echo
 echo "metrics: curl -s 127.0.0.1:9187/metrics | grep ^outbox_relay_"
 echo "write more: deploy/local/postgres.sh psql -c \"INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ('Order','order-1','OrderCreated','{}')\""

@@ -17,7 +17,7 @@ use super::{status, Progress};
 use crate::config::Config;
 use crate::error::RelayError;
 use crate::outbox::{Mapper, Router};
-use crate::source::{heartbeat, setup};
+use crate::source::{heartbeat, setup, wal_position};
 use crate::telemetry::{Health, Metrics};
 
 /// Everything a session shares with the process.
@@ -121,14 +121,20 @@ pub async fn run_session(
         }
         .run(ack_rx),
     );
+    let sql = Arc::new(sql);
     let heartbeat_task = (src.heartbeat_interval_ms > 0).then(|| {
-        let metrics = ctx.metrics.clone();
         let interval = Duration::from_millis(src.heartbeat_interval_ms);
-        let sql = sql;
-        AbortOnDrop(tokio::spawn(async move {
-            heartbeat::run(&sql, interval, metrics).await
-        }))
+        AbortOnDrop(tokio::spawn(heartbeat::run(
+            sql.clone(),
+            interval,
+            ctx.metrics.clone(),
+        )))
     });
+    let wal_position_task = AbortOnDrop(tokio::spawn(wal_position::run(
+        sql.clone(),
+        progress.clone(),
+        Duration::from_millis(src.status_interval_ms),
+    )));
 
     let mut reader = Reader {
         publisher: publisher.clone(),
@@ -197,6 +203,7 @@ pub async fn run_session(
     ctx.health.set_replicating(false);
     ctx.metrics.replicating.set(0);
     drop(heartbeat_task);
+    drop(wal_position_task);
 
     // Drain: events of a transaction whose Commit was not read are dropped here and not
     // acknowledged; they are read again by the next session.

@@ -5,6 +5,7 @@
 //! behind the slot can pile up. The message passes through our own slot, lets the relay
 //! confirm a newer position, and is never published.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -14,7 +15,7 @@ use crate::telemetry::Metrics;
 
 pub const HEARTBEAT_PREFIX: &str = "outbox-relay-heartbeat";
 
-pub async fn run(client: &Client, interval: Duration, metrics: Metrics) {
+pub async fn run(client: Arc<Client>, interval: Duration, metrics: Metrics) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;

@@ -3,3 +3,4 @@
 
 pub mod heartbeat;
 pub mod setup;
+pub mod wal_position;
