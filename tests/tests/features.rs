@@ -110,7 +110,7 @@ async fn two_tables_messages_headers_trace_context_over_verified_tls_with_proto_
     }
     // The relay's replication connection really is TLS.
     let ssl: bool = client
-        .query_one("SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_replication r ON r.pid = s.pid WHERE r.application_name = 'outbox-relay'", &[])
+        .query_one("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_replication_slots r ON r.active_pid = s.pid WHERE r.slot_name = $1", &[&setup.slot()])
         .await
         .unwrap()
         .get(0);
@@ -304,4 +304,103 @@ async fn the_slot_advances_while_only_other_tables_are_written() {
         &[&table, &other],
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_stalls_without_acknowledging_reports_lag_and_loses_nothing() {
+    let name = unique("down");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    pg::create_outbox_table(&client, &table, "jsonb", false).await;
+    // A broker address nothing listens on: the producer retries forever (message.timeout.ms
+    // = 0), the small in-flight budget fills, and the relay stops reading.
+    let mut down = RelaySetup::new(&name, &table).with_env(&[
+        ("RELAY__SINK__KAFKA__BROKERS", "127.0.0.1:1"),
+        ("RELAY__PIPELINE__SHUTDOWN_TIMEOUT_MS", "2000"),
+    ]);
+    down.inflight_bytes = 64 * 1024;
+    let mut relay = Relay::start(&down);
+    let mut started = false;
+    for _ in 0..100 {
+        if http_get(relay.metrics_port, "/metrics")
+            .is_some_and(|(_, m)| metric_sum(&m, "outbox_relay_replicating", &[]) == 1.0)
+        {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started,
+        "relay did not start replicating:\n{}",
+        relay.log_tail()
+    );
+    assert_eq!(
+        http_get(relay.metrics_port, "/readyz").unwrap().0,
+        503,
+        "not ready while the sink is unreachable"
+    );
+    let flush_before = pg::confirmed_flush(&client, &down.slot()).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {table} (aggregatetype, aggregateid, type, payload)
+             SELECT 'Order', 'agg-' || (i % 10), 'T', jsonb_build_object('i', i, 'pad', repeat('p', 400)) FROM generate_series(1, 2000) i"
+        ))
+        .await
+        .unwrap();
+    // Lag is measured against the server's real WAL end.
+    let mut lag = 0.0;
+    for _ in 0..50 {
+        lag = metric_sum(&relay.metrics(), "outbox_relay_replication_lag_bytes", &[]);
+        if lag > 500_000.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        lag > 500_000.0,
+        "replication_lag_bytes {lag} while nothing can be delivered"
+    );
+    let flush_during = pg::confirmed_flush(&client, &down.slot()).await.unwrap();
+    assert!(flush_during >= flush_before);
+    assert!(metric_sum(&relay.metrics(), "outbox_relay_inflight_bytes", &[]) <= 64.0 * 1024.0);
+    assert_eq!(
+        relay.terminate(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        relay.log_tail()
+    );
+
+    // The broker is back (the right address): every event arrives, in order per aggregate.
+    let up = RelaySetup::new(&name, &table);
+    let mut relay = Relay::start(&up);
+    relay.wait_ready(Duration::from_secs(60));
+    let prefix = up.topic_prefix.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        let mut r = TopicReader::new(&prefix);
+        r.read_at_least(2000, Duration::from_secs(60));
+        r.records
+    })
+    .await
+    .unwrap();
+    let mut last: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in &records {
+        let v: serde_json::Value = serde_json::from_slice(r.payload.as_ref().unwrap()).unwrap();
+        let i = v["i"].as_i64().unwrap();
+        seen.insert(i);
+        let prev = last.insert(r.key_str(), i).unwrap_or(0);
+        assert!(i > prev, "aggregate {}: {i} after {prev}", r.key_str());
+    }
+    assert_eq!(seen.len(), 2000, "every event after the outage");
+    // Nothing of the undelivered transaction was confirmed during the outage.
+    for r in &records {
+        let commit = pg::parse_lsn(&r.header_str("outbox-relay-commit-lsn").unwrap());
+        assert!(
+            flush_during <= commit,
+            "confirmed {flush_during:X} past undelivered commit {commit:X}"
+        );
+    }
+    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    pg::cleanup(&client, &up.slot(), &up.publication(), &[&table]).await;
 }

@@ -52,13 +52,17 @@ pub async fn run_session(
 
     let mut repl = ReplicationClient::connect(&opts).await?;
     let system = repl.identify_system().await?;
-    match slot {
+    // Where the slot resumes is already acknowledged: start the watermark there, so lag
+    // and the status updates are meaningful before the first event is durable.
+    let resume_at = match slot {
         Some(info) => {
             info!("{}", setup::verify_slot(&info, &src.slot, &src.database)?);
+            info.confirmed_flush.unwrap_or(Lsn::ZERO)
         }
         None if src.create_slot => {
             let created = repl.create_logical_slot(&src.slot, "pgoutput").await?;
             info!(slot = %src.slot, consistent_point = %created.consistent_point, "created replication slot");
+            created.consistent_point
         }
         None => {
             return Err(RelayError::Setup(format!(
@@ -66,7 +70,7 @@ pub async fn run_session(
                 src.slot, src.slot
             )))
         }
-    }
+    };
 
     let proto = src.proto_version.to_string();
     let publications = setup::quote_ident(&src.publication);
@@ -83,6 +87,8 @@ pub async fn run_session(
     ctx.metrics.replicating.set(1);
 
     let progress = Arc::new(Progress::default());
+    progress.advance_flushed(resume_at);
+    progress.note_received(resume_at);
     let reply_now = Arc::new(Notify::new());
     let (stop_status, stop_rx) = oneshot::channel();
     let status_task = tokio::spawn(status::run(

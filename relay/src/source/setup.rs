@@ -3,7 +3,7 @@
 //! Each check returns what it found or a message naming what is wrong and how to fix it;
 //! `outbox-relay check` prints them all, `run` stops at the first failure.
 
-use outbox_pgoutput::{Column, Relation, ReplicaIdentity};
+use outbox_pgoutput::{Column, Lsn, Relation, ReplicaIdentity};
 use tokio_postgres::Client;
 
 use crate::config::{Config, TableConfig};
@@ -159,12 +159,14 @@ pub struct SlotInfo {
     pub database: Option<String>,
     pub active_pid: Option<i32>,
     pub wal_status: Option<String>,
+    /// Where the slot resumes: everything before it is already acknowledged.
+    pub confirmed_flush: Option<Lsn>,
 }
 
 pub async fn inspect_slot(client: &Client, slot: &str) -> Result<Option<SlotInfo>, RelayError> {
     let row = client
         .query_opt(
-            "SELECT plugin::text, database::text, active_pid, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT plugin::text, database::text, active_pid, wal_status, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await?;
@@ -173,6 +175,7 @@ pub async fn inspect_slot(client: &Client, slot: &str) -> Result<Option<SlotInfo
         database: r.get(1),
         active_pid: r.get(2),
         wal_status: r.get(3),
+        confirmed_flush: r.get::<_, Option<String>>(4).and_then(|s| s.parse().ok()),
     }))
 }
 

@@ -2,7 +2,7 @@
 //!
 //! For logical replication the walsender fills XLogData's and keepalives' "WAL end" with
 //! the position it has *decoded* up to, not the server's insert position, so a relay far
-//! behind would see a lag of zero. The real end comes from `pg_current_wal_lsn()`.
+//! behind would see a lag of zero. The real end comes from `pg_current_wal_insert_lsn()`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ pub async fn run(client: Arc<Client>, progress: Arc<Progress>, interval: Duratio
     loop {
         tick.tick().await;
         match client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await
         {
             Ok(row) => {
@@ -28,7 +28,7 @@ pub async fn run(client: Arc<Client>, progress: Arc<Progress>, interval: Duratio
                 }
             }
             Err(e) => {
-                debug!(error = %e, "pg_current_wal_lsn() failed; lag uses the stream's positions")
+                debug!(error = %e, "pg_current_wal_insert_lsn() failed; lag uses the stream's positions")
             }
         }
     }
