@@ -5,6 +5,7 @@
 //! message saying which script starts it.
 
 pub mod aws;
+pub mod backlog;
 pub mod env;
 pub mod kafka;
 pub mod pg;

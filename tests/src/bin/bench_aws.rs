@@ -25,7 +25,7 @@ use aws_sdk_sqs::types::{
 use clap::Parser;
 use futures::StreamExt;
 use outbox_relay_tests::relay::{http_get, metric_sum};
-use outbox_relay_tests::{aws, env, pg};
+use outbox_relay_tests::{aws, backlog, env, pg};
 
 #[derive(Parser)]
 struct Args {
@@ -171,35 +171,12 @@ async fn main() {
                aggregatetype varchar(255) NOT NULL, aggregateid varchar(255) NOT NULL,
                type varchar(255) NOT NULL, payload jsonb,
                timestamp timestamptz NOT NULL DEFAULT now(), tracingspancontext varchar(512));
-             CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE} WITH (publish = 'insert');
-             CREATE OR REPLACE PROCEDURE bench_aws_fill(total int, per_txn int, aggs int) LANGUAGE plpgsql AS $$
-             DECLARE n int := 0;
-             BEGIN
-               WHILE n < total LOOP
-                 INSERT INTO {TABLE} (aggregatetype, aggregateid, type, payload)
-                 SELECT 'Order', 'order-' || (i % aggs), 'OrderCreated',
-                   ('{{\"orderId\":\"order-' || (i % aggs) || '\",\"seq\":' || i || ',\"customerId\":\"c-' || (i % 997)
-                    || '\",\"status\":\"CREATED\",\"currency\":\"EUR\",\"total\":' || (i % 1000) || '.99,'
-                    || '\"items\":[{{\"sku\":\"SKU-' || (i % 50) || '\",\"qty\":2,\"price\":10.5}},{{\"sku\":\"SKU-' || (i % 77) || '\",\"qty\":1,\"price\":99.0}}],'
-                    || '\"shippingAddress\":{{\"street\":\"Main Street ' || (i % 300) || '\",\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}},'
-                    || '\"note\":\"' || repeat('x', 120) || '\"}}')::jsonb
-                 FROM generate_series(n, n + per_txn - 1) i;
-                 COMMIT;
-                 n := n + per_txn;
-               END LOOP;
-             END $$;"
+             CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE} WITH (publish = 'insert');"
         ))
         .await
         .expect("bench schema");
-    for slot in SLOTS {
-        client
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&slot],
-            )
-            .await
-            .expect("create slot");
-    }
+    backlog::define_fill(&client, "bench_aws_fill", TABLE).await;
+    backlog::create_slots(&client, &SLOTS).await;
     eprintln!(
         "bench-aws: writing {} events ({} per transaction, {} aggregates)",
         args.events, args.txn_rows, args.aggregates

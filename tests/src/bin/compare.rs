@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use outbox_relay_tests::relay::{http_get, metric_sum};
-use outbox_relay_tests::{env, pg};
+use outbox_relay_tests::{backlog, env, pg};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -251,35 +251,13 @@ async fn drain_phase(
     pg::create_outbox_table(client, &table, "jsonb", false).await;
     client
         .batch_execute(&format!(
-            "CREATE PUBLICATION {publication} FOR TABLE {table} WITH (publish = 'insert');
-             CREATE OR REPLACE PROCEDURE {run}_fill(total int, per_txn int, aggs int) LANGUAGE plpgsql AS $$
-             DECLARE n int := 0;
-             BEGIN
-               WHILE n < total LOOP
-                 INSERT INTO {table} (aggregatetype, aggregateid, type, payload)
-                 SELECT 'Order', 'order-' || (i % aggs), 'OrderCreated',
-                   ('{{\"orderId\":\"order-' || (i % aggs) || '\",\"seq\":' || i || ',\"customerId\":\"c-' || (i % 997)
-                    || '\",\"status\":\"CREATED\",\"currency\":\"EUR\",\"total\":' || (i % 1000) || '.99,'
-                    || '\"items\":[{{\"sku\":\"SKU-' || (i % 50) || '\",\"qty\":2,\"price\":10.5}},{{\"sku\":\"SKU-' || (i % 77) || '\",\"qty\":1,\"price\":99.0}}],'
-                    || '\"shippingAddress\":{{\"street\":\"Main Street ' || (i % 300) || '\",\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}},'
-                    || '\"note\":\"' || repeat('x', 120) || '\"}}')::jsonb
-                 FROM generate_series(n, n + per_txn - 1) i;
-                 COMMIT;
-                 n := n + per_txn;
-               END LOOP;
-             END $$;"
+            "CREATE PUBLICATION {publication} FOR TABLE {table} WITH (publish = 'insert');"
         ))
         .await
         .expect("drain schema");
-    for slot in &slots {
-        client
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[slot],
-            )
-            .await
-            .expect("create slot");
-    }
+    backlog::define_fill(client, &format!("{run}_fill"), &table).await;
+    let slot_names: Vec<&str> = slots.iter().map(String::as_str).collect();
+    backlog::create_slots(client, &slot_names).await;
     eprintln!(
         "compare: writing {} events ({} per transaction, {} aggregates)",
         args.events, args.txn_rows, args.aggregates
