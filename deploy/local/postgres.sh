@@ -3,6 +3,9 @@
 #
 #   deploy/local/postgres.sh [start]   install if needed, init, configure, start; prints the env
 #   deploy/local/postgres.sh stop      fast shutdown
+#   deploy/local/postgres.sh restart [fast|immediate]
+#                                      restart the running cluster; immediate = a crash
+#                                      (no checkpoint, recovery from WAL at start)
 #   deploy/local/postgres.sh status    running or not, plus the env
 #   deploy/local/postgres.sh psql ...  psql as the main user; extra args are passed on
 #
@@ -349,6 +352,19 @@ cmd_stop() {
     fi
 }
 
+cmd_restart() {
+    local mode="${1:-fast}"
+    [[ "$mode" == fast || "$mode" == immediate ]] || die "restart mode must be fast or immediate (got '$mode')"
+    BINDIR="$(find_bindir)"
+    { [[ -n "$BINDIR" ]] && is_running; } || die "not running; use start"
+    if ! as_postgres "$BINDIR/pg_ctl" -D "$PGDATA_DIR" -l "$LOG_FILE" -w -t 60 -m "$mode" restart >/dev/null; then
+        tail -n 30 "$LOG_FILE" >&2 || true
+        die "pg_ctl restart -m $mode failed"
+    fi
+    wait_ready
+    log "restarted ($mode)"
+}
+
 cmd_status() {
     BINDIR="$(find_bindir)"
     if [[ -n "$BINDIR" ]] && is_running; then
@@ -373,8 +389,9 @@ cmd="${1:-start}"
 case "$cmd" in
     start) cmd_start ;;
     stop) cmd_stop ;;
+    restart) cmd_restart "$@" ;;
     status) cmd_status ;;
     psql) cmd_psql "$@" ;;
-    -h | --help | help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-    *) die "unknown subcommand '$cmd' (start, stop, status, psql)" ;;
+    -h | --help | help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown subcommand '$cmd' (start, stop, restart, status, psql)" ;;
 esac

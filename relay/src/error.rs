@@ -2,7 +2,7 @@
 
 use outbox_connectors::PublishError;
 use outbox_pgoutput::DecodeError;
-use outbox_pgwire::PgWireError;
+use outbox_pgwire::{sqlstate_is_retryable, PgWireError};
 
 use crate::config::ConfigError;
 use crate::outbox::SchemaError;
@@ -43,7 +43,10 @@ impl RelayError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RelayError::Postgres(e) => e.is_retryable(),
-            RelayError::Sql(e) => e.as_db_error().is_none() || e.is_closed(),
+            // The same SQLSTATE table as the replication connection: a query cut off by a
+            // shutdown (57P01) or refused while the server starts (57P03) is worth a retry;
+            // without a SQLSTATE it is an I/O or closed-connection error, also transient.
+            RelayError::Sql(e) => e.code().is_none_or(|c| sqlstate_is_retryable(c.code())),
             RelayError::Sink(_) | RelayError::SlotBusy(_) | RelayError::StreamEnded(_) => true,
             RelayError::Config(_)
             | RelayError::Setup(_)

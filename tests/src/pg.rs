@@ -6,23 +6,67 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::env;
 
-/// A plain SQL connection as the main test role.
-pub async fn connect() -> Client {
-    let conn_str = format!(
+fn conn_str() -> String {
+    format!(
         "host={} port={} dbname={} user={} password={} sslmode=disable",
         env::pg_host(),
         env::pg_port(),
         env::pg_database(),
         env::pg_user(),
         env::pg_password()
-    );
-    let (client, conn) = tokio_postgres::connect(&conn_str, NoTls).await.unwrap_or_else(|e| {
-        panic!("cannot connect to PostgreSQL at {}:{} ({e}); start it with deploy/local/postgres.sh", env::pg_host(), env::pg_port())
-    });
+    )
+}
+
+async fn try_connect() -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(&conn_str(), NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    client
+    Ok(client)
+}
+
+/// A plain SQL connection as the main test role.
+pub async fn connect() -> Client {
+    try_connect().await.unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to PostgreSQL at {}:{} ({e}); start it with deploy/local/postgres.sh",
+            env::pg_host(),
+            env::pg_port()
+        )
+    })
+}
+
+/// Like [`connect`], but keeps trying for up to `timeout` while the server is down or
+/// starting up (restart tests).
+pub async fn connect_retrying(timeout: Duration) -> Client {
+    let start = std::time::Instant::now();
+    loop {
+        match try_connect().await {
+            Ok(client) => return client,
+            Err(e) if start.elapsed() < timeout => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("PostgreSQL still unreachable after {timeout:?}: {e}"),
+        }
+    }
+}
+
+/// Restarts the project's cluster (`deploy/local/postgres.sh restart <mode>`): `fast`
+/// terminates every session and checkpoints; `immediate` is a crash, recovered from WAL
+/// at start. Blocks until the server accepts connections again.
+pub fn restart(mode: &str) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/postgres.sh");
+    let out = std::process::Command::new(&script)
+        .args(["restart", mode])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "postgres.sh restart {mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Creates a Debezium-shaped outbox table. `nullable` leaves the Debezium NOT NULLs off

@@ -55,6 +55,9 @@ pub struct WorkloadReport {
     pub rolled_back_txns: usize,
     pub savepoint_rollbacks: usize,
     pub failed_txns: usize,
+    /// Transactions whose COMMIT was cut off by a lost connection (a server restart): they
+    /// may or may not have committed; the table is the ground truth for those.
+    pub ambiguous_commits: usize,
 }
 
 /// A note with multi-byte characters, so byte-exactness is tested beyond ASCII.
@@ -96,22 +99,44 @@ pub async fn run(spec: &WorkloadSpec) -> WorkloadReport {
         total.rolled_back_txns += r.rolled_back_txns;
         total.savepoint_rollbacks += r.savepoint_rollbacks;
         total.failed_txns += r.failed_txns;
+        total.ambiguous_commits += r.ambiguous_commits;
     }
     total
 }
 
-async fn writer(w: usize, spec: &WorkloadSpec, committed: &AtomicUsize) -> WorkloadReport {
-    let client = pg::connect().await;
+/// A writer's connection and prepared insert. Writers survive server restarts: on a lost
+/// connection they reconnect (for up to a minute) and go on.
+async fn writer_session(spec: &WorkloadSpec) -> (Client, tokio_postgres::Statement) {
     let vt = versions_table(&spec.table);
-    let stmt = client
-        .prepare(&format!(
-            "WITH v AS (UPDATE {vt} SET version = version + 1 WHERE agg = $1 RETURNING version)
-             INSERT INTO {t} (aggregatetype, aggregateid, type, payload)
-             SELECT $2, $1, $3, jsonb_build_object('aggregate', $1::text, 'version', v.version, 'writer', $4::int, 'note', $5::text) FROM v",
-            t = spec.table
-        ))
-        .await
-        .expect("prepare insert");
+    let sql = format!(
+        "WITH v AS (UPDATE {vt} SET version = version + 1 WHERE agg = $1 RETURNING version)
+         INSERT INTO {t} (aggregatetype, aggregateid, type, payload)
+         SELECT $2, $1, $3, jsonb_build_object('aggregate', $1::text, 'version', v.version, 'writer', $4::int, 'note', $5::text) FROM v",
+        t = spec.table
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let client = pg::connect_retrying(std::time::Duration::from_secs(60)).await;
+        // The project's cluster defaults to synchronous_commit=off, under which a server
+        // crash (restart tests) forgets commits it already acknowledged. Writers commit
+        // as production does; fsync=off keeps it cheap.
+        let prepared = match client.batch_execute("SET synchronous_commit = on").await {
+            Ok(()) => client.prepare(&sql).await,
+            Err(e) => Err(e),
+        };
+        match prepared {
+            Ok(stmt) => return (client, stmt),
+            // The server can drop a fresh connection while it is shutting down again.
+            Err(e) if client.is_closed() && start.elapsed().as_secs() < 60 => {
+                let _ = e;
+            }
+            Err(e) => panic!("prepare insert: {e}"),
+        }
+    }
+}
+
+async fn writer(w: usize, spec: &WorkloadSpec, committed: &AtomicUsize) -> WorkloadReport {
+    let (mut client, mut stmt) = writer_session(spec).await;
     let mut report = WorkloadReport::default();
     let pad = "x".repeat(300);
     let note = format!("{NOTE}{pad}");
@@ -132,6 +157,7 @@ async fn writer(w: usize, spec: &WorkloadSpec, committed: &AtomicUsize) -> Workl
             aggs.sort_unstable();
             (rows, rollback, at, sp_rows, aggs)
         };
+        let mut committing = false;
         let result: Result<usize, tokio_postgres::Error> = async {
             client.batch_execute("BEGIN").await?;
             let mut written = 0;
@@ -153,6 +179,7 @@ async fn writer(w: usize, spec: &WorkloadSpec, committed: &AtomicUsize) -> Workl
                 client.batch_execute("ROLLBACK").await?;
                 Ok(0)
             } else {
+                committing = true;
                 client.batch_execute("COMMIT").await?;
                 Ok(written)
             }
@@ -167,6 +194,16 @@ async fn writer(w: usize, spec: &WorkloadSpec, committed: &AtomicUsize) -> Workl
                     report.savepoint_rollbacks += 1;
                 }
                 committed.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(_) if client.is_closed() => {
+                // The server went away (restart tests). Rolled back unless the COMMIT
+                // was already on its way.
+                if committing {
+                    report.ambiguous_commits += 1;
+                } else {
+                    report.failed_txns += 1;
+                }
+                (client, stmt) = writer_session(spec).await;
             }
             Err(_deadlock_or_other) => {
                 // Deadlocks between writers are expected with random aggregates; the

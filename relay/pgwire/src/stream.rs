@@ -99,8 +99,10 @@ impl ReplicationStream {
         }
     }
 
-    /// The next message, or `None` once the server has ended the copy
-    /// (CopyDone: it is shutting down cleanly or answered our `finish`).
+    /// The next message, or `None` once the server has ended the copy: CopyDone
+    /// (the answer to our `finish`), or CommandComplete without one, which is how a
+    /// walsender ends the stream when the server shuts down (`WalSndDone`: "COPY 0",
+    /// then exit).
     ///
     /// Cancel-safe (usable in `select!`): a partly received message stays
     /// buffered for the next call.
@@ -112,7 +114,7 @@ impl ReplicationStream {
             let frame = self.reader.next_frame().await?;
             match frame.tag {
                 tag::COPY_DATA => return ReplicationMessage::parse(frame.body).map(Some),
-                tag::COPY_DONE => {
+                tag::COPY_DONE | tag::COMMAND_COMPLETE => {
                     self.done = true;
                     return Ok(None);
                 }

@@ -259,6 +259,41 @@ async fn streams_hand_made_messages_and_encodes_status() {
     server.await.unwrap();
 }
 
+/// A walsender whose server is shutting down (fast or smart) ends the stream with
+/// CommandComplete "COPY 0" and no CopyDone (walsender.c, WalSndDone), then exits: the end
+/// of the stream, not a protocol violation.
+#[tokio::test]
+async fn a_server_shutdown_ends_the_stream_with_command_complete() {
+    let (mut o, server) = fake_server(|mut s| async move {
+        s.write_all(&ready_sequence()).await.unwrap();
+        read_message(&mut s).await;
+        let mut out = BytesMut::new();
+        out.put_slice(&msg(b'W', &[0, 0, 0]));
+        let mut k = vec![b'k'];
+        k.extend_from_slice(&0x500u64.to_be_bytes());
+        k.extend_from_slice(&1i64.to_be_bytes());
+        k.push(0);
+        out.put_slice(&msg(b'd', &k));
+        out.put_slice(&msg(b'C', b"COPY 0\0"));
+        s.write_all(&out).await.unwrap();
+    })
+    .await;
+    o.sslmode = SslMode::Disable;
+    let c = ReplicationClient::connect(&o).await.unwrap();
+    let (mut stream, _status) = c.start_logical_replication("s", Lsn(0), &[]).await.unwrap();
+    assert!(matches!(
+        stream.next().await.unwrap(),
+        Some(ReplicationMessage::PrimaryKeepalive { .. })
+    ));
+    assert_eq!(
+        stream.next().await.unwrap(),
+        None,
+        "CommandComplete ends the stream"
+    );
+    assert_eq!(stream.next().await.unwrap(), None);
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn error_during_streaming_carries_the_sqlstate() {
     let (mut o, server) = fake_server(|mut s| async move {

@@ -1,0 +1,161 @@
+//! PostgreSQL restarts under load. The relay must ride through them on its own: the same
+//! process, not ready while the source is gone, reconnecting with backoff, resuming from
+//! the slot's confirmed flush; and in the end every committed event published, byte-exact
+//! and in per-aggregate commit order. Replays are allowed (at-least-once).
+//!
+//! Two restarts, while eight writers commit: `fast` (sessions terminated, walsenders cut
+//! off after the shutdown checkpoint) and `immediate` (a crash: no checkpoint, recovery
+//! from WAL; the slot comes back as of the last checkpoint, so the relay replays from
+//! there). This binary restarts the shared project cluster, so it holds no other test:
+//! cargo runs test binaries one after another.
+
+use std::time::{Duration, Instant};
+
+use outbox_relay_tests::kafka::TopicReader;
+use outbox_relay_tests::relay::{Relay, RelaySetup};
+use outbox_relay_tests::workload::{self, WorkloadSpec};
+use outbox_relay_tests::{pg, unique};
+
+async fn committed_count(table: &str) -> i64 {
+    let client = pg::connect_retrying(Duration::from_secs(60)).await;
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// Waits (up to a minute) until `metric` is at least `min`.
+fn wait_metric(relay: &mut Relay, metric: &str, min: f64) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = relay.try_wait() {
+            panic!("relay exited with {status}; log:\n{}", relay.log_tail());
+        }
+        if relay.metric(metric).unwrap_or(0.0) >= min {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{metric} did not reach {min}; log:\n{}",
+            relay.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarts_under_load_lose_nothing_and_the_relay_rides_through() {
+    let name = unique("pgrestart");
+    let table = format!("{name}_outbox");
+    let mut spec = WorkloadSpec::end_to_end(&table);
+    spec.events = 30_000;
+    {
+        let client = pg::connect().await;
+        workload::prepare(&client, &spec).await;
+    }
+    let mut setup = RelaySetup::new(&name, &table);
+    setup.inflight_bytes = 1024 * 1024;
+    let mut relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+    let pid = relay.pid();
+
+    let load = {
+        let spec = spec.clone();
+        tokio::spawn(async move { workload::run(&spec).await })
+    };
+    let published = "outbox_relay_events_published_total";
+    for (k, mode) in ["fast", "immediate"].into_iter().enumerate() {
+        // Restart at a third and at two thirds of the load, so events are in flight and
+        // more follow.
+        let at = (k as i64 + 1) * spec.events as i64 / 3;
+        while committed_count(&table).await < at {
+            assert!(!load.is_finished(), "the load ended before {at} events");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let before = relay.metrics();
+        let sent_before = outbox_relay_tests::relay::metric_sum(&before, published, &[]);
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || pg::restart(mode))
+            .await
+            .unwrap();
+        eprintln!(
+            "restart {mode} at {at} committed rows took {:.1}s; relay had published {sent_before}",
+            t.elapsed().as_secs_f64()
+        );
+        // The relay noticed (a session restart), came back by itself, and publishes again.
+        wait_metric(&mut relay, "outbox_relay_restarts_total", k as f64 + 1.0);
+        relay.wait_ready(Duration::from_secs(60));
+        let start = Instant::now();
+        while outbox_relay_tests::relay::metric_sum(&relay.metrics(), published, &[]) <= sent_before
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "nothing published after the {mode} restart; log:\n{}",
+                relay.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(relay.pid(), pid);
+    }
+    let report = load.await.unwrap();
+    let client = pg::connect_retrying(Duration::from_secs(60)).await;
+    let expected = workload::committed_rows(&client, &table).await;
+    eprintln!("workload: {report:?}; committed rows {}", expected.len());
+    // A COMMIT cut off by the restart may have landed (at most 100 rows each): the table
+    // is the ground truth, but it must agree with what the writers saw otherwise.
+    assert!(
+        expected.len() >= report.committed_events
+            && expected.len() <= report.committed_events + 100 * report.ambiguous_commits,
+        "{} rows in the table, writers committed {} (+ {} ambiguous commits)",
+        expected.len(),
+        report.committed_events,
+        report.ambiguous_commits
+    );
+
+    let prefix = setup.topic_prefix.clone();
+    let want = expected.len();
+    let records = tokio::task::spawn_blocking(move || {
+        let mut reader = TopicReader::new(&prefix);
+        let mut ids = std::collections::HashSet::new();
+        let mut counted = 0;
+        reader.read_until(Duration::from_secs(120), |r| {
+            for rec in &r[counted..] {
+                if let Some(id) = rec.header("id") {
+                    ids.insert(id.to_vec());
+                }
+            }
+            counted = r.len();
+            ids.len() >= want
+        });
+        reader.read_until(Duration::from_secs(2), |_| false);
+        reader.records
+    })
+    .await
+    .unwrap();
+    let verdict = workload::verify(&records, &expected, &setup.topic_prefix);
+    assert!(
+        verdict.problems.is_empty(),
+        "problems: {:#?}\nrelay log:\n{}",
+        verdict.problems,
+        relay.log_tail()
+    );
+    assert_eq!(verdict.distinct, expected.len());
+    let replayed: usize = verdict.duplicates.iter().map(|(_, n)| n - 1).sum();
+    eprintln!(
+        "{} records, {} distinct, {replayed} replayed copies, relay restarts {:?}",
+        records.len(),
+        verdict.distinct,
+        relay.metric("outbox_relay_restarts_total")
+    );
+
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+    pg::cleanup(
+        &client,
+        &setup.slot(),
+        &setup.publication(),
+        &[&table, &workload::versions_table(&table)],
+    )
+    .await;
+}
