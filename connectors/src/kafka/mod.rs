@@ -8,6 +8,7 @@
 //! one, so waiting never reorders.
 
 mod config;
+mod context;
 mod error;
 mod sink;
 

@@ -8,6 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use super::context::RelayKafkaContext;
 use super::{classify, KafkaConfig};
 use crate::{
     Delivery, ErrorClass, EventOutcome, OrderingModel, OutboxEvent, PublishError, Publisher,
@@ -17,7 +18,7 @@ use crate::{
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
 
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producer: FutureProducer<RelayKafkaContext>,
 }
 
 impl KafkaPublisher {
@@ -29,13 +30,15 @@ impl KafkaPublisher {
         for (k, v) in &props {
             client.set(k, v);
         }
-        let producer: FutureProducer = client.create().map_err(|e| {
-            PublishError::new(
-                ErrorClass::Fatal,
-                "config",
-                format!("sink.kafka: cannot create the producer: {e}"),
-            )
-        })?;
+        let producer: FutureProducer<RelayKafkaContext> = client
+            .create_with_context(RelayKafkaContext::default())
+            .map_err(|e| {
+                PublishError::new(
+                    ErrorClass::Fatal,
+                    "config",
+                    format!("sink.kafka: cannot create the producer: {e}"),
+                )
+            })?;
         Ok(KafkaPublisher { producer })
     }
 
