@@ -198,7 +198,8 @@ check "compose.yaml against the Compose specification (compose-go, as 'docker co
 # First line of `outbox-relay check` must be "PASS config" (connectivity may fail
 # offline). The relay prints its results together at the end, after its connectivity
 # probes time out (~10 s against hosts that do not exist here), so these run in the
-# background: config_start NAME FILE [VAR=VALUE...], later config_result NAME.
+# background: config_start NAME FILE [VAR=VALUE...], later config_result NAME [SINK]
+# (SINK: the sink line must name it, e.g. SQS: the relay built that sink from the file).
 declare -A config_pids=()
 config_start() {
     local name="$1" file="$2"
@@ -212,7 +213,9 @@ config_result() {
     wait "${config_pids[$1]}"
     first="$(head -n 1 "$work/config-$1.out")"
     echo "$first"
-    [[ "$first" == "PASS config"* ]]
+    [[ "$first" == "PASS config"* ]] || return 1
+    [[ -z "${2:-}" ]] && return 0
+    grep -i "^\(PASS\|FAIL\) sink: .*$2" "$work/config-$1.out" || { echo "no sink line naming $2"; return 1; }
 }
 if [[ -s "$work/compose.env" ]]; then
     mapfile -t compose_vars <"$work/compose.env"
@@ -225,7 +228,7 @@ KC=(kubeconform -strict -summary -schema-location "$SCHEMAS" -kubernetes-version
     -skip "ServiceMonitor,PrometheusRule")
 HT=(helm template outbox-relay "$CHART" --namespace outbox --kube-version "$K8S_VERSION")
 
-for v in standalone sidecar all; do
+for v in standalone sidecar all sqs-fifo sns; do
     check "helm lint --strict ($v values)" helm lint --strict --kube-version "$K8S_VERSION" -f "$CHART/ci/$v-values.yaml" "$CHART"
 done
 
@@ -238,6 +241,8 @@ check "helm template | kubeconform (standalone)" template_kubeconform standalone
 check "helm template | kubeconform (sidecar, native sidecar example)" template_kubeconform sidecar -f "$CHART/ci/sidecar-values.yaml"
 check "helm template | kubeconform (sidecar, classic sidecar example)" template_kubeconform sidecar-classic -f "$CHART/ci/sidecar-values.yaml" --set sidecar.example.native=false
 check "helm template | kubeconform (every opt-in enabled)" template_kubeconform all -f "$CHART/ci/all-values.yaml"
+check "helm template | kubeconform (SQS sink, FIFO, NetworkPolicy)" template_kubeconform sqs-fifo -f "$CHART/ci/sqs-fifo-values.yaml"
+check "helm template | kubeconform (SNS sink, sidecar)" template_kubeconform sns -f "$CHART/ci/sns-values.yaml"
 
 assert_rendered() { # python assertions over the rendered manifests
     "$PY" - "$work" <<'EOF'
@@ -288,6 +293,59 @@ print("rendered objects as expected")
 EOF
 }
 check "rendered objects: replicas 1 + Recreate, probes, security context, secretKeyRefs, sidecar forms, opt-ins" assert_rendered
+
+assert_rendered_aws() { # the sink section of relay.yaml and the AWS-specific objects
+    "$PY" - "$work" <<'EOF'
+import sys, yaml
+work = sys.argv[1]
+def load(name):
+    return [d for d in yaml.safe_load_all(open(f"{work}/{name}.yaml")) if d]
+def relay_config(docs):
+    cm = [d for d in docs if d["kind"] == "ConfigMap" and "relay.yaml" in d.get("data", {})]
+    return yaml.safe_load(cm[0]["data"]["relay.yaml"])
+def relay_env(docs):
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    c = next(c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == "outbox-relay")
+    return {e["name"]: e for e in c.get("env", [])}
+defaults = {"fifo": False, "max_concurrency": 16, "raw_payload": True, "max_message_bytes": 262144,
+            "retry_initial_backoff_ms": 100, "retry_max_backoff_ms": 20000, "max_retry_elapsed_ms": 0,
+            "request_timeout_ms": 30000, "connect_timeout_ms": 5000}
+
+sqs = load("sqs-fifo")
+cfg = relay_config(sqs)
+want = {"kind": "sqs", "sqs": {"region": "eu-west-1", "endpoint": "http://sqs-emulator.aws.svc:9324",
+        "fifo": True, "max_concurrency": 32, "raw_payload": False, "max_message_bytes": 262144,
+        "retry_initial_backoff_ms": 200, "retry_max_backoff_ms": 10000, "max_retry_elapsed_ms": 600000,
+        "request_timeout_ms": 20000, "connect_timeout_ms": 3000}}
+assert cfg["sink"] == want, cfg["sink"]
+assert cfg["outbox"]["route"]["template"] == "https://sqs.eu-west-1.amazonaws.com/123456789012/{aggregatetype}-events.fifo"
+assert cfg["outbox"]["dead_letter_destination"].endswith("/123456789012/outbox-dead-letter.fifo")
+env = relay_env(sqs)
+assert "RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD" not in env, "Kafka SASL variable rendered for the SQS sink"
+assert not any(k.startswith("AWS_") for k in env), sorted(env)
+np = next(d for d in sqs if d["kind"] == "NetworkPolicy")["spec"]["egress"]
+aws_rule = np[-1]
+assert "to" not in aws_rule and [p["port"] for p in aws_rule["ports"]] == [443, 9324], aws_rule
+sa = next(d for d in sqs if d["kind"] == "ServiceAccount")
+assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+
+sns = load("sns")
+cfg = relay_config(sns)
+assert cfg["sink"] == {"kind": "sns", "sns": defaults}, cfg["sink"]
+assert cfg["outbox"]["route"]["template"].startswith("arn:aws:sns:eu-west-1:123456789012:")
+env = relay_env(sns)
+assert env["AWS_REGION"]["value"] == "eu-west-1", env
+assert "RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD" not in env
+
+for name in ("standalone", "sidecar", "all"):
+    sink = relay_config(load(name))["sink"]
+    assert sink["kind"] == "kafka" and set(sink) == {"kind", "kafka"}, sink
+np = next(d for d in load("all") if d["kind"] == "NetworkPolicy")["spec"]["egress"]
+assert len(np) == 2, "Kafka sink: no AWS egress rule expected"
+print("sink sections: sqs (every key), sns (relay defaults), kafka (standalone, sidecar, all); AWS egress rule")
+EOF
+}
+check "rendered SNS/SQS objects: sink.kind + sink.sns/sink.sqs keys, no Kafka variables, AWS egress" assert_rendered_aws
 
 sidecar_parent_chart() { # a user's chart that includes the sidecar template
     local parent="$work/parent"
@@ -343,6 +401,13 @@ check "schema rejects: no database host" expect_schema_error host "at '/database
 check "schema rejects: mode bogus" expect_schema_error mode "at '/mode': value must be one of 'standalone', 'sidecar'" -f "$CHART/ci/standalone-values.yaml" --set mode=bogus
 check "schema rejects: standalone with replicas 2" expect_schema_error replicas "at '/replicas': value must be 1" -f "$CHART/ci/standalone-values.yaml" --set replicas=2
 check "schema accepts: sidecar mode ignores replicas" "${HT[@]}" -f "$CHART/ci/sidecar-values.yaml" --set replicas=2
+check "schema rejects: sink.kind kafka without kafka.brokers" expect_schema_error brokers "at '/kafka/brokers': minLength: got 0, want 1" -f "$CHART/ci/sqs-fifo-values.yaml" --set sink.kind=kafka
+check "schema rejects: sink.kind bogus" expect_schema_error kind "at '/sink/kind': value must be one of 'kafka', 'sns', 'sqs'" -f "$CHART/ci/standalone-values.yaml" --set sink.kind=bogus
+check "schema rejects: sink.kind sqs with the Kafka-style route (no queue URL)" expect_schema_error route "at '/outbox/route/template': 'outbox.event.{aggregatetype}' does not match pattern" -f "$CHART/ci/standalone-values.yaml" --set sink.kind=sqs
+check "schema rejects: sink.kind sns with a queue URL as dead-letter destination" expect_schema_error dead-letter "at '/outbox/deadLetterDestination'" -f "$CHART/ci/sns-values.yaml" --set outbox.deadLetterDestination=https://sqs.eu-west-1.amazonaws.com/123456789012/dlq
+check "schema rejects: sqs.fifo with a standard queue" expect_schema_error fifo "at '/outbox/route/overrides/0/destination'" -f "$CHART/ci/sqs-fifo-values.yaml" --set 'outbox.route.overrides[0].aggregate_type=Payment,outbox.route.overrides[0].destination=https://sqs.eu-west-1.amazonaws.com/123456789012/payments'
+check "schema rejects: sqs.maxConcurrency 0" expect_schema_error concurrency "at '/sqs/maxConcurrency': minimum: got 0, want 1" -f "$CHART/ci/sqs-fifo-values.yaml" --set sqs.maxConcurrency=0
+check "schema accepts: sink.kind sqs needs no kafka.brokers" "${HT[@]}" -f "$CHART/ci/sqs-fifo-values.yaml" --set kafka.brokers=
 
 extract_config() { # values-name: relay.yaml out of the rendered ConfigMap
     "$PY" - "$work/$1.yaml" "$work/$1-relay.yaml" <<'EOF'
@@ -355,6 +420,16 @@ for v in standalone sidecar all; do
     # With the variables the chart sets from Secrets (any value does for the config).
     extract_config "$v" 2>/dev/null && config_start "$v" "$work/$v-relay.yaml" \
         RELAY__SOURCE__PASSWORD=x RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD=x
+done
+# SNS/SQS: no Kafka variable (the chart sets none for these kinds; it would add a
+# sink.kafka section without brokers). The sink probe must not reach real AWS with this
+# machine's credentials: dummy keys, no profile files, no IMDS, and an endpoint that
+# refuses at once where the values set none.
+aws_offline=(RELAY__SOURCE__PASSWORD=x AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x
+    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+    AWS_ENDPOINT_URL=http://127.0.0.1:9 AWS_REGION=eu-west-1)
+for v in sqs-fifo sns; do
+    extract_config "$v" 2>/dev/null && config_start "$v" "$work/$v-relay.yaml" "${aws_offline[@]}"
 done
 
 # ------------------------------------------------------------------ dashboard and rules
@@ -381,6 +456,8 @@ check "compose relay config (deploy/local/relay.yaml + compose RELAY__ env) pass
 for v in standalone sidecar all; do
     check "helm-rendered relay.yaml ($v, + password variables) passes 'outbox-relay check' config" config_result "$v"
 done
+check "helm-rendered relay.yaml (sqs-fifo) passes 'outbox-relay check' config; the relay builds the SQS sink" config_result sqs-fifo SQS
+check "helm-rendered relay.yaml (sns) passes 'outbox-relay check' config; the relay builds the SNS sink" config_result sns SNS
 
 
 # ------------------------------------------------------------------ live: relay + Prometheus

@@ -64,6 +64,11 @@ app.kubernetes.io/part-of: outbox-relay
 {{- end }}
 {{- end }}
 
+{{/* sink.kind: kafka (default), sns or sqs. */}}
+{{- define "outbox-relay.sinkKind" -}}
+{{- (.Values.sink | default dict).kind | default "kafka" }}
+{{- end }}
+
 {{/* The relay configuration (relay.yaml): exactly the relay's configuration keys. */}}
 {{- define "outbox-relay.config" -}}
 {{- $db := .Values.database }}
@@ -72,11 +77,22 @@ app.kubernetes.io/part-of: outbox-relay
 {{- $o := .Values.outbox }}
 {{- $outbox := dict "tables" $o.tables "route" (dict "template" $o.route.template "overrides" $o.route.overrides) "on_invalid" $o.onInvalid "dead_letter_destination" $o.deadLetterDestination "commit_lsn_header" $o.commitLsnHeader }}
 {{- if $o.messagesPrefix }}{{ $_ := set $outbox "messages" (dict "prefix" $o.messagesPrefix) }}{{ end }}
+{{- $kind := include "outbox-relay.sinkKind" . }}
+{{- $sink := dict "kind" $kind }}
+{{- if eq $kind "kafka" }}
 {{- $props := dict }}
 {{- range $k, $v := .Values.kafka.properties }}{{ $_ := set $props $k (toString $v) }}{{ end }}
 {{- if .Values.kafka.sasl.mechanism }}{{ $_ := set $props "sasl.mechanism" .Values.kafka.sasl.mechanism }}{{ end }}
 {{- if .Values.kafka.sasl.username }}{{ $_ := set $props "sasl.username" .Values.kafka.sasl.username }}{{ end }}
-{{- $sink := dict "kind" "kafka" "kafka" (dict "brokers" .Values.kafka.brokers "properties" $props) }}
+{{- $_ := set $sink "kafka" (dict "brokers" .Values.kafka.brokers "properties" $props) }}
+{{- else }}
+{{- /* sns or sqs: the same keys (the relay's AwsConfig); region/endpoint only when set */}}
+{{- $a := index .Values $kind }}
+{{- $aws := dict "fifo" $a.fifo "max_concurrency" (int64 $a.maxConcurrency) "raw_payload" $a.rawPayload "max_message_bytes" (int64 $a.maxMessageBytes) "retry_initial_backoff_ms" (int64 $a.retryInitialBackoffMs) "retry_max_backoff_ms" (int64 $a.retryMaxBackoffMs) "max_retry_elapsed_ms" (int64 $a.maxRetryElapsedMs) "request_timeout_ms" (int64 $a.requestTimeoutMs) "connect_timeout_ms" (int64 $a.connectTimeoutMs) }}
+{{- if $a.region }}{{ $_ := set $aws "region" $a.region }}{{ end }}
+{{- if $a.endpoint }}{{ $_ := set $aws "endpoint" $a.endpoint }}{{ end }}
+{{- $_ := set $sink $kind $aws }}
+{{- end }}
 {{- $p := .Values.pipeline }}
 {{- $pipeline := dict "inflight_bytes" (int64 $p.inflightBytes) "max_batch_events" (int64 $p.maxBatchEvents) "shutdown_timeout_ms" (int64 $p.shutdownTimeoutMs) "restart_backoff_ms" (int64 $p.restartBackoffMs) "restart_backoff_max_ms" (int64 $p.restartBackoffMaxMs) }}
 {{- $t := .Values.telemetry }}
@@ -95,7 +111,8 @@ app.kubernetes.io/part-of: outbox-relay
       name: {{ .Values.database.passwordSecret.name }}
       key: {{ .Values.database.passwordSecret.key }}
 {{- end }}
-{{- if and .Values.kafka.sasl.passwordSecret .Values.kafka.sasl.passwordSecret.name }}
+{{- /* Only with the Kafka sink: the variable would create a sink.kafka section without brokers. */}}
+{{- if and (eq (include "outbox-relay.sinkKind" .) "kafka") .Values.kafka.sasl.passwordSecret .Values.kafka.sasl.passwordSecret.name }}
 - name: RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD
   valueFrom:
     secretKeyRef:
