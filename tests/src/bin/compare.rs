@@ -54,6 +54,10 @@ struct Args {
     skip_drain: bool,
     #[arg(long)]
     skip_steady: bool,
+    /// logical_decoding_work_mem for the run's walsenders (PostgreSQL's default; the
+    /// project cluster's own 64kB makes the backlog spill to disk).
+    #[arg(long, default_value = "64MB")]
+    logical_decoding_work_mem: String,
     /// Systems in the steady state (`relay`, `debezium`).
     #[arg(long, value_delimiter = ',', default_value = "relay,debezium")]
     steady_systems: Vec<String>,
@@ -155,6 +159,8 @@ struct SteadyResult {
     /// The relay's own histograms over the run (p50 / p99 bucket bounds, ms):
     /// commit → broker ack, and batch handed to the producer → acked.
     relay_histograms: Option<String>,
+    /// The broker's stop-the-world pauses while the run was measured.
+    broker_pauses: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -191,6 +197,18 @@ async fn main() {
         .unwrap()
         .get(0);
 
+    // The project's cluster keeps logical_decoding_work_mem at 64kB so that the tests
+    // exercise spilling; at that size nearly every 100-row backlog transaction spills to
+    // disk in the walsender, a cost every reader pays alike and no production server has.
+    // The walsenders of this run (this role's sessions) get PostgreSQL's default.
+    client
+        .batch_execute(&format!(
+            "ALTER ROLE CURRENT_USER SET logical_decoding_work_mem = '{}'",
+            args.logical_decoding_work_mem
+        ))
+        .await
+        .expect("ALTER ROLE … SET logical_decoding_work_mem");
+
     let mut drain: Option<DrainReport> = None;
     if !args.skip_drain {
         drain = Some(drain_phase(&args, &client, &run, &topic_base).await);
@@ -200,6 +218,10 @@ async fn main() {
         steady = steady_phase(&args, &client, &run, &topic_base).await;
     }
 
+    client
+        .batch_execute("ALTER ROLE CURRENT_USER RESET logical_decoding_work_mem")
+        .await
+        .expect("ALTER ROLE … RESET logical_decoding_work_mem");
     let report = render_report(&args, &pg_version, drain.as_ref(), &steady);
     println!("{report}");
     if let Some(doc) = &args.doc {
@@ -595,6 +617,7 @@ async fn steady_phase(
                 args.steady_secs
             );
             let (cpu0, _) = proc_usage(p.pid());
+            let gc_from = gc_log_len();
             let t0 = Instant::now();
             let (written, elapsed) = write_paced(args.clone(), table.clone(), rate).await;
             let achieved = written.iter().sum::<usize>() as f64 / elapsed;
@@ -609,6 +632,7 @@ async fn steady_phase(
             }
             let (cpu1, peak_rss_kb) = proc_usage(p.pid());
             let busy = t0.elapsed().as_secs_f64();
+            let broker_pauses = broker_pauses(gc_from);
             let relay_histograms = p.metrics_port.and_then(|port| {
                 let (_, body) = http_get(port, "/metrics")?;
                 let q = |name: &str| {
@@ -643,6 +667,7 @@ async fn steady_phase(
                     cpu_pct: 100.0 * (cpu1 - cpu0) / busy,
                     peak_rss_kb,
                     relay_histograms,
+                    broker_pauses,
                 },
             ));
             pg::cleanup(client, &slot, "", &[]).await;
@@ -871,6 +896,74 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The broker JVM's collector and heap, from its command line (`deploy/local/kafka.sh`).
+fn broker_jvm() -> String {
+    let run = std::env::var("OUTBOX_RELAY_RUN").unwrap_or_else(|_| "/tmp/outbox-relay".into());
+    let cmdline = std::fs::read_to_string(Path::new(&run).join("kafka/kafka.pid"))
+        .ok()
+        .and_then(|pid| std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok())
+        .unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let gc = args
+        .iter()
+        .find_map(|a| a.strip_prefix("-XX:+Use")?.strip_suffix("GC"))
+        .map(|g| format!("{g}GC"))
+        .unwrap_or_else(|| "default GC".into());
+    let heap = args
+        .iter()
+        .rev()
+        .find(|a| a.starts_with("-Xmx"))
+        .cloned()
+        .unwrap_or_else(|| "default heap".into());
+    format!("{gc}, {heap}")
+}
+
+/// The broker's GC and safepoint log (`deploy/local/kafka.sh`).
+fn broker_gc_log() -> PathBuf {
+    let run = std::env::var("OUTBOX_RELAY_RUN").unwrap_or_else(|_| "/tmp/outbox-relay".into());
+    Path::new(&run).join("kafka/logs/gc.log")
+}
+
+fn gc_log_len() -> Option<u64> {
+    std::fs::metadata(broker_gc_log()).ok().map(|m| m.len())
+}
+
+/// The broker's stop-the-world pauses (every safepoint: GC and the others) logged since
+/// offset `from` of its GC log: "count, total / max ms" over pauses of at least 1 ms.
+/// Every produce request in flight waits out such a pause, so they are the first thing
+/// to look at when a latency tail appears. None if the log is missing or was rotated.
+fn broker_pauses(from: Option<u64>) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let from = from?;
+    let mut file = std::fs::File::open(broker_gc_log()).ok()?;
+    if file.metadata().ok()?.len() < from {
+        return None;
+    }
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    // [time][uptime] Safepoint "G1CollectForAllocation", ..., Total: 16330271 ns
+    let pauses_ms: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains("] Safepoint \""))
+        .filter_map(|l| {
+            l.rsplit_once("Total: ")?
+                .1
+                .strip_suffix(" ns")?
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|ns| ns / 1e6)
+        .filter(|ms| *ms >= 1.0)
+        .collect();
+    let total: f64 = pauses_ms.iter().fold(0.0, |a, b| a + b);
+    let max = pauses_ms.iter().copied().fold(0.0, f64::max);
+    Some(format!("{}, {total:.0} / {max:.0}", pauses_ms.len()))
 }
 
 fn work_dir() -> PathBuf {
@@ -1218,8 +1311,8 @@ fn render_report(
     writeln!(s, "Run {date} on {}.", machine()).unwrap();
     writeln!(
         s,
-        "Versions: outbox-relay {}, Debezium {} (Kafka Connect standalone, connect-runtime {}), Kafka broker {}, PostgreSQL {pg_version}. JVM heap -Xmx{}.",
-        args.relay_commit, args.debezium_version, args.connect_version, args.kafka_version, args.jvm_heap
+        "Versions: outbox-relay {}, Debezium {} (Kafka Connect standalone, connect-runtime {}, JVM heap -Xmx{}), Kafka broker {} ({}), PostgreSQL {pg_version}.",
+        args.relay_commit, args.debezium_version, args.connect_version, args.jvm_heap, args.kafka_version, broker_jvm()
     )
     .unwrap();
     writeln!(s, "\nCommand: `{}`\n", args.command).unwrap();
@@ -1340,6 +1433,7 @@ fn render_report(
             cpu_pct: f64::NAN,
             peak_rss_kb: 0,
             relay_histograms: None,
+            broker_pauses: None,
         };
         let d = get(System::Debezium).unwrap_or(&empty);
         relay_max_rss = relay_max_rss.max(r.peak_rss_kb);
@@ -1388,6 +1482,13 @@ fn render_report(
         }
         writeln!(
             s,
+            "| {rate}/s: broker JVM pauses ≥ 1 ms: count, total / max ms | – | {} | {} | |",
+            r.broker_pauses.as_deref().unwrap_or("–"),
+            d.broker_pauses.as_deref().unwrap_or("–")
+        )
+        .unwrap();
+        writeln!(
+            s,
             "| {rate}/s: output check | – | {} | {} | |",
             r.check.verdict(),
             d.check.verdict()
@@ -1414,8 +1515,8 @@ fn render_report(
     if let Some(d) = drain {
         writeln!(
             s,
-            "\nDrain: {} events, {} aggregates, {} rows per transaction, average payload {:.0} bytes; each reader from its own slot created before the backlog, one after another.",
-            args.events, args.aggregates, args.txn_rows, d.avg_payload
+            "\nDrain: {} events, {} aggregates, {} rows per transaction, average payload {:.0} bytes; each reader from its own slot created before the backlog, one after another; walsenders with logical_decoding_work_mem={}.",
+            args.events, args.aggregates, args.txn_rows, d.avg_payload, args.logical_decoding_work_mem
         )
         .unwrap();
     }
