@@ -641,10 +641,11 @@ live_queries() { # every dashboard query parses and most return data
 live_rules() { # the rules load in a real Prometheus, and a healthy relay fires none
     local resp
     curl -fs "127.0.0.1:$prom_port/api/v1/rules" >"$work/rules.json" || return 1
-    "$PY" - "$work/rules.json" <<'EOF' || return 1
-import json, sys
+    "$PY" - "$work/rules.json" "$root/deploy/prometheus/outbox-relay-rules.yaml" <<'EOF' || return 1
+import json, sys, yaml
 rules = [r for g in json.load(open(sys.argv[1]))["data"]["groups"] for r in g["rules"]]
-assert len(rules) == 9, len(rules)
+want = sum(len(g["rules"]) for g in yaml.safe_load(open(sys.argv[2]))["groups"])
+assert len(rules) == want, (len(rules), want)
 bad = [r["name"] for r in rules if r.get("health") == "err"]
 assert not bad, bad
 print(f"{len(rules)} rules loaded and healthy")

@@ -81,6 +81,13 @@ async fn delivers_exactly_the_committed_events_in_commit_order_per_aggregate() {
         metric_sum(&metrics, "outbox_relay_inflight_events", &[]),
         0.0
     );
+    // Refreshed by each status update (200 ms): nothing has been waiting since the last
+    // batch, seconds ago.
+    let age = metric_sum(&metrics, "outbox_relay_oldest_inflight_age_seconds", &[]);
+    assert!(
+        age < 1.0,
+        "oldest_inflight_age_seconds {age} with nothing in flight"
+    );
     let txns = metric_sum(&metrics, "outbox_relay_transactions_total", &[]) as usize;
     assert!(
         txns > report.committed_txns,

@@ -368,6 +368,15 @@ async fn an_unreachable_broker_stalls_without_acknowledging_reports_lag_and_lose
         lag > 500_000.0,
         "replication_lag_bytes {lag} while nothing can be delivered"
     );
+    // The oldest undelivered batch has been waiting since the first insert, and says so
+    // whatever the lag (status updates every 200 ms refresh the gauge).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let age = metric_sum(
+        &relay.metrics(),
+        "outbox_relay_oldest_inflight_age_seconds",
+        &[],
+    );
+    assert!(age >= 1.0, "oldest_inflight_age_seconds {age} while stuck");
     let flush_during = pg::confirmed_flush(&client, &down.slot()).await.unwrap();
     assert!(flush_during >= flush_before);
     assert!(metric_sum(&relay.metrics(), "outbox_relay_inflight_bytes", &[]) <= 64.0 * 1024.0);

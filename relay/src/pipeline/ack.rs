@@ -57,7 +57,9 @@ impl Acker {
         let sink = self.publisher.kind();
         while let Some(item) = rx.recv().await {
             if let Some(delivery) = item.delivery {
+                self.progress.set_oldest_inflight(Some(item.accepted_at));
                 let outcomes = delivery.await;
+                self.progress.set_oldest_inflight(None);
                 self.metrics
                     .publish_duration
                     .with_label_values(&[sink])

@@ -52,5 +52,8 @@ async fn send(
     metrics
         .replication_lag_bytes
         .set(end.0.saturating_sub(flush.0) as i64);
+    metrics
+        .oldest_inflight_age
+        .set(progress.oldest_inflight_age().as_secs_f64());
     Ok(())
 }

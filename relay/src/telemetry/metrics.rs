@@ -1,8 +1,8 @@
 //! Prometheus metrics. Names follow `outbox_relay_<name>_<unit>[_total]`.
 
 use prometheus::{
-    exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    exponential_buckets, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry,
 };
 
 /// Every metric the relay exports. Cloning shares the underlying series.
@@ -21,6 +21,7 @@ pub struct Metrics {
     pub received_lsn: IntGauge,
     pub inflight_events: IntGauge,
     pub inflight_bytes: IntGauge,
+    pub oldest_inflight_age: Gauge,
     /// Errors by kind (`replication`, `sink_<kind>`, `config`...).
     pub errors: IntCounterVec,
     /// Rows or messages that could not become an event, by reason.
@@ -70,6 +71,7 @@ impl Metrics {
             received_lsn: IntGauge::new("received_lsn", "The newest WAL position received from PostgreSQL, as a number.").unwrap(),
             inflight_events: IntGauge::new("inflight_events", "Events handed to the sink and not yet acknowledged.").unwrap(),
             inflight_bytes: IntGauge::new("inflight_bytes", "Budget bytes held by events not yet acknowledged.").unwrap(),
+            oldest_inflight_age: Gauge::new("oldest_inflight_age_seconds", "Seconds the oldest event handed to the sink has waited for the broker's acknowledgement; 0 when none is waiting. Unlike replication lag, it grows while the relay is stuck even if no new WAL is written.").unwrap(),
             errors: IntCounterVec::new(Opts::new("errors_total", "Errors by kind."), &["kind"]).unwrap(),
             invalid_events: IntCounterVec::new(
                 Opts::new("invalid_events_total", "Outbox rows or messages that could not become an event, by reason."),
@@ -115,6 +117,7 @@ impl Metrics {
         r.register(Box::new(m.received_lsn.clone())).unwrap();
         r.register(Box::new(m.inflight_events.clone())).unwrap();
         r.register(Box::new(m.inflight_bytes.clone())).unwrap();
+        r.register(Box::new(m.oldest_inflight_age.clone())).unwrap();
         r.register(Box::new(m.errors.clone())).unwrap();
         r.register(Box::new(m.invalid_events.clone())).unwrap();
         r.register(Box::new(m.dead_letter_events.clone())).unwrap();
