@@ -113,6 +113,24 @@ impl TopicReader {
     pub fn read_at_least(&mut self, n: usize, idle: Duration) -> &[Record] {
         self.read_until(idle, |r| r.len() >= n)
     }
+
+    /// Reads until `n` distinct `id` headers arrived (or `idle` without progress), then
+    /// two seconds more for replayed copies right behind: for runs where duplicates are
+    /// allowed, so a record count says nothing.
+    pub fn read_distinct_ids(&mut self, n: usize, idle: Duration) -> &[Record] {
+        let mut ids = std::collections::HashSet::new();
+        let mut counted = 0;
+        self.read_until(idle, |r| {
+            for rec in &r[counted..] {
+                if let Some(id) = rec.header("id") {
+                    ids.insert(id.to_vec());
+                }
+            }
+            counted = r.len();
+            ids.len() >= n
+        });
+        self.read_until(Duration::from_secs(2), |_| false)
+    }
 }
 
 /// Groups records by key in the order they were read. One key maps to one partition, so

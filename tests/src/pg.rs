@@ -43,8 +43,7 @@ pub async fn connect_retrying(timeout: Duration) -> Client {
     loop {
         match try_connect().await {
             Ok(client) => return client,
-            Err(e) if start.elapsed() < timeout => {
-                let _ = e;
+            Err(_) if start.elapsed() < timeout => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("PostgreSQL still unreachable after {timeout:?}: {e}"),

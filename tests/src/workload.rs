@@ -127,9 +127,7 @@ async fn writer_session(spec: &WorkloadSpec) -> (Client, tokio_postgres::Stateme
         match prepared {
             Ok(stmt) => return (client, stmt),
             // The server can drop a fresh connection while it is shutting down again.
-            Err(e) if client.is_closed() && start.elapsed().as_secs() < 60 => {
-                let _ = e;
-            }
+            Err(_) if client.is_closed() && start.elapsed().as_secs() < 60 => {}
             Err(e) => panic!("prepare insert: {e}"),
         }
     }

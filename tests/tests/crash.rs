@@ -63,19 +63,7 @@ async fn sigkill_at_random_points_loses_nothing_and_replays_only_unconfirmed_wor
     let want = expected.len();
     let records = tokio::task::spawn_blocking(move || {
         let mut reader = TopicReader::new(&prefix);
-        // Duplicates are allowed, so read until every id has been seen at least once.
-        let mut ids = std::collections::HashSet::new();
-        let mut counted = 0;
-        reader.read_until(Duration::from_secs(120), |r| {
-            for rec in &r[counted..] {
-                if let Some(id) = rec.header("id") {
-                    ids.insert(id.to_vec());
-                }
-            }
-            counted = r.len();
-            ids.len() >= want
-        });
-        reader.read_until(Duration::from_secs(2), |_| false);
+        reader.read_distinct_ids(want, Duration::from_secs(120));
         reader.records
     })
     .await

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use outbox_relay_tests::kafka::TopicReader;
-use outbox_relay_tests::relay::{Relay, RelaySetup};
+use outbox_relay_tests::relay::{metric_sum, Relay, RelaySetup};
 use outbox_relay_tests::workload::{self, WorkloadSpec};
 use outbox_relay_tests::{pg, unique};
 
@@ -25,14 +25,14 @@ async fn committed_count(table: &str) -> i64 {
         .get(0)
 }
 
-/// Waits (up to a minute) until `metric` is at least `min`.
+/// Waits (up to a minute) until `metric` (summed over its series) is at least `min`.
 fn wait_metric(relay: &mut Relay, metric: &str, min: f64) {
     let start = Instant::now();
     loop {
         if let Some(status) = relay.try_wait() {
             panic!("relay exited with {status}; log:\n{}", relay.log_tail());
         }
-        if relay.metric(metric).unwrap_or(0.0) >= min {
+        if metric_sum(&relay.metrics(), metric, &[]) >= min {
             return;
         }
         assert!(
@@ -73,8 +73,7 @@ async fn postgres_restarts_under_load_lose_nothing_and_the_relay_rides_through()
             assert!(!load.is_finished(), "the load ended before {at} events");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let before = relay.metrics();
-        let sent_before = outbox_relay_tests::relay::metric_sum(&before, published, &[]);
+        let sent_before = metric_sum(&relay.metrics(), published, &[]);
         let t = Instant::now();
         tokio::task::spawn_blocking(move || pg::restart(mode))
             .await
@@ -86,16 +85,7 @@ async fn postgres_restarts_under_load_lose_nothing_and_the_relay_rides_through()
         // The relay noticed (a session restart), came back by itself, and publishes again.
         wait_metric(&mut relay, "outbox_relay_restarts_total", k as f64 + 1.0);
         relay.wait_ready(Duration::from_secs(60));
-        let start = Instant::now();
-        while outbox_relay_tests::relay::metric_sum(&relay.metrics(), published, &[]) <= sent_before
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "nothing published after the {mode} restart; log:\n{}",
-                relay.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_metric(&mut relay, published, sent_before + 1.0);
         assert_eq!(relay.pid(), pid);
     }
     let report = load.await.unwrap();
@@ -117,18 +107,7 @@ async fn postgres_restarts_under_load_lose_nothing_and_the_relay_rides_through()
     let want = expected.len();
     let records = tokio::task::spawn_blocking(move || {
         let mut reader = TopicReader::new(&prefix);
-        let mut ids = std::collections::HashSet::new();
-        let mut counted = 0;
-        reader.read_until(Duration::from_secs(120), |r| {
-            for rec in &r[counted..] {
-                if let Some(id) = rec.header("id") {
-                    ids.insert(id.to_vec());
-                }
-            }
-            counted = r.len();
-            ids.len() >= want
-        });
-        reader.read_until(Duration::from_secs(2), |_| false);
+        reader.read_distinct_ids(want, Duration::from_secs(120));
         reader.records
     })
     .await
