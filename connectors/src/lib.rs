@@ -11,7 +11,9 @@ pub mod event;
 pub mod kafka;
 pub mod null;
 pub mod publisher;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 
 pub use error::{ErrorClass, PublishError};
 pub use event::OutboxEvent;
-pub use publisher::{Delivery, EventOutcome, OrderingModel, Publisher};
+pub use publisher::{Delivery, EventOutcome, Publisher};

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use crate::{Delivery, EventOutcome, OrderingModel, OutboxEvent, PublishError, Publisher};
+use crate::{Delivery, EventOutcome, OutboxEvent, PublishError, Publisher};
 
 #[derive(Debug, Default, Clone)]
 pub struct NullPublisher;
@@ -13,10 +13,6 @@ pub struct NullPublisher;
 impl Publisher for NullPublisher {
     fn kind(&self) -> &'static str {
         "null"
-    }
-
-    fn ordering(&self) -> OrderingModel {
-        OrderingModel::Pipelined
     }
 
     fn validate_destination(&self, _destination: &str) -> Result<(), String> {

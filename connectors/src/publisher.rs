@@ -20,15 +20,6 @@ pub struct EventOutcome {
 /// Outcomes come back in the order the events were accepted.
 pub type Delivery = BoxFuture<'static, Vec<EventOutcome>>;
 
-/// What the relay must do so that events of one aggregate reach the broker in commit order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderingModel {
-    /// The connector keeps order itself across any number of accepted batches, as long as
-    /// they are accepted in commit order (Kafka: an idempotent producer and a keyed
-    /// partition). The relay pipelines batches freely.
-    Pipelined,
-}
-
 /// A broker connector.
 ///
 /// Contract:
@@ -36,20 +27,19 @@ pub enum OrderingModel {
 ///   `Ok`. The relay acknowledges a WAL position to PostgreSQL only after every event
 ///   before it was published (or dead-lettered), so an event may be published twice
 ///   after a crash but never lost.
-/// - **Order**: batches are accepted in commit order, one `accept` at a time. Under
-///   [`OrderingModel::Pipelined`] the connector guarantees that, per ordering key
-///   (`aggregate_id`), the broker stores events in accept order, retries included.
+/// - **Order**: batches are accepted in commit order, one `accept` at a time, and the
+///   relay pipelines them freely. The connector guarantees that, per ordering key
+///   (`aggregate_id`), the broker stores events in accept order, retries included (Kafka:
+///   an idempotent producer and a keyed partition; SNS/SQS: per-aggregate lanes).
 /// - **Errors** are classified by the connector ([`crate::ErrorClass`]). A `Retryable`
-///   outcome is never reported by a `Pipelined` connector for an event that a later
-///   event of the same key has overtaken.
+///   outcome is never reported for an event that a later event of the same key has
+///   overtaken.
 /// - **Backpressure**: `accept` may wait when the client's queue is full; it never drops
 ///   or reorders while waiting.
 #[async_trait::async_trait]
 pub trait Publisher: Send + Sync + 'static {
-    /// Short name used in metric labels (`kafka`, `null`).
+    /// Short name used in metric labels (`kafka`, `sns`, `sqs`, `null`).
     fn kind(&self) -> &'static str;
-
-    fn ordering(&self) -> OrderingModel;
 
     /// Checks that `destination` is a name the broker can accept, before any event is routed
     /// to it. The error names what is wrong.

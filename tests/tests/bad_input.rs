@@ -200,3 +200,57 @@ async fn halt_policy_stops_without_acknowledging_and_a_restart_loses_nothing() {
     assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
     pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
 }
+
+/// Issue 11.1: a non-transactional logical message is decoded even when its transaction
+/// rolls back, so it must never reach the event topic; it takes the invalid-event outcome
+/// with a reason that says why. The transactional message of a committed transaction
+/// next to it is an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_non_transactional_message_is_never_published() {
+    let name = unique("nontx");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    pg::create_outbox_table(&client, &table, "text", true).await;
+    let mut setup = RelaySetup::new(&name, &table);
+    setup.outbox_extra = "  messages:\n    prefix: nontx-test\n".into();
+    let mut relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+
+    let event = |id: &str, agg: &str| {
+        format!(r#"{{"id": "{id}", "aggregatetype": "Order", "aggregateid": "{agg}", "type": "OrderPaid", "payload": {{"agg": "{agg}"}}}}"#)
+    };
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_logical_emit_message(false, 'nontx-test', '{}'); ROLLBACK;
+             BEGIN; SELECT pg_logical_emit_message(true, 'nontx-test', '{}'); COMMIT;",
+            event("11111111-1111-1111-1111-111111111111", "rolled-back"),
+            event("22222222-2222-2222-2222-222222222222", "committed"),
+        ))
+        .await
+        .unwrap();
+    valid(&client, &table, "after", "{}").await;
+
+    let good = read(&format!("{}.Order", setup.topic_prefix), 2);
+    let keys: Vec<String> = good.iter().map(Record::key_str).collect();
+    assert_eq!(keys, vec!["committed", "after"], "only committed events are published");
+    let dlq = read(&setup.dead_letter_topic(), 1);
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(
+        dlq[0].header_str("outbox-relay-error-reason").as_deref(),
+        Some("non_transactional_message")
+    );
+    assert!(dlq[0]
+        .header_str("outbox-relay-error")
+        .unwrap()
+        .contains("transactional = false"));
+    assert_eq!(
+        metric_sum(
+            &relay.metrics(),
+            "outbox_relay_invalid_events_total",
+            &["reason=\"non_transactional_message\""]
+        ),
+        1.0
+    );
+    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
+}

@@ -8,7 +8,7 @@
 //! `service` (PublishBatch / SendMessageBatch and per-entry results), `error` (the one
 //! classification table), `sink` (ordering, batching, retries).
 //!
-//! # Ordering: `OrderingModel::Pipelined`
+//! # Ordering
 //!
 //! The connector keeps per-aggregate order itself, so the relay may pipeline batches: it
 //! accepts them in commit order, and per ordering key (`aggregate_id`) events reach SNS/SQS
@@ -87,7 +87,7 @@ pub use message::{fifo_id, MAX_ATTRIBUTES};
 pub use service::Service;
 pub use sink::AwsPublisher;
 
-use crate::{Delivery, OrderingModel, OutboxEvent, PublishError, Publisher};
+use crate::{Delivery, OutboxEvent, PublishError, Publisher};
 
 macro_rules! front_end {
     ($(#[$doc:meta])* $name:ident, $service:expr, $config:ty) => {
@@ -122,10 +122,6 @@ macro_rules! front_end {
         impl Publisher for $name {
             fn kind(&self) -> &'static str {
                 self.0.kind()
-            }
-
-            fn ordering(&self) -> OrderingModel {
-                self.0.ordering()
             }
 
             fn validate_destination(&self, destination: &str) -> Result<(), String> {

@@ -27,9 +27,7 @@ use tokio::time::Instant;
 use super::message::{self, Message};
 use super::service::{self, Client, EntryResult, Service};
 use super::{destination, AwsConfig};
-use crate::{
-    Delivery, ErrorClass, EventOutcome, OrderingModel, OutboxEvent, PublishError, Publisher,
-};
+use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
 
 /// Entries per PublishBatch / SendMessageBatch request (the AWS limit).
 const MAX_BATCH_ENTRIES: usize = 10;
@@ -147,10 +145,6 @@ impl Drop for AwsPublisher {
 impl Publisher for AwsPublisher {
     fn kind(&self) -> &'static str {
         self.service.name()
-    }
-
-    fn ordering(&self) -> OrderingModel {
-        OrderingModel::Pipelined
     }
 
     fn validate_destination(&self, destination: &str) -> Result<(), String> {

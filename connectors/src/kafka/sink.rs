@@ -10,9 +10,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::context::RelayKafkaContext;
 use super::{classify, KafkaConfig};
-use crate::{
-    Delivery, ErrorClass, EventOutcome, OrderingModel, OutboxEvent, PublishError, Publisher,
-};
+use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
 
 /// How long to wait before offering a record again when librdkafka's queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
@@ -75,10 +73,6 @@ impl KafkaPublisher {
 impl Publisher for KafkaPublisher {
     fn kind(&self) -> &'static str {
         "kafka"
-    }
-
-    fn ordering(&self) -> OrderingModel {
-        OrderingModel::Pipelined
     }
 
     fn validate_destination(&self, topic: &str) -> Result<(), String> {

@@ -9,6 +9,7 @@ mod runtime;
 mod secret;
 mod sink;
 mod source;
+mod state;
 
 use std::path::Path;
 
@@ -22,6 +23,7 @@ pub use runtime::{LogFormat, PipelineConfig, TelemetryConfig};
 pub use secret::Secret;
 pub use sink::{SinkConfig, SinkKind};
 pub use source::SourceConfig;
+pub use state::{StateConfig, StateMode};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +40,9 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The relay's own durable state (progress) in the source database.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -92,6 +97,7 @@ impl Config {
         self.sink.validate()?;
         self.pipeline.validate()?;
         self.telemetry.validate()?;
+        self.state.validate()?;
         Ok(())
     }
 }

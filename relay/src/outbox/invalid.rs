@@ -21,6 +21,10 @@ pub enum InvalidReason {
     InvalidPayload,
     NoRoute,
     InvalidMessage,
+    /// A logical message written with `transactional = false`: PostgreSQL decodes it
+    /// whether or not its transaction commits, and when it is written rather than in
+    /// commit order, so it cannot be an outbox event.
+    NonTransactionalMessage,
 }
 
 impl InvalidReason {
@@ -36,6 +40,7 @@ impl InvalidReason {
             InvalidReason::InvalidPayload => "invalid_payload",
             InvalidReason::NoRoute => "no_route",
             InvalidReason::InvalidMessage => "invalid_message",
+            InvalidReason::NonTransactionalMessage => "non_transactional_message",
         }
     }
 }

@@ -37,6 +37,12 @@ pub(super) struct Reader {
     pub(super) tx: Option<TxContext>,
     pub(super) last_mark: Lsn,
     pub(super) shutdown: watch::Receiver<bool>,
+    /// Transactions whose commit record starts before this position were delivered by an
+    /// earlier session (PostgreSQL's own rule for `confirmed_flush`); a replay of them
+    /// is skipped.
+    pub(super) skip_before: Lsn,
+    /// The open transaction is such a replay.
+    pub(super) skipping: bool,
 }
 
 impl Reader {
@@ -44,6 +50,7 @@ impl Reader {
     pub(super) async fn on_message(&mut self, msg: M) -> Result<bool, RelayError> {
         match msg {
             M::Begin(b) => {
+                self.skipping = b.final_lsn < self.skip_before;
                 self.tx = Some(TxContext {
                     commit_lsn: b.final_lsn,
                     commit_time_us: pg_timestamp_to_unix_micros(b.commit_ts),
@@ -57,12 +64,20 @@ impl Reader {
                     )));
                 }
                 self.metrics.transactions.inc();
+                if std::mem::take(&mut self.skipping) {
+                    self.metrics.replayed_transactions_skipped.inc();
+                    return Ok(true);
+                }
                 // pgoutput only sends committed transactions (aborted subtransactions
                 // are already left out), so the batch may already be partly in flight;
                 // the watermark moves past this commit only when all of it is durable.
                 return self.dispatch(Some(c.end_lsn)).await.map(|_| true);
             }
             M::Relation(r) => self.mapper.on_relation(&r)?,
+            M::Insert(_) if self.skipping => {}
+            M::Message(m)
+                if (m.transactional && self.skipping)
+                    || (!m.transactional && m.lsn < self.skip_before) => {}
             M::Insert(i) => {
                 let tx = self.open_tx("Insert")?;
                 let mapped = self.mapper.map_insert(&i, &tx)?;
@@ -110,6 +125,11 @@ impl Reader {
             }
         }
         Ok(true)
+    }
+
+    /// The acker has stopped: nothing more can be queued.
+    pub(super) fn ack_queue_closed(&self) -> bool {
+        self.ack_tx.is_closed()
     }
 
     fn open_tx(&self, what: &str) -> Result<TxContext, RelayError> {

@@ -1,23 +1,24 @@
-//! One replication session: connect, prepare, stream, and end cleanly or with an error.
+//! One replication session: prepare the source, stream, drain — in that order, each a
+//! function below.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use outbox_connectors::Publisher;
-use outbox_pgoutput::{decode, DecodeContext, Lsn};
-use outbox_pgwire::{connect_sql, ReplicationClient, ReplicationMessage};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use outbox_pgoutput::Lsn;
+use outbox_pgwire::{connect_sql, ReplicationClient, ReplicationMessage, ReplicationStream};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
+use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use super::ack::Acker;
-use super::budget::Budget;
-use super::reader::{Batch, Reader};
+use super::flow::{Flow, FlowSettings};
 use super::{status, Progress};
 use crate::config::Config;
 use crate::error::RelayError;
 use crate::outbox::{Mapper, Router};
 use crate::source::{heartbeat, setup, wal_position};
+use crate::state::{self, StateStore};
 use crate::telemetry::{Health, Metrics};
 
 /// Everything a session shares with the process.
@@ -27,21 +28,125 @@ pub struct SessionContext {
     pub health: Arc<Health>,
 }
 
-/// Batches queued for acknowledgement at most; the byte budget is the real bound.
-const ACK_QUEUE: usize = 4096;
-
 pub async fn run_session(
     ctx: &SessionContext,
     publisher: Arc<dyn Publisher>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), RelayError> {
     let config = &ctx.config;
+    // Routes and the dead-letter destination are checked before anything is read.
+    let mapper = build_mapper(config, &publisher)?;
+    let source = prepare_source(config).await?;
+
+    let progress = Arc::new(Progress::default());
+    progress.advance_flushed(source.resume_at);
+    progress.note_received(source.resume_at);
+    let reply_now = Arc::new(Notify::new());
+    let (stop_status, stop_rx) = oneshot::channel();
+    let status_task = tokio::spawn(status::run(
+        source.status,
+        progress.clone(),
+        ctx.metrics.clone(),
+        reply_now.clone(),
+        stop_rx,
+        Duration::from_millis(config.source.status_interval_ms),
+    ));
+    let mut background = start_background(config, &source.sql, &progress, &ctx.metrics);
+    if let Some(store) = &source.state {
+        background.push(AbortOnDrop(tokio::spawn(state::run_writer(
+            store.clone(),
+            progress.clone(),
+            ctx.metrics.clone(),
+            Duration::from_millis(config.source.status_interval_ms),
+        ))));
+    }
+
+    let mut flow = Flow::start(
+        publisher.clone(),
+        mapper,
+        progress.clone(),
+        ctx.metrics.clone(),
+        FlowSettings {
+            policy: config.outbox.on_invalid,
+            inflight_bytes: config.pipeline.inflight_bytes,
+            max_batch_events: config.pipeline.max_batch_events,
+            skip_before: source.resume_at,
+        },
+        shutdown.clone(),
+    );
+    ctx.health.set_replicating(true);
+    ctx.metrics.replicating.set(1);
+    let outcome = stream(source.stream, &mut flow, &reply_now, shutdown).await;
+    ctx.health.set_replicating(false);
+    ctx.metrics.replicating.set(0);
+    drop(background);
+
+    let drained = flow
+        .finish(
+            &outcome,
+            Duration::from_millis(config.pipeline.shutdown_timeout_ms),
+        )
+        .await;
+    if outcome.is_ok() {
+        if let Err(e) = publisher.flush(Duration::from_secs(5)).await {
+            warn!(error = %e, "producer flush at shutdown");
+        }
+    }
+    // Final status update with the final watermark, then CopyDone.
+    let _ = stop_status.send(());
+    match tokio::time::timeout(Duration::from_secs(5), status_task).await {
+        Ok(Ok(Ok(()))) => info!(flush = %progress.flushed(), "final status sent"),
+        Ok(Ok(Err(e))) if outcome.is_ok() => warn!(error = %e, "final status update failed"),
+        _ => {}
+    }
+    if let Some(store) = &source.state {
+        let record = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.record_progress(progress.flushed()),
+        );
+        if let Ok(Err(e)) = record.await {
+            warn!(error = %e, "could not record the final progress");
+        }
+    }
+    outcome.and(drained)
+}
+
+fn build_mapper(config: &Config, publisher: &Arc<dyn Publisher>) -> Result<Mapper, RelayError> {
+    let config_error = |e: String| RelayError::Config(crate::config::ConfigError(e));
+    let p = publisher.clone();
+    let router = Router::new(
+        &config.outbox.route,
+        Arc::new(move |d: &str| p.validate_destination(d)),
+    )
+    .map_err(config_error)?;
+    let mapper = Mapper::new(config.outbox.clone(), router);
+    publisher
+        .validate_destination(&mapper.dead_letter_destination())
+        .map_err(|e| config_error(format!("outbox.dead_letter_destination: {e}")))?;
+    Ok(mapper)
+}
+
+/// A source ready to stream: the SQL connection, the replication stream started at the
+/// slot, and the position the session resumes from (already delivered: the slot's
+/// confirmed flush, or the relay's own newer record of it).
+struct PreparedSource {
+    sql: Arc<Client>,
+    _sql_connection: AbortOnDrop<()>,
+    state: Option<Arc<StateStore>>,
+    stream: ReplicationStream,
+    status: outbox_pgwire::StatusSender,
+    resume_at: Lsn,
+}
+
+/// Checks the database, makes sure the publication and the slot exist, and starts
+/// replication.
+async fn prepare_source(config: &Config) -> Result<PreparedSource, RelayError> {
     let src = &config.source;
     let opts = src.connect_options()?;
 
     // Ordinary SQL: checks, publication, slot inspection, heartbeats.
     let (sql, sql_conn) = connect_sql(&opts).await?;
-    let _sql_guard = AbortOnDrop(sql_conn);
+    let sql_connection = AbortOnDrop(sql_conn);
     setup::check_wal_level(&sql).await?;
     for table in &config.outbox.tables {
         setup::check_table(&sql, table).await?;
@@ -72,6 +177,22 @@ pub async fn run_session(
         }
     };
 
+    let sql = Arc::new(sql);
+    let state = state::open(&sql, config, &system.systemid)
+        .await?
+        .map(Arc::new);
+    let resume_at = match &state {
+        Some(store) => match store.load_progress().await? {
+            Some(recorded) if recorded > resume_at => {
+                info!(slot = %src.slot, slot_confirmed = %resume_at, %recorded,
+                    "the relay's record is ahead of the slot (the server kept an older position); transactions up to the record are skipped");
+                recorded
+            }
+            _ => resume_at,
+        },
+        None => resume_at,
+    };
+
     let proto = src.proto_version.to_string();
     let publications = setup::quote_ident(&src.publication);
     let options = [
@@ -79,185 +200,76 @@ pub async fn run_session(
         ("publication_names", publications.as_str()),
         ("messages", "true"),
     ];
-    let (mut stream, status_sender) = repl
+    let (stream, status) = repl
         .start_logical_replication(&src.slot, Lsn::ZERO, &options)
         .await?;
     info!(slot = %src.slot, timeline = system.timeline, server_lsn = %system.xlogpos, "replicating");
-    ctx.health.set_replicating(true);
-    ctx.metrics.replicating.set(1);
+    Ok(PreparedSource {
+        sql,
+        _sql_connection: sql_connection,
+        state,
+        stream,
+        status,
+        resume_at,
+    })
+}
 
-    let progress = Arc::new(Progress::default());
-    progress.advance_flushed(resume_at);
-    progress.note_received(resume_at);
-    let reply_now = Arc::new(Notify::new());
-    let (stop_status, stop_rx) = oneshot::channel();
-    let status_task = tokio::spawn(status::run(
-        status_sender,
-        progress.clone(),
-        ctx.metrics.clone(),
-        reply_now.clone(),
-        stop_rx,
-        Duration::from_millis(src.status_interval_ms),
-    ));
-
-    let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
-    let router = {
-        let p = publisher.clone();
-        Router::new(
-            &config.outbox.route,
-            Arc::new(move |d: &str| p.validate_destination(d)),
-        )
-        .map_err(|e| RelayError::Config(crate::config::ConfigError(e)))?
-    };
-    let mapper = Mapper::new(config.outbox.clone(), router);
-    publisher
-        .validate_destination(&mapper.dead_letter_destination())
-        .map_err(|e| {
-            RelayError::Config(crate::config::ConfigError(format!(
-                "outbox.dead_letter_destination: {e}"
-            )))
-        })?;
-    let mut acker_task = tokio::spawn(
-        Acker {
-            publisher: publisher.clone(),
-            progress: progress.clone(),
-            metrics: ctx.metrics.clone(),
-            policy: config.outbox.on_invalid,
-            dead_letter: mapper.dead_letter_destination(),
-        }
-        .run(ack_rx),
-    );
-    let sql = Arc::new(sql);
-    let heartbeat_task = (src.heartbeat_interval_ms > 0).then(|| {
-        let interval = Duration::from_millis(src.heartbeat_interval_ms);
-        AbortOnDrop(tokio::spawn(heartbeat::run(
-            sql.clone(),
-            interval,
-            ctx.metrics.clone(),
-        )))
-    });
-    let wal_position_task = AbortOnDrop(tokio::spawn(wal_position::run(
+/// Heartbeats and the server WAL position poll; they stop when the returned guards drop.
+fn start_background(
+    config: &Config,
+    sql: &Arc<Client>,
+    progress: &Arc<Progress>,
+    metrics: &Metrics,
+) -> Vec<AbortOnDrop<()>> {
+    let src = &config.source;
+    let mut tasks = vec![AbortOnDrop(tokio::spawn(wal_position::run(
         sql.clone(),
         progress.clone(),
         Duration::from_millis(src.status_interval_ms),
-    )));
+    )))];
+    if src.heartbeat_interval_ms > 0 {
+        tasks.push(AbortOnDrop(tokio::spawn(heartbeat::run(
+            sql.clone(),
+            Duration::from_millis(src.heartbeat_interval_ms),
+            metrics.clone(),
+        ))));
+    }
+    tasks
+}
 
-    let mut reader = Reader {
-        publisher: publisher.clone(),
-        metrics: ctx.metrics.clone(),
-        mapper,
-        policy: config.outbox.on_invalid,
-        budget: Budget::new(config.pipeline.inflight_bytes),
-        max_batch: config.pipeline.max_batch_events,
-        ack_tx,
-        batch: Batch::default(),
-        tx: None,
-        last_mark: Lsn::ZERO,
-        shutdown: shutdown.clone(),
-    };
-
-    // The read loop. It ends on shutdown, on an error, or when the acker fails.
-    let outcome: Result<(), RelayError> = loop {
+/// The read loop. It ends on shutdown (Ok), on an error, or when the acker fails.
+async fn stream(
+    mut stream: ReplicationStream,
+    flow: &mut Flow,
+    reply_now: &Notify,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), RelayError> {
+    loop {
         let msg = tokio::select! {
             biased;
-            _ = shutdown.changed() => break Ok(()),
-            acked = &mut acker_task => break Err(acker_result(acked).err().unwrap_or_else(|| RelayError::StreamEnded("the acknowledgement queue closed".into()))),
+            _ = shutdown.changed() => return Ok(()),
+            Some(e) = flow.acker_stopped() => return Err(e),
             msg = stream.next() => msg,
         };
         let msg = match msg {
             Ok(Some(m)) => m,
             Ok(None) => {
-                break Err(RelayError::StreamEnded(
+                return Err(RelayError::StreamEnded(
                     "the server ended the replication stream".into(),
                 ))
             }
-            Err(e) => break Err(e.into()),
+            Err(e) => return Err(e.into()),
         };
-        let step = match msg {
-            ReplicationMessage::XLogData {
-                wal_start,
-                wal_end,
-                data,
-                ..
-            } => {
-                progress.note_received(wal_start);
-                progress.note_server_wal_end(wal_end);
-                ctx.metrics.replication_bytes.inc_by(data.len() as u64);
-                match decode(&data, DecodeContext::TOP_LEVEL) {
-                    Ok(m) => reader.on_message(m).await,
-                    Err(e) => Err(e.into()),
-                }
-            }
-            ReplicationMessage::PrimaryKeepalive {
-                wal_end,
-                reply_requested,
-                ..
-            } => {
-                progress.note_server_wal_end(wal_end);
-                if reply_requested {
-                    reply_now.notify_one();
-                }
-                reader.on_idle_position(wal_end).await
-            }
-        };
-        match step {
-            Ok(true) => {}
-            Ok(false) => break Ok(()), // shutdown while waiting for budget
-            Err(e) => break Err(e),
+        if let ReplicationMessage::PrimaryKeepalive {
+            reply_requested: true,
+            ..
+        } = msg
+        {
+            reply_now.notify_one();
         }
-    };
-    ctx.health.set_replicating(false);
-    ctx.metrics.replicating.set(0);
-    drop(heartbeat_task);
-    drop(wal_position_task);
-
-    // Drain: events of a transaction whose Commit was not read are dropped here and not
-    // acknowledged; they are read again by the next session.
-    let Reader { ack_tx, batch, .. } = reader;
-    drop(batch);
-    drop(ack_tx);
-    let drain_timeout = Duration::from_millis(config.pipeline.shutdown_timeout_ms);
-    let drained = if acker_task.is_finished() || outcome.is_err() {
-        // On error the acker's own result (if any) is secondary; stop it.
-        acker_task.abort();
-        Ok(())
-    } else {
-        match tokio::time::timeout(drain_timeout, &mut acker_task).await {
-            Ok(r) => acker_result(r),
-            Err(_) => {
-                acker_task.abort();
-                warn!(
-                    timeout_ms = config.pipeline.shutdown_timeout_ms,
-                    "in-flight events were not all acknowledged in time; they will be replayed"
-                );
-                Ok(())
-            }
+        if !flow.on_message(msg).await? {
+            return Ok(()); // shutdown while waiting for budget
         }
-    };
-    if outcome.is_ok() {
-        if let Err(e) = publisher.flush(Duration::from_secs(5)).await {
-            warn!(error = %e, "producer flush at shutdown");
-        }
-    }
-    // Final status update with the final watermark, then CopyDone.
-    let _ = stop_status.send(());
-    match tokio::time::timeout(Duration::from_secs(5), status_task).await {
-        Ok(Ok(Ok(()))) => info!(flush = %progress.flushed(), "final status sent"),
-        Ok(Ok(Err(e))) if outcome.is_ok() => warn!(error = %e, "final status update failed"),
-        _ => {}
-    }
-    outcome.and(drained)
-}
-
-fn acker_result(
-    r: Result<Result<(), RelayError>, tokio::task::JoinError>,
-) -> Result<(), RelayError> {
-    match r {
-        Ok(r) => r,
-        Err(e) if e.is_cancelled() => Ok(()),
-        Err(e) => Err(RelayError::Protocol(format!(
-            "the acknowledgement task panicked: {e}"
-        ))),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub invalid_events: IntCounterVec,
     pub dead_letter_events: IntCounterVec,
     pub transactions: IntCounter,
+    /// Transactions the server resent that the relay had already delivered (at or below
+    /// its recorded progress) and skipped.
+    pub replayed_transactions_skipped: IntCounter,
     pub replication_bytes: IntCounter,
     /// Changes on published tables that are not outbox inserts (updates, deletes, truncates).
     pub ignored_changes: IntCounterVec,
@@ -84,6 +87,7 @@ impl Metrics {
             )
             .unwrap(),
             transactions: IntCounter::new("transactions_total", "Committed transactions received from the replication stream.").unwrap(),
+            replayed_transactions_skipped: IntCounter::new("replayed_transactions_skipped_total", "Transactions the server resent that were already delivered (at or below the recorded progress), skipped.").unwrap(),
             replication_bytes: IntCounter::new("replication_received_bytes_total", "Bytes of pgoutput data received.").unwrap(),
             ignored_changes: IntCounterVec::new(
                 Opts::new("ignored_changes_total", "Changes on published tables that are not outbox inserts, by operation."),
@@ -122,6 +126,8 @@ impl Metrics {
         r.register(Box::new(m.invalid_events.clone())).unwrap();
         r.register(Box::new(m.dead_letter_events.clone())).unwrap();
         r.register(Box::new(m.transactions.clone())).unwrap();
+        r.register(Box::new(m.replayed_transactions_skipped.clone()))
+            .unwrap();
         r.register(Box::new(m.replication_bytes.clone())).unwrap();
         r.register(Box::new(m.ignored_changes.clone())).unwrap();
         r.register(Box::new(m.replicating.clone())).unwrap();

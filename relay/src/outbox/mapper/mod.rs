@@ -249,6 +249,14 @@ impl Mapper {
         msg: &LogicalMessage,
         tx: &TxContext,
     ) -> Result<OutboxEvent, (InvalidReason, String, Option<String>, Option<String>)> {
+        if !msg.transactional {
+            return Err((
+                InvalidReason::NonTransactionalMessage,
+                "logical message written with transactional = false: it is decoded even if its transaction rolls back, so it is not an event; write it with pg_logical_emit_message(true, ...)".into(),
+                None,
+                None,
+            ));
+        }
         let parsed: MessageEvent = serde_json::from_slice(&msg.content).map_err(|e| {
             (
                 InvalidReason::InvalidMessage,

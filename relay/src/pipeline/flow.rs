@@ -1,0 +1,189 @@
+//! The at-least-once core of a session, without sockets: replication messages in, batches
+//! to the publisher in commit order, the flush watermark out.
+//!
+//! A session owns the connections; the flow owns the reader (decode → map → batch →
+//! `accept`) and the acker task (await deliveries in accept order → advance
+//! [`Progress::flushed`]). Keeping the two apart from the sockets is what lets the
+//! pipeline's tests drive it with encoded pgoutput frames and a scripted publisher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use outbox_connectors::Publisher;
+use outbox_pgoutput::{decode, DecodeContext, Lsn};
+use outbox_pgwire::ReplicationMessage;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::ack::Acker;
+use super::budget::Budget;
+use super::reader::{Batch, Reader};
+use super::Progress;
+use crate::config::InvalidEventPolicy;
+use crate::error::RelayError;
+use crate::outbox::Mapper;
+use crate::telemetry::Metrics;
+
+/// Batches queued for acknowledgement at most; the byte budget is the real bound.
+const ACK_QUEUE: usize = 4096;
+
+/// What the flow needs besides the publisher and the mapper.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowSettings {
+    pub policy: InvalidEventPolicy,
+    pub inflight_bytes: usize,
+    pub max_batch_events: usize,
+    /// Transactions committed before this position were already delivered (the
+    /// recorded progress): a server replay of them is skipped.
+    pub skip_before: Lsn,
+}
+
+pub struct Flow {
+    reader: Reader,
+    acker: JoinHandle<Result<(), RelayError>>,
+    /// The acker's handle was awaited to completion (it must not be polled again).
+    acker_done: bool,
+    progress: Arc<Progress>,
+    metrics: Metrics,
+}
+
+impl Flow {
+    /// Starts the acker. `progress` starts at the position the slot resumes from.
+    pub fn start(
+        publisher: Arc<dyn Publisher>,
+        mapper: Mapper,
+        progress: Arc<Progress>,
+        metrics: Metrics,
+        settings: FlowSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Flow {
+        let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
+        let acker = tokio::spawn(
+            Acker {
+                publisher: publisher.clone(),
+                progress: progress.clone(),
+                metrics: metrics.clone(),
+                policy: settings.policy,
+                dead_letter: mapper.dead_letter_destination(),
+            }
+            .run(ack_rx),
+        );
+        let reader = Reader {
+            publisher,
+            metrics: metrics.clone(),
+            mapper,
+            policy: settings.policy,
+            budget: Budget::new(settings.inflight_bytes),
+            max_batch: settings.max_batch_events,
+            ack_tx,
+            batch: Batch::default(),
+            tx: None,
+            last_mark: Lsn::ZERO,
+            shutdown,
+            skip_before: settings.skip_before,
+            skipping: false,
+        };
+        Flow {
+            reader,
+            acker,
+            acker_done: false,
+            progress,
+            metrics,
+        }
+    }
+
+    /// Takes one message of the replication stream. `Ok(false)`: shutdown was requested
+    /// while waiting for budget.
+    pub async fn on_message(&mut self, msg: ReplicationMessage) -> Result<bool, RelayError> {
+        let step = match msg {
+            ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
+                self.progress.note_received(wal_start);
+                self.progress.note_server_wal_end(wal_end);
+                self.metrics.replication_bytes.inc_by(data.len() as u64);
+                match decode(&data, DecodeContext::TOP_LEVEL) {
+                    Ok(m) => self.reader.on_message(m).await,
+                    Err(e) => Err(e.into()),
+                }
+            }
+            ReplicationMessage::PrimaryKeepalive { wal_end, .. } => {
+                self.progress.note_server_wal_end(wal_end);
+                self.reader.on_idle_position(wal_end).await
+            }
+        };
+        match step {
+            // The reader fails to queue when the acker has stopped; the acker's error
+            // (a halt, a fatal sink error) is the cause and decides whether the relay
+            // restarts, so it must not be replaced by "the queue closed".
+            Err(e) if self.reader.ack_queue_closed() => {
+                Err(self.acker_stopped().await.unwrap_or(e))
+            }
+            step => step,
+        }
+    }
+
+    /// Resolves when the acker stops before the reader is done: always an error (or
+    /// `None` if it had already been reported).
+    pub async fn acker_stopped(&mut self) -> Option<RelayError> {
+        if self.acker_done {
+            return None;
+        }
+        let result = (&mut self.acker).await;
+        self.acker_done = true;
+        Some(
+            acker_result(result).err().unwrap_or_else(|| {
+                RelayError::StreamEnded("the acknowledgement queue closed".into())
+            }),
+        )
+    }
+
+    /// Ends the flow. After a clean stop (`outcome` Ok) the acker gets `drain_timeout` to
+    /// see in-flight events acknowledged; after an error it is stopped at once. Events of
+    /// a transaction whose Commit was not read are dropped and not acknowledged; the next
+    /// session reads them again.
+    pub async fn finish(
+        self,
+        outcome: &Result<(), RelayError>,
+        drain_timeout: Duration,
+    ) -> Result<(), RelayError> {
+        let Flow {
+            reader,
+            mut acker,
+            acker_done,
+            ..
+        } = self;
+        drop(reader);
+        if acker_done || outcome.is_err() {
+            acker.abort();
+            return Ok(());
+        }
+        match tokio::time::timeout(drain_timeout, &mut acker).await {
+            Ok(r) => acker_result(r),
+            Err(_) => {
+                acker.abort();
+                warn!(
+                    timeout_ms = drain_timeout.as_millis() as u64,
+                    "in-flight events were not all acknowledged in time; they will be replayed"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+fn acker_result(
+    r: Result<Result<(), RelayError>, tokio::task::JoinError>,
+) -> Result<(), RelayError> {
+    match r {
+        Ok(r) => r,
+        Err(e) if e.is_cancelled() => Ok(()),
+        Err(e) => Err(RelayError::Protocol(format!(
+            "the acknowledgement task panicked: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,15 @@
+//! The relay's own durable state, kept in the source database next to the outbox.
+//!
+//! PostgreSQL persists a logical slot's confirmed position lazily (at checkpoints; on 15
+//! not even at a clean shutdown), so after a restart the server resends transactions the
+//! relay had long confirmed. The relay therefore records the newest position such that
+//! every event before it is delivered, in `<state.schema>.progress`, and skips what it
+//! already delivered when the server replays it. The record follows the flush watermark
+//! (never the received position), so a lagging or failed write means duplicates, never a
+//! skipped event.
+
+mod progress;
+mod store;
+
+pub use progress::run_writer;
+pub use store::{open, StateStore};

@@ -1,0 +1,44 @@
+//! The progress writer: copies the flush watermark into the state table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::StateStore;
+use crate::pipeline::Progress;
+use crate::telemetry::Metrics;
+
+/// Every `interval`, records the flush watermark if it moved. The watermark only passes
+/// what the sink acknowledged, so the record never runs ahead of delivery.
+pub async fn run_writer(
+    store: Arc<StateStore>,
+    progress: Arc<Progress>,
+    metrics: Metrics,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recorded = progress.flushed();
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        let flushed = progress.flushed();
+        if flushed <= recorded {
+            continue;
+        }
+        match store.record_progress(flushed).await {
+            Ok(()) => {
+                recorded = flushed;
+                warned = false;
+            }
+            Err(e) => {
+                metrics.errors.with_label_values(&["state"]).inc();
+                if !warned {
+                    warn!(error = %e, "could not record progress; a restart may replay more than needed");
+                    warned = true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The state tables: creation (or verification for least-privilege roles), reads and
+//! writes.
+
+use std::sync::Arc;
+
+use outbox_pgoutput::Lsn;
+use outbox_pgwire::{quote_ident, quote_literal};
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use crate::config::{Config, StateMode};
+use crate::error::RelayError;
+
+/// Access to `<schema>.progress` for one slot on one PostgreSQL system.
+pub struct StateStore {
+    client: Arc<Client>,
+    table: String,
+    slot: String,
+    /// IDENTIFY_SYSTEM's system identifier: a record from another cluster (a restored
+    /// copy, a different server behind the same name) is never trusted.
+    system_id: String,
+}
+
+/// The SQL that creates the state tables (also for a DBA to run for a least-privilege role).
+pub fn create_sql(schema: &str) -> String {
+    let s = quote_ident(schema);
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.progress (
+  slot              text PRIMARY KEY,
+  system_identifier text NOT NULL,
+  confirmed_lsn     pg_lsn NOT NULL,
+  updated_at        timestamptz NOT NULL DEFAULT now()
+);"
+    )
+}
+
+/// Opens (creating if needed and allowed) the state tables. `Ok(None)`: `state.mode` is
+/// `off`, or `auto` and the role can neither create nor write them (logged once).
+pub async fn open(
+    client: &Arc<Client>,
+    config: &Config,
+    system_id: &str,
+) -> Result<Option<StateStore>, RelayError> {
+    let mode = config.state.mode;
+    if mode == StateMode::Off {
+        return Ok(None);
+    }
+    match usable(client, &config.state.schema).await {
+        Ok(()) => Ok(Some(StateStore {
+            client: client.clone(),
+            table: format!("{}.progress", quote_ident(&config.state.schema)),
+            slot: config.source.slot.clone(),
+            system_id: system_id.to_owned(),
+        })),
+        Err(problem) if mode == StateMode::Auto => {
+            warn!(%problem, "running without the relay's state tables (state.mode = auto): a PostgreSQL restart makes the server resend transactions already delivered; a privileged role can create them with the SQL in the README's \"State tables\" section; state.mode: off silences this");
+            Ok(None)
+        }
+        Err(problem) => Err(RelayError::Setup(format!(
+            "state.mode is required but the state tables cannot be used: {problem}"
+        ))),
+    }
+}
+
+/// Creates the tables if missing, then checks the role may read and write them.
+async fn usable(client: &Client, schema: &str) -> Result<(), String> {
+    let table = format!("{}.progress", quote_ident(schema));
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .map_err(|e| format!("cannot look up {table}: {e}"))?
+        .get(0);
+    if !exists {
+        // CREATE SCHEMA IF NOT EXISTS checks the CREATE privilege before existence, so it
+        // runs only when the table is missing.
+        client
+            .batch_execute(&create_sql(schema))
+            .await
+            .map_err(|e| format!("cannot create {table}: {e}"))?;
+        info!(%table, "created the relay's state table");
+    }
+    let writable: bool = client
+        .query_one(
+            "SELECT has_table_privilege($1, 'SELECT, INSERT, UPDATE')",
+            &[&table],
+        )
+        .await
+        .map_err(|e| format!("cannot check privileges on {table}: {e}"))?
+        .get(0);
+    if !writable {
+        return Err(format!(
+            "the role lacks SELECT, INSERT or UPDATE on {table}"
+        ));
+    }
+    Ok(())
+}
+
+impl StateStore {
+    /// The recorded position for this slot, if one was written on this system.
+    pub async fn load_progress(&self) -> Result<Option<Lsn>, RelayError> {
+        let row = self
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT confirmed_lsn::text, system_identifier FROM {} WHERE slot = $1",
+                    self.table
+                ),
+                &[&self.slot],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let system: String = row.get(1);
+        if system != self.system_id {
+            warn!(slot = %self.slot, recorded_system = %system, system = %self.system_id,
+                "the recorded progress belongs to another PostgreSQL system; ignoring it");
+            return Ok(None);
+        }
+        let lsn: String = row.get(0);
+        Ok(lsn.parse().ok())
+    }
+
+    /// Records `lsn` (never moving the record backwards), durably: the write commits with
+    /// `synchronous_commit = on` whatever the server's default, so it survives exactly
+    /// what the outbox rows' own commits survive.
+    pub async fn record_progress(&self, lsn: Lsn) -> Result<(), RelayError> {
+        let sql = format!(
+            "BEGIN;
+SET LOCAL synchronous_commit = on;
+INSERT INTO {t} AS p (slot, system_identifier, confirmed_lsn, updated_at)
+VALUES ({slot}, {system}, {lsn}, now())
+ON CONFLICT (slot) DO UPDATE SET
+  confirmed_lsn = CASE WHEN p.system_identifier = EXCLUDED.system_identifier
+                       THEN GREATEST(p.confirmed_lsn, EXCLUDED.confirmed_lsn)
+                       ELSE EXCLUDED.confirmed_lsn END,
+  system_identifier = EXCLUDED.system_identifier,
+  updated_at = now();
+COMMIT;",
+            t = self.table,
+            slot = quote_literal(&self.slot),
+            system = quote_literal(&self.system_id),
+            lsn = quote_literal(&lsn.to_string()),
+        );
+        self.client.batch_execute(&sql).await?;
+        Ok(())
+    }
+}
