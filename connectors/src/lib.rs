@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod kafka;
 pub mod null;
+pub mod policy;
 pub mod publisher;
 #[cfg(feature = "test-utils")]
 pub mod testing;

@@ -1,7 +1,7 @@
 //! The relay's errors, classified in one place: restart the session, or stop.
 
 use outbox_connectors::PublishError;
-use outbox_pgoutput::DecodeError;
+use outbox_pgoutput::{DecodeError, Lsn};
 use outbox_pgwire::{sqlstate_is_retryable, PgWireError};
 
 use crate::config::ConfigError;
@@ -26,6 +26,14 @@ pub enum RelayError {
     Protocol(String),
     #[error("sink: {0}")]
     Sink(#[from] PublishError),
+    /// The sink could not take one event (and, for a permanent rejection, neither could
+    /// the dead-letter destination). Naming the event lets the supervisor see the same
+    /// failure repeat at the same place and stop instead of looping.
+    #[error("event {} (commit {}, destination {}): {error}", .event.id, .event.commit_lsn, .event.destination)]
+    EventFailed {
+        event: FailedEvent,
+        error: PublishError,
+    },
     /// `on_invalid: halt` met an invalid event.
     #[error("halted on an invalid event (outbox.on_invalid = halt): {0}")]
     Halted(String),
@@ -34,6 +42,24 @@ pub enum RelayError {
     SlotBusy(String),
     #[error("the replication stream ended: {0}")]
     StreamEnded(String),
+}
+
+/// Where a delivery failed: the event and its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedEvent {
+    pub id: String,
+    pub commit_lsn: Lsn,
+    pub destination: String,
+}
+
+impl FailedEvent {
+    pub fn of(event: &outbox_connectors::OutboxEvent) -> Self {
+        FailedEvent {
+            id: event.id.clone(),
+            commit_lsn: Lsn(event.commit_lsn),
+            destination: event.destination.to_string(),
+        }
+    }
 }
 
 impl RelayError {
@@ -47,13 +73,24 @@ impl RelayError {
             // shutdown (57P01) or refused while the server starts (57P03) is worth a retry;
             // without a SQLSTATE it is an I/O or closed-connection error, also transient.
             RelayError::Sql(e) => e.code().is_none_or(|c| sqlstate_is_retryable(c.code())),
-            RelayError::Sink(_) | RelayError::SlotBusy(_) | RelayError::StreamEnded(_) => true,
+            RelayError::Sink(_)
+            | RelayError::EventFailed { .. }
+            | RelayError::SlotBusy(_)
+            | RelayError::StreamEnded(_) => true,
             RelayError::Config(_)
             | RelayError::Setup(_)
             | RelayError::Schema(_)
             | RelayError::Decode(_)
             | RelayError::Protocol(_)
             | RelayError::Halted(_) => false,
+        }
+    }
+
+    /// The event a delivery failure is about, if it is about one.
+    pub fn failed_event(&self) -> Option<&FailedEvent> {
+        match self {
+            RelayError::EventFailed { event, .. } => Some(event),
+            _ => None,
         }
     }
 
@@ -65,7 +102,7 @@ impl RelayError {
             RelayError::Setup(_) => "setup",
             RelayError::Schema(_) => "schema",
             RelayError::Decode(_) | RelayError::Protocol(_) => "protocol",
-            RelayError::Sink(_) => "sink",
+            RelayError::Sink(_) | RelayError::EventFailed { .. } => "sink",
             RelayError::Halted(_) => "halted",
             RelayError::SlotBusy(_) => "slot_busy",
             RelayError::StreamEnded(_) => "stream_ended",

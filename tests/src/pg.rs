@@ -115,6 +115,12 @@ pub async fn cleanup(client: &Client, slot: &str, publication: &str, tables: &[&
     let _ = client
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {publication}"))
         .await;
+    let _ = client
+        .execute(
+            "DELETE FROM outbox_relay.progress WHERE slot = $1",
+            &[&slot],
+        )
+        .await;
     for t in tables {
         let _ = client
             .batch_execute(&format!("DROP TABLE IF EXISTS {t}"))
@@ -150,6 +156,20 @@ pub async fn confirmed_flush(client: &Client, slot: &str) -> Option<u64> {
         .expect("query slot")
         .and_then(|r| r.get::<_, Option<i64>>(0))
         .map(|v| v as u64)
+}
+
+/// The relay's own durable record of delivered progress for `slot` (the state table in
+/// the default schema), as a number.
+pub async fn recorded_progress(client: &Client, slot: &str) -> Option<u64> {
+    client
+        .query_opt(
+            "SELECT (confirmed_lsn - '0/0')::int8 FROM outbox_relay.progress WHERE slot = $1",
+            &[&slot],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get::<_, i64>(0) as u64)
 }
 
 /// Parses `X/Y`.

@@ -217,7 +217,9 @@ async fn a_rolled_back_non_transactional_message_is_never_published() {
     relay.wait_ready(Duration::from_secs(60));
 
     let event = |id: &str, agg: &str| {
-        format!(r#"{{"id": "{id}", "aggregatetype": "Order", "aggregateid": "{agg}", "type": "OrderPaid", "payload": {{"agg": "{agg}"}}}}"#)
+        format!(
+            r#"{{"id": "{id}", "aggregatetype": "Order", "aggregateid": "{agg}", "type": "OrderPaid", "payload": {{"agg": "{agg}"}}}}"#
+        )
     };
     client
         .batch_execute(&format!(
@@ -232,7 +234,11 @@ async fn a_rolled_back_non_transactional_message_is_never_published() {
 
     let good = read(&format!("{}.Order", setup.topic_prefix), 2);
     let keys: Vec<String> = good.iter().map(Record::key_str).collect();
-    assert_eq!(keys, vec!["committed", "after"], "only committed events are published");
+    assert_eq!(
+        keys,
+        vec!["committed", "after"],
+        "only committed events are published"
+    );
     let dlq = read(&setup.dead_letter_topic(), 1);
     assert_eq!(dlq.len(), 1);
     assert_eq!(

@@ -20,13 +20,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::message::{self, Message};
 use super::service::{self, Client, EntryResult, Service};
 use super::{destination, AwsConfig};
+use crate::policy::Backoff;
 use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
 
 /// Entries per PublishBatch / SendMessageBatch request (the AWS limit).
@@ -470,7 +470,7 @@ impl Dispatcher {
                         .unwrap_or_else(|p| p.into_inner());
                     *by_dest.entry(head.destination.clone()).or_default() += resend as u64;
                 }
-                let delay = backoff(
+                let delay = Backoff::delay(
                     lane.attempt,
                     self.config.retry_initial_backoff(),
                     self.config.retry_max_backoff(),
@@ -520,30 +520,4 @@ fn name_event(err: PublishError, job: &Job) -> PublishError {
         )
     };
     PublishError::new(err.class, err.kind, message)
-}
-
-/// Exponential backoff with "equal jitter": half the step fixed, half random.
-fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let step = initial
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(max);
-    let half = step / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let initial = Duration::from_millis(100);
-        let max = Duration::from_secs(5);
-        let b1 = backoff(1, initial, max);
-        assert!(b1 >= Duration::from_millis(50) && b1 <= initial, "{b1:?}");
-        let b4 = backoff(4, initial, max);
-        assert!(b4 >= Duration::from_millis(400) && b4 <= Duration::from_millis(800));
-        let b40 = backoff(40, initial, max);
-        assert!(b40 >= max / 2 && b40 <= max);
-    }
 }

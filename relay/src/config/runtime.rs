@@ -21,6 +21,10 @@ pub struct PipelineConfig {
     /// First delay before reconnecting after a retryable failure; doubles up to the max.
     pub restart_backoff_ms: u64,
     pub restart_backoff_max_ms: u64,
+    /// The same event failing this many sessions in a row (the sink and the dead-letter
+    /// destination both refusing it, a connector that breaks on it) stops the relay with
+    /// an error naming the event, instead of restarting forever.
+    pub max_repeated_failures: u32,
 }
 
 impl Default for PipelineConfig {
@@ -31,6 +35,7 @@ impl Default for PipelineConfig {
             shutdown_timeout_ms: 30_000,
             restart_backoff_ms: 500,
             restart_backoff_max_ms: 30_000,
+            max_repeated_failures: 5,
         }
     }
 }
@@ -45,6 +50,9 @@ impl PipelineConfig {
         }
         if self.max_batch_events == 0 {
             return Err(err("pipeline.max_batch_events: must be at least 1"));
+        }
+        if self.max_repeated_failures == 0 {
+            return Err(err("pipeline.max_repeated_failures: must be at least 1"));
         }
         if self.restart_backoff_ms == 0 || self.restart_backoff_max_ms < self.restart_backoff_ms {
             return Err(err(

@@ -135,6 +135,54 @@ pub fn dead_letter_of_rejected(
     dl
 }
 
+/// The last-resort dead-letter record of a rejected event, for when the dead-letter
+/// destination refused the event's own copy too (a NULL payload where the sink needs a
+/// body, a payload the destination cannot take either): a small JSON document naming the
+/// event and the error, which every sink can carry. The payload travels as text when it
+/// is UTF-8 and small, otherwise only its size does.
+pub fn dead_letter_summary(
+    event: &OutboxEvent,
+    error: &PublishError,
+    destination: Arc<str>,
+) -> OutboxEvent {
+    const MAX_INLINE_PAYLOAD: usize = 64 * 1024;
+    let payload = event.payload.as_ref();
+    let inline = payload
+        .filter(|p| p.len() <= MAX_INLINE_PAYLOAD)
+        .and_then(|p| std::str::from_utf8(p).ok());
+    let doc = json!({
+        "reason": error.kind,
+        "error": error.to_string(),
+        "original_destination": &*event.destination,
+        "id": event.id,
+        "aggregatetype": event.aggregate_type,
+        "aggregateid": event.aggregate_id,
+        "type": event.event_type,
+        "commit_lsn": outbox_pgoutput::Lsn(event.commit_lsn).to_string(),
+        "payload_bytes": payload.map(Bytes::len),
+        "payload": inline,
+    });
+    let mut headers = vec![
+        ("id".to_string(), Bytes::from(event.id.clone())),
+        (
+            HEADER_REASON.to_string(),
+            Bytes::from_static(error.kind.as_bytes()),
+        ),
+        (HEADER_ERROR.to_string(), Bytes::from(error.to_string())),
+        (
+            HEADER_DESTINATION.to_string(),
+            Bytes::from(event.destination.to_string()),
+        ),
+    ];
+    headers.retain(|(_, v)| !v.is_empty());
+    OutboxEvent {
+        payload: Some(Bytes::from(doc.to_string())),
+        headers,
+        destination,
+        ..event.clone()
+    }
+}
+
 /// Renders a row for a dead-letter record.
 pub fn row_json<'a>(columns: impl Iterator<Item = (&'a str, Option<String>)>) -> Value {
     let mut map = Map::new();

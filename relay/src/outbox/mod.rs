@@ -11,7 +11,8 @@ mod text;
 mod trace;
 
 pub use invalid::{
-    dead_letter_of_rejected, InvalidEvent, InvalidReason, HEADER_ERROR, HEADER_REASON,
+    dead_letter_of_rejected, dead_letter_summary, InvalidEvent, InvalidReason, HEADER_ERROR,
+    HEADER_REASON,
 };
 pub use mapper::{Mapped, Mapper, TxContext, HEADER_COMMIT_LSN};
 pub use route::Router;

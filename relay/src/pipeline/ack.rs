@@ -11,10 +11,11 @@ use prometheus::Histogram;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{error, warn};
 
+use super::rejections::Rejections;
 use super::Progress;
 use crate::config::InvalidEventPolicy;
-use crate::error::RelayError;
-use crate::outbox::{dead_letter_of_rejected, HEADER_REASON};
+use crate::error::{FailedEvent, RelayError};
+use crate::outbox::{dead_letter_of_rejected, dead_letter_summary, HEADER_REASON};
 use crate::telemetry::Metrics;
 
 /// One entry of the acknowledgement queue: a batch handed to the sink, a position that
@@ -50,6 +51,7 @@ pub struct Acker {
     pub metrics: Metrics,
     pub policy: InvalidEventPolicy,
     pub dead_letter: Arc<str>,
+    pub rejections: Arc<Rejections>,
 }
 
 impl Acker {
@@ -134,7 +136,10 @@ impl Acker {
         self.count(sink, &event.destination, "failed", 1);
         if err.class != ErrorClass::Permanent {
             error!(event_id = %event.id, destination = %event.destination, error = %err, "publish failed; restarting from the last confirmed position");
-            return Err(RelayError::Sink(err));
+            return Err(RelayError::EventFailed {
+                event: FailedEvent::of(&event),
+                error: err,
+            });
         }
         if self.policy == InvalidEventPolicy::Halt {
             return Err(RelayError::Halted(format!(
@@ -142,26 +147,60 @@ impl Acker {
                 event.id, event.destination
             )));
         }
-        error!(event_id = %event.id, destination = %event.destination, dead_letter = %self.dead_letter, error = %err,
-            "the broker rejected the event permanently; publishing it to the dead-letter destination");
-        let dl = dead_letter_of_rejected(&event, &err, self.dead_letter.clone());
-        let delivery = self.publisher.accept(vec![dl]).await?;
-        for outcome in delivery.await {
-            if let Err(e) = outcome.result {
-                error!(event_id = %event.id, error = %e, "the dead-letter destination rejected the event too");
-                return Err(RelayError::Sink(PublishError::new(
-                    ErrorClass::Fatal,
-                    "dead_letter_failed",
-                    format!("event {} could not be dead-lettered: {e}", event.id),
-                )));
+        self.rejections.remember(&event, &err);
+        let is_dead_letter = *event.destination == *self.dead_letter;
+        if !is_dead_letter {
+            error!(event_id = %event.id, destination = %event.destination, dead_letter = %self.dead_letter, error = %err,
+                "the broker rejected the event permanently; publishing it to the dead-letter destination");
+        }
+        // The event's own copy first (a record already bound for the dead-letter
+        // destination has none); if the destination refuses that too, a summary any sink
+        // can carry.
+        let copy = (!is_dead_letter)
+            .then(|| dead_letter_of_rejected(&event, &err, self.dead_letter.clone()));
+        let summary = dead_letter_summary(&event, &err, self.dead_letter.clone());
+        let mut last_error = err.clone();
+        for dl in copy.into_iter().chain([summary]) {
+            match self.deliver_one(dl).await {
+                Ok(()) => {
+                    warn!(event_id = %event.id, "dead-lettered");
+                    self.metrics
+                        .dead_letter_events
+                        .with_label_values(&[err.kind])
+                        .inc();
+                    self.count(sink, &event.destination, "dead_lettered", 1);
+                    return Ok(());
+                }
+                Err(e) if e.class == ErrorClass::Permanent => {
+                    warn!(event_id = %event.id, error = %e, "the dead-letter destination rejected the record; trying a summary of it");
+                    last_error = e;
+                }
+                Err(e) => {
+                    last_error = e;
+                    break;
+                }
             }
         }
-        warn!(event_id = %event.id, "dead-lettered");
-        self.metrics
-            .dead_letter_events
-            .with_label_values(&[err.kind])
-            .inc();
-        self.count(sink, &event.destination, "dead_lettered", 1);
+        error!(event_id = %event.id, error = %last_error, "the event could not be dead-lettered");
+        Err(RelayError::EventFailed {
+            event: FailedEvent::of(&event),
+            error: PublishError::new(
+                last_error.class,
+                "dead_letter_failed",
+                format!(
+                    "rejected ({err}) and the dead-letter destination {} refused it too: {last_error}",
+                    self.dead_letter
+                ),
+            ),
+        })
+    }
+
+    /// Publishes one record and waits for its outcome.
+    async fn deliver_one(&self, event: OutboxEvent) -> Result<(), PublishError> {
+        let delivery = self.publisher.accept(vec![event]).await?;
+        for outcome in delivery.await {
+            outcome.result?;
+        }
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ use tracing::warn;
 use super::ack::Acker;
 use super::budget::Budget;
 use super::reader::{Batch, Reader};
+use super::rejections::Rejections;
 use super::Progress;
 use crate::config::InvalidEventPolicy;
 use crate::error::RelayError;
@@ -39,6 +40,12 @@ pub struct FlowSettings {
     pub skip_before: Lsn,
 }
 
+/// What outlives a session: permanent rejections the next session must not resend.
+#[derive(Default, Clone)]
+pub struct FlowMemory {
+    pub rejections: Arc<Rejections>,
+}
+
 pub struct Flow {
     reader: Reader,
     acker: JoinHandle<Result<(), RelayError>>,
@@ -56,6 +63,7 @@ impl Flow {
         progress: Arc<Progress>,
         metrics: Metrics,
         settings: FlowSettings,
+        memory: FlowMemory,
         shutdown: watch::Receiver<bool>,
     ) -> Flow {
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
@@ -66,6 +74,7 @@ impl Flow {
                 metrics: metrics.clone(),
                 policy: settings.policy,
                 dead_letter: mapper.dead_letter_destination(),
+                rejections: memory.rejections.clone(),
             }
             .run(ack_rx),
         );
@@ -83,6 +92,7 @@ impl Flow {
             shutdown,
             skip_before: settings.skip_before,
             skipping: false,
+            rejections: memory.rejections,
         };
         Flow {
             reader,

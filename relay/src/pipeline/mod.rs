@@ -11,6 +11,7 @@ mod budget;
 mod flow;
 mod progress;
 mod reader;
+mod rejections;
 mod session;
 mod status;
 mod supervisor;

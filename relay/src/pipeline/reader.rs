@@ -11,9 +11,10 @@ use tracing::warn;
 
 use super::ack::{unix_now_us, AckItem};
 use super::budget::Budget;
+use super::rejections::Rejections;
 use crate::config::InvalidEventPolicy;
 use crate::error::RelayError;
-use crate::outbox::{Mapped, Mapper, TxContext};
+use crate::outbox::{dead_letter_of_rejected, Mapped, Mapper, TxContext};
 use crate::telemetry::Metrics;
 
 #[derive(Default)]
@@ -43,6 +44,7 @@ pub(super) struct Reader {
     pub(super) skip_before: Lsn,
     /// The open transaction is such a replay.
     pub(super) skipping: bool,
+    pub(super) rejections: Arc<Rejections>,
 }
 
 impl Reader {
@@ -150,7 +152,16 @@ impl Reader {
 
     async fn on_mapped(&mut self, mapped: Mapped) -> Result<bool, RelayError> {
         match mapped {
-            Mapped::Event(e) => self.push(e).await,
+            Mapped::Event(e) => match self.rejections.get(&e) {
+                // Rejected permanently in an earlier session (whose connector it broke):
+                // straight to the dead-letter destination, not to the broker again.
+                Some(err) => {
+                    let dl =
+                        dead_letter_of_rejected(&e, &err, self.mapper.dead_letter_destination());
+                    self.push(dl).await
+                }
+                None => self.push(e).await,
+            },
             Mapped::NotOutbox => Ok(true),
             Mapped::Invalid(inv) => {
                 self.metrics

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use super::flow::{Flow, FlowSettings};
+use super::flow::{Flow, FlowMemory, FlowSettings};
 use super::{status, Progress};
 use crate::config::Config;
 use crate::error::RelayError;
@@ -28,19 +28,49 @@ pub struct SessionContext {
     pub health: Arc<Health>,
 }
 
+/// How a session ended.
+pub struct SessionEnd {
+    pub result: Result<(), RelayError>,
+    /// The flush watermark moved past where the session started: it delivered something
+    /// new, so the source and the sink worked.
+    pub progressed: bool,
+}
+
 pub async fn run_session(
     ctx: &SessionContext,
     publisher: Arc<dyn Publisher>,
+    memory: FlowMemory,
     shutdown: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let mut started: Option<(Lsn, Arc<Progress>)> = None;
+    let result = session(ctx, publisher, memory, shutdown, &mut started).await;
+    SessionEnd {
+        result,
+        progressed: started.is_some_and(|(resume_at, p)| p.flushed() > resume_at),
+    }
+}
+
+async fn session(
+    ctx: &SessionContext,
+    publisher: Arc<dyn Publisher>,
+    memory: FlowMemory,
+    shutdown: &mut watch::Receiver<bool>,
+    started: &mut Option<(Lsn, Arc<Progress>)>,
 ) -> Result<(), RelayError> {
     let config = &ctx.config;
     // Routes and the dead-letter destination are checked before anything is read.
     let mapper = build_mapper(config, &publisher)?;
-    let source = prepare_source(config).await?;
+    // Start-up waits (a slot creation behind old transactions, a server that does not
+    // answer) give way to a shutdown request.
+    let source = tokio::select! {
+        source = prepare_source(config) => source?,
+        _ = shutdown.changed() => return Ok(()),
+    };
 
     let progress = Arc::new(Progress::default());
     progress.advance_flushed(source.resume_at);
     progress.note_received(source.resume_at);
+    *started = Some((source.resume_at, progress.clone()));
     let reply_now = Arc::new(Notify::new());
     let (stop_status, stop_rx) = oneshot::channel();
     let status_task = tokio::spawn(status::run(
@@ -72,6 +102,7 @@ pub async fn run_session(
             max_batch_events: config.pipeline.max_batch_events,
             skip_before: source.resume_at,
         },
+        memory,
         shutdown.clone(),
     );
     ctx.health.set_replicating(true);

@@ -1,22 +1,38 @@
 //! Runs sessions one after another: a retryable failure restarts with backoff, anything
-//! else stops the process with the error.
+//! else stops the process with the error, and so does the same event failing session
+//! after session (a poison event must never mean an endless restart loop).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outbox_connectors::aws::{SnsPublisher, SqsPublisher};
 use outbox_connectors::kafka::KafkaPublisher;
 use outbox_connectors::null::NullPublisher;
+use outbox_connectors::policy::Backoff;
 use outbox_connectors::Publisher;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::session::{run_session, SessionContext};
+use super::flow::FlowMemory;
+use super::session::{run_session, SessionContext, SessionEnd};
 use crate::config::{Config, SinkKind};
-use crate::error::RelayError;
+use crate::error::{FailedEvent, RelayError};
 use crate::telemetry::{Health, Metrics};
 
+/// Builds the configured publisher. A configuration the connector refuses is a
+/// configuration error (fatal); anything else (a region lookup, a credentials provider
+/// that did not answer) may heal and is retried like any session failure.
 pub async fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
+    build(config).await.map_err(|e| match e {
+        RelayError::Sink(p) if p.kind == "config" => {
+            RelayError::Config(crate::config::ConfigError(p.message))
+        }
+        e => e,
+    })
+}
+
+async fn build(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
     let missing =
         |key: &str| RelayError::Config(crate::config::ConfigError(format!("{key}: required")));
     Ok(match config.sink.kind {
@@ -50,55 +66,112 @@ pub async fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, Rela
 const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the connector's own counters are copied into the metrics.
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
-/// A session that ran this long resets the backoff.
-const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 
 pub async fn run(
     config: Arc<Config>,
     metrics: Metrics,
     health: Arc<Health>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), RelayError> {
     let ctx = SessionContext {
         config: config.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
     };
-    let base = Duration::from_millis(config.pipeline.restart_backoff_ms);
-    let max = Duration::from_millis(config.pipeline.restart_backoff_max_ms);
-    let mut backoff = base;
+    let memory = FlowMemory::default();
+    let policy = RestartPolicy {
+        backoff: Backoff::new(
+            Duration::from_millis(config.pipeline.restart_backoff_ms),
+            Duration::from_millis(config.pipeline.restart_backoff_max_ms),
+        ),
+        max_repeated_failures: config.pipeline.max_repeated_failures,
+    };
+    let sessions = shutdown.clone();
+    supervise(policy, &metrics, shutdown, || {
+        let mut shutdown = sessions.clone();
+        let (ctx, memory, metrics, health) =
+            (&ctx, memory.clone(), metrics.clone(), health.clone());
+        async move {
+            let publisher = match build_publisher(&ctx.config).await {
+                Ok(p) => p,
+                Err(e) => {
+                    return SessionEnd {
+                        result: Err(e),
+                        progressed: false,
+                    }
+                }
+            };
+            let probe = tokio::spawn(probe_loop(publisher.clone(), metrics, health));
+            let end = run_session(ctx, publisher, memory, &mut shutdown).await;
+            probe.abort();
+            end
+        }
+    })
+    .await
+}
+
+/// When to restart and when to give up.
+pub(super) struct RestartPolicy {
+    pub backoff: Backoff,
+    /// The same event failing this many sessions in a row stops the relay.
+    pub max_repeated_failures: u32,
+}
+
+/// Runs `session` until it ends cleanly (shutdown) or with an error that a restart
+/// cannot heal. The backoff grows while sessions deliver nothing and starts over after
+/// one that did, so a server restart costs a short pause, not the capped maximum.
+pub(super) async fn supervise<F, Fut>(
+    mut policy: RestartPolicy,
+    metrics: &Metrics,
+    mut shutdown: watch::Receiver<bool>,
+    mut session: F,
+) -> Result<(), RelayError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = SessionEnd>,
+{
+    let mut repeated: Option<(FailedEvent, u32)> = None;
     loop {
-        let publisher = build_publisher(&config).await?;
-        let probe = tokio::spawn(probe_loop(
-            publisher.clone(),
-            metrics.clone(),
-            health.clone(),
-        ));
         let started = Instant::now();
-        let result = run_session(&ctx, publisher, &mut shutdown).await;
-        probe.abort();
-        match result {
+        let end = session().await;
+        let e = match end.result {
             Ok(()) => {
                 info!("shut down cleanly");
                 return Ok(());
             }
-            Err(e) => {
-                metrics.errors.with_label_values(&[e.kind()]).inc();
-                if !e.is_retryable() {
-                    error!(error = %e, "stopping");
-                    return Err(e);
-                }
-                if started.elapsed() > HEALTHY_SESSION {
-                    backoff = base;
-                }
-                metrics.restarts.inc();
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "session failed; restarting from the last confirmed position");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(max);
+            Err(e) => e,
+        };
+        metrics.errors.with_label_values(&[e.kind()]).inc();
+        if !e.is_retryable() {
+            error!(error = %e, "stopping");
+            return Err(e);
+        }
+        repeated = match (e.failed_event(), repeated.take()) {
+            (Some(at), Some((prev, n))) if *at == prev => Some((prev, n + 1)),
+            (Some(at), _) => Some((at.clone(), 1)),
+            (None, _) => None,
+        };
+        if let Some((at, n)) = &repeated {
+            if *n >= policy.max_repeated_failures {
+                let stop = RelayError::Halted(format!(
+                    "event {} (commit {}, destination {}) failed {n} sessions in a row; stopping instead of restarting again (pipeline.max_repeated_failures). Last error: {e}",
+                    at.id, at.commit_lsn, at.destination
+                ));
+                metrics.errors.with_label_values(&[stop.kind()]).inc();
+                error!(error = %stop, "stopping");
+                return Err(stop);
             }
+        }
+        if end.progressed {
+            policy.backoff.reset();
+        }
+        let delay = policy.backoff.next_delay();
+        metrics.restarts.inc();
+        warn!(error = %e, session_secs = started.elapsed().as_secs(), retry_in_ms = delay.as_millis() as u64,
+            "session failed; restarting from the last confirmed position");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return Ok(()),
         }
     }
 }

@@ -6,6 +6,7 @@
 mod acknowledgement;
 mod outcomes;
 mod replay;
+mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use outbox_pgoutput::{
 use outbox_pgwire::ReplicationMessage;
 use tokio::sync::watch;
 
-use super::flow::{Flow, FlowSettings};
+use super::flow::{Flow, FlowMemory, FlowSettings};
 use super::Progress;
 use crate::config::{InvalidEventPolicy, MessagesConfig, OutboxConfig};
 use crate::error::RelayError;
@@ -55,6 +56,8 @@ pub struct Setup {
     pub resume_at: Lsn,
     /// The recorded progress: replayed transactions committed before it are skipped.
     pub skip_before: Lsn,
+    /// Shared with an earlier harness to model a session restart in the same process.
+    pub memory: FlowMemory,
 }
 
 impl Default for Setup {
@@ -65,6 +68,7 @@ impl Default for Setup {
             max_batch_events: 1000,
             resume_at: Lsn(0x1000),
             skip_before: Lsn(0x1000),
+            memory: FlowMemory::default(),
         }
     }
 }
@@ -113,6 +117,7 @@ impl Harness {
                 max_batch_events: setup.max_batch_events,
                 skip_before: setup.skip_before,
             },
+            setup.memory,
             shutdown_rx,
         );
         let mut h = Harness {

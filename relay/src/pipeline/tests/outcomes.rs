@@ -7,7 +7,7 @@ use outbox_connectors::testing::error;
 use outbox_connectors::ErrorClass;
 use outbox_pgoutput::{Begin, LogicalReplicationMessage as M, Lsn};
 
-use super::{row, Change, Harness, Setup};
+use super::{row, Change, FlowMemory, Harness, Setup};
 use crate::config::InvalidEventPolicy;
 use crate::error::RelayError;
 
@@ -228,4 +228,118 @@ async fn a_non_transactional_message_is_invalid_not_an_event() {
         ),
         1.0
     );
+}
+
+/// Issue 9.2 (SNS/SQS, raw payloads): the dead-letter copy of an event can be refused
+/// for the same reason as the event (a NULL payload where the sink needs a body). The
+/// relay then dead-letters a summary that every sink can carry, instead of failing the
+/// session and replaying into the same failure forever.
+#[tokio::test]
+async fn a_refused_dead_letter_copy_falls_back_to_a_summary() {
+    let mut h = Harness::start(Setup::default()).await;
+    let start = h.flushed();
+    let end = h.tx(&[row("a"), row("b")]).await.unwrap();
+    let batch = h.publisher.next_batch().await;
+    let rejected = batch.events[0].clone();
+    batch.fail_one(0, error(ErrorClass::Permanent, "invalid_parameter"));
+    let copy = h.publisher.next_batch().await;
+    assert_eq!(
+        copy.events[0].payload, rejected.payload,
+        "the event's own copy first"
+    );
+    copy.fail_one(0, error(ErrorClass::Permanent, "invalid_parameter"));
+    let summary = h.publisher.next_batch().await;
+    assert_eq!(&*summary.events[0].destination, DEAD_LETTER);
+    let doc: serde_json::Value =
+        serde_json::from_slice(summary.events[0].payload.as_ref().unwrap()).unwrap();
+    assert_eq!(doc["id"], rejected.id.as_str());
+    assert_eq!(doc["reason"], "invalid_parameter");
+    assert_eq!(doc["original_destination"], "outbox.event.Order");
+    assert_eq!(doc["aggregateid"], "a");
+    assert_eq!(doc["payload"], format!(r#"{{"id":"{}"}}"#, rejected.id));
+    h.settle().await;
+    assert_eq!(h.flushed(), start);
+    summary.succeed();
+    h.settle().await;
+    assert_eq!(h.flushed(), end);
+    assert_eq!(
+        h.counter(
+            "dead_letter_events_total",
+            &[("reason", "invalid_parameter")]
+        ),
+        1.0
+    );
+}
+
+/// When the dead-letter destination refuses even the summary, the session ends with an
+/// error naming the event (the supervisor stops after it repeats), and nothing is
+/// acknowledged.
+#[tokio::test]
+async fn a_dead_letter_destination_that_refuses_everything_names_the_event() {
+    let mut h = Harness::start(Setup::default()).await;
+    let start = h.flushed();
+    h.tx(&[row("a")]).await.unwrap();
+    let batch = h.publisher.next_batch().await;
+    let id = batch.events[0].id.clone();
+    batch.fail_one(0, error(ErrorClass::Permanent, "message_too_large"));
+    for _ in 0..2 {
+        h.publisher
+            .next_batch()
+            .await
+            .fail_one(0, error(ErrorClass::Permanent, "destination_not_found"));
+    }
+    let err = h.flow.acker_stopped().await.unwrap();
+    assert_eq!(
+        err.failed_event().map(|e| e.id.as_str()),
+        Some(id.as_str()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("dead-letter destination"), "{err}");
+    assert_eq!(h.flushed(), start);
+}
+
+/// Issue 9.2 (Kafka): a broker-side rejection makes the gap-less producer fatal, so the
+/// dead-letter copy cannot be sent in that session. The next session remembers the
+/// rejection and dead-letters the event without offering it to the broker again.
+#[tokio::test]
+async fn a_rejection_that_broke_the_connector_is_dead_lettered_directly_next_session() {
+    let memory = FlowMemory::default();
+    let mut first = Harness::start(Setup {
+        memory: memory.clone(),
+        ..Setup::default()
+    })
+    .await;
+    let start = first.flushed();
+    first.tx(&[row("a"), row("b")]).await.unwrap();
+    let batch = first.publisher.next_batch().await;
+    let rejected = batch.events[0].id.clone();
+    first
+        .publisher
+        .fail_next_accept(error(ErrorClass::Fatal, "producer_fatal"));
+    batch.resolve(vec![
+        Err(error(ErrorClass::Permanent, "message_too_large")),
+        Err(error(ErrorClass::Fatal, "producer_fatal")),
+    ]);
+    let err = first.flow.acker_stopped().await.unwrap();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(first.flushed(), start);
+
+    // The replay, in a new session with a new connector.
+    let mut second = Harness::start(Setup {
+        memory,
+        ..Setup::default()
+    })
+    .await;
+    let end = second.tx(&[row("a"), row("b")]).await.unwrap();
+    let batch = second.publisher.next_batch().await;
+    let destinations: Vec<&str> = batch.events.iter().map(|e| &*e.destination).collect();
+    assert_eq!(destinations, vec![DEAD_LETTER, "outbox.event.Order"]);
+    assert_eq!(batch.events[0].id, rejected);
+    assert_eq!(
+        header(&batch.events[0], "outbox-relay-error-reason"),
+        Some(&b"message_too_large"[..])
+    );
+    batch.succeed();
+    second.settle().await;
+    assert_eq!(second.flushed(), end);
 }
