@@ -240,3 +240,19 @@ async fn require_auth_scram_accepts_scram_and_refuses_md5_and_trust() {
         );
     }
 }
+
+#[tokio::test]
+async fn sql_connection_honours_channel_binding() {
+    let _ = admin().await;
+    let mut o = opts("relay_scram", Some("relay_scram"));
+    o.sslmode = SslMode::Require;
+    o.channel_binding = ChannelBinding::Require;
+    let (client, _task) = connect_sql(&o).await.unwrap();
+    assert!(sql_uses_ssl(&client).await);
+    // MD5 cannot bind: tokio-postgres refuses it under require, like the replication client.
+    let mut o = opts("relay_md5", Some("relay_md5"));
+    o.sslmode = SslMode::Require;
+    o.channel_binding = ChannelBinding::Require;
+    let e = connect_sql(&o).await.unwrap_err();
+    assert!(format!("{e} {e:?}").contains("channel binding"), "{e:?}");
+}
