@@ -267,6 +267,16 @@ assert c["ports"][0] == {"name": "metrics", "containerPort": 9187, "protocol": "
 pw = [e for e in c["env"] if e["name"] == "RELAY__SOURCE__PASSWORD"][0]
 assert pw["valueFrom"]["secretKeyRef"] == {"name": "orders-db-relay", "key": "password"}, pw
 assert c["volumeMounts"][0]["mountPath"] == "/etc/outbox-relay"
+# Secure by default: verify-full against the CA from a Secret, mounted read-only.
+src = yaml.safe_load(next(d for (k, _), d in sa.items() if k == "ConfigMap")["data"]["relay.yaml"])["source"]
+assert src["sslmode"] == "verify-full" and src["sslrootcert"] == "/etc/outbox-relay-postgres-ca/ca.crt", src
+assert src["channel_binding"] == "prefer" and src["allow_password_without_verified_tls"] is False, src
+assert "require_auth" not in src, src
+ca_mount = {"name": "outbox-relay-postgres-ca", "mountPath": "/etc/outbox-relay-postgres-ca", "readOnly": True}
+ca_volume = {"name": "outbox-relay-postgres-ca",
+             "secret": {"secretName": "outbox-relay-postgres-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+assert ca_mount in c["volumeMounts"], c["volumeMounts"]
+assert ca_volume in pod["volumes"], pod["volumes"]
 sc_ = load("sidecar")
 assert kinds(sc_) == ["ConfigMap", "Deployment", "ServiceAccount"], kinds(sc_)
 ex = next(d for (k, _), d in sc_.items() if k == "Deployment")["spec"]["template"]["spec"]
@@ -274,12 +284,18 @@ init = ex["initContainers"][0]
 assert init["name"] == "outbox-relay" and init["restartPolicy"] == "Always", init
 assert [c["name"] for c in ex["containers"]] == ["app"]
 assert ex["volumes"][0]["configMap"]["name"] == "outbox-relay-config"
+assert ca_volume in ex["volumes"] and ca_mount in init["volumeMounts"], "sidecar: the CA travels with the config volume"
 classic = next(d for (k, _), d in load("sidecar-classic").items() if k == "Deployment")["spec"]["template"]["spec"]
 assert "initContainers" not in classic and [c["name"] for c in classic["containers"]] == ["app", "outbox-relay"]
 al = load("all")
 want = ["ConfigMap", "ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget",
         "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
 assert kinds(al) == want, kinds(al)
+src_all = yaml.safe_load(next(d for (k, n), d in al.items() if k == "ConfigMap" and "relay.yaml" in d.get("data", {}))["data"]["relay.yaml"])["source"]
+assert src_all["sslrootcert"] == "/etc/outbox-relay/ca/ca.crt", src_all
+assert src_all["require_auth"] == "scram-sha-256" and src_all["channel_binding"] == "require", src_all
+pod_all = next(d for (k, _), d in al.items() if k == "Deployment")["spec"]["template"]["spec"]
+assert not any(v["name"] == "outbox-relay-postgres-ca" for v in pod_all["volumes"]), "explicit sslrootcert: no CA Secret"
 sa_all = next(d for (k, _), d in al.items() if k == "ServiceAccount")
 assert "eks.amazonaws.com/role-arn" in sa_all["metadata"]["annotations"]
 dash = next(d for (k, n), d in al.items() if k == "ConfigMap" and n.endswith("-dashboard"))
@@ -292,7 +308,7 @@ assert env["AWS_REGION"]["value"] == "eu-west-1"
 print("rendered objects as expected")
 EOF
 }
-check "rendered objects: replicas 1 + Recreate, probes, security context, secretKeyRefs, sidecar forms, opt-ins" assert_rendered
+check "rendered objects: replicas 1 + Recreate, probes, security context, secretKeyRefs, verify-full + CA Secret by default, sidecar forms, opt-ins" assert_rendered
 
 assert_rendered_aws() { # the sink section of relay.yaml and the AWS-specific objects
     "$PY" - "$work" <<'EOF'

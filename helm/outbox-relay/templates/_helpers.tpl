@@ -69,11 +69,29 @@ app.kubernetes.io/part-of: outbox-relay
 {{- (.Values.sink | default dict).kind | default "kafka" }}
 {{- end }}
 
+{{/* Non-empty when the PostgreSQL CA comes from database.caSecret: a verifying sslmode
+and no explicit sslrootcert. */}}
+{{- define "outbox-relay.mountsCa" -}}
+{{- $db := .Values.database }}
+{{- if and (has $db.sslmode (list "verify-ca" "verify-full")) (not $db.sslrootcert) }}true{{ end }}
+{{- end }}
+
+{{- define "outbox-relay.caDir" -}}/etc/outbox-relay-postgres-ca{{- end }}
+
+{{- define "outbox-relay.caSecretName" -}}
+{{- .Values.database.caSecret.name | default (printf "%s-postgres-ca" (include "outbox-relay.fullname" .)) }}
+{{- end }}
+
 {{/* The relay configuration (relay.yaml): exactly the relay's configuration keys. */}}
 {{- define "outbox-relay.config" -}}
 {{- $db := .Values.database }}
 {{- $source := dict "host" $db.host "port" (int $db.port) "database" $db.name "user" $db.user "sslmode" $db.sslmode "slot" $db.slot "publication" $db.publication "create_slot" $db.createSlot "create_publication" $db.createPublication "proto_version" (int $db.protoVersion) "status_interval_ms" (int64 $db.statusIntervalMs) "connect_timeout_ms" (int64 $db.connectTimeoutMs) "heartbeat_interval_ms" (int64 $db.heartbeatIntervalMs) }}
-{{- if $db.sslrootcert }}{{ $_ := set $source "sslrootcert" $db.sslrootcert }}{{ end }}
+{{- $_ := set $source "channel_binding" $db.channelBinding }}
+{{- $_ := set $source "allow_password_without_verified_tls" $db.allowPasswordWithoutVerifiedTls }}
+{{- if $db.requireAuth }}{{ $_ := set $source "require_auth" $db.requireAuth }}{{ end }}
+{{- if $db.sslrootcert }}{{ $_ := set $source "sslrootcert" $db.sslrootcert }}
+{{- else if include "outbox-relay.mountsCa" . }}{{ $_ := set $source "sslrootcert" (printf "%s/%s" (include "outbox-relay.caDir" .) $db.caSecret.key) }}
+{{- end }}
 {{- $o := .Values.outbox }}
 {{- $outbox := dict "tables" $o.tables "route" (dict "template" $o.route.template "overrides" $o.route.overrides) "on_invalid" $o.onInvalid "dead_letter_destination" $o.deadLetterDestination "commit_lsn_header" $o.commitLsnHeader }}
 {{- if $o.messagesPrefix }}{{ $_ := set $outbox "messages" (dict "prefix" $o.messagesPrefix) }}{{ end }}
@@ -154,6 +172,11 @@ volumeMounts:
   - name: outbox-relay-config
     mountPath: /etc/outbox-relay
     readOnly: true
+  {{- if include "outbox-relay.mountsCa" . }}
+  - name: outbox-relay-postgres-ca
+    mountPath: {{ include "outbox-relay.caDir" . }}
+    readOnly: true
+  {{- end }}
   {{- with .Values.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -179,7 +202,8 @@ before the app containers, stops after them. */}}
   restartPolicy: Always
 {{- end }}
 
-{{/* The config volume (one list item for a pod's `volumes:`). */}}
+{{/* The relay's volumes for a pod's `volumes:`: the config, and the PostgreSQL CA when
+database.caSecret supplies it. */}}
 {{- define "outbox-relay.configVolume" -}}
 - name: outbox-relay-config
   {{- if .Values.config.existingSecret }}
@@ -195,6 +219,14 @@ before the app containers, stops after them. */}}
       - key: relay.yaml
         path: relay.yaml
   {{- end }}
+{{- if include "outbox-relay.mountsCa" . }}
+- name: outbox-relay-postgres-ca
+  secret:
+    secretName: {{ include "outbox-relay.caSecretName" . }}
+    items:
+      - key: {{ .Values.database.caSecret.key }}
+        path: {{ .Values.database.caSecret.key }}
+{{- end }}
 {{- end }}
 
 {{/* Pod-level settings shared by the Deployment and the example. */}}

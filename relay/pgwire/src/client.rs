@@ -7,11 +7,28 @@ use outbox_pgoutput::Lsn;
 use postgres_protocol::message::frontend;
 use tokio::io::{ReadHalf, WriteHalf};
 
+use crate::auth::{Channel, Policy};
 use crate::config::ConnectOptions;
 use crate::error::PgWireError;
 use crate::frame::{parse_error_fields, tag, Body, Frame, FrameReader};
 use crate::stream::{ReplicationStream, StatusSender};
 use crate::transport::{establish, MessageWriter, Transport};
+
+/// Session settings sent in the startup packet. The walsender prints every
+/// value pgoutput sends with its own session settings, which a role or
+/// database may change (`ALTER ROLE .. SET datestyle = 'SQL, DMY'`); settings
+/// from the startup packet override those. PostgreSQL's own apply worker pins
+/// datestyle, intervalstyle and extra_float_digits the same way
+/// (libpqwalreceiver.c); the relay also decodes bytea and timestamps itself,
+/// hence bytea_output and TimeZone.
+pub(crate) const OUTPUT_SETTINGS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("TimeZone", "UTC"),
+];
 
 /// Result of `IDENTIFY_SYSTEM`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,25 +96,34 @@ impl ReplicationClient {
             backend_key: None,
             tls,
         };
-        let params = [
+        let mut params = vec![
             ("user", opts.user.as_str()),
             ("database", opts.dbname.as_str()),
             ("replication", "database"),
             ("application_name", opts.application_name.as_str()),
-            ("client_encoding", "UTF8"),
         ];
+        params.extend_from_slice(OUTPUT_SETTINGS);
         client
             .writer
             .send(|buf| frontend::startup_message(params, buf))
             .await?;
-        crate::auth::authenticate(
-            &mut client.reader,
-            &mut client.writer,
-            &opts.user,
-            opts.password.as_deref(),
-            established.channel_binding,
-        )
-        .await?;
+        let channel = if tls {
+            Channel::Tls {
+                verified: opts.verifies_server(),
+                end_point: established.channel_binding,
+            }
+        } else {
+            Channel::Plain
+        };
+        let policy = Policy {
+            user: &opts.user,
+            password: opts.password.as_deref(),
+            require_auth: opts.require_auth,
+            channel_binding: opts.channel_binding,
+            allow_password_without_verified_tls: opts.allow_password_without_verified_tls,
+        };
+        crate::auth::authenticate(&mut client.reader, &mut client.writer, &policy, &channel)
+            .await?;
         client.wait_ready().await?;
         tracing::debug!(
             addr = %opts.addr(),

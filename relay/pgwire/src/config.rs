@@ -81,6 +81,202 @@ impl FromStr for SslMode {
     }
 }
 
+/// libpq's `channel_binding`: whether SCRAM binds the authentication to the
+/// TLS session (`SCRAM-SHA-256-PLUS` with `tls-server-end-point`), which
+/// defeats a man in the middle who relays the exchange through a TLS session
+/// of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ChannelBinding {
+    /// Never bind, even when the server offers it.
+    Disable,
+    /// Bind when TLS and the server allow it.
+    #[default]
+    Prefer,
+    /// Only SCRAM-SHA-256-PLUS is acceptable: every other method (trust,
+    /// cleartext, MD5, unbound SCRAM) is refused.
+    Require,
+}
+
+impl ChannelBinding {
+    pub const ALL: [ChannelBinding; 3] = [
+        ChannelBinding::Disable,
+        ChannelBinding::Prefer,
+        ChannelBinding::Require,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelBinding::Disable => "disable",
+            ChannelBinding::Prefer => "prefer",
+            ChannelBinding::Require => "require",
+        }
+    }
+}
+
+impl fmt::Display for ChannelBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid channel_binding {0:?}: expected one of disable, prefer, require")]
+pub struct ParseChannelBindingError(pub String);
+
+impl FromStr for ChannelBinding {
+    type Err = ParseChannelBindingError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ChannelBinding::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| ParseChannelBindingError(s.to_owned()))
+    }
+}
+
+/// An authentication method as libpq's `require_auth` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// The server asks for nothing (`trust`, `peer` over TCP does not exist).
+    None,
+    /// Cleartext password (`password` in pg_hba.conf).
+    Password,
+    Md5,
+    Gss,
+    Sspi,
+    ScramSha256,
+}
+
+impl AuthMethod {
+    pub const ALL: [AuthMethod; 6] = [
+        AuthMethod::None,
+        AuthMethod::Password,
+        AuthMethod::Md5,
+        AuthMethod::Gss,
+        AuthMethod::Sspi,
+        AuthMethod::ScramSha256,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Password => "password",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::Gss => "gss",
+            AuthMethod::Sspi => "sspi",
+            AuthMethod::ScramSha256 => "scram-sha-256",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// libpq's `require_auth`: the methods the server may use, as a
+/// comma-separated list (`scram-sha-256`, `md5,password`) or a list of
+/// exclusions (`!password,!md5`); the two forms do not mix. The default
+/// allows every method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequireAuth {
+    allowed: u8,
+}
+
+impl Default for RequireAuth {
+    fn default() -> Self {
+        RequireAuth::ANY
+    }
+}
+
+impl RequireAuth {
+    pub const ANY: RequireAuth = RequireAuth { allowed: 0x3f };
+
+    /// Exactly these methods.
+    pub fn only(methods: &[AuthMethod]) -> Self {
+        RequireAuth {
+            allowed: methods.iter().fold(0, |acc, m| acc | m.bit()),
+        }
+    }
+
+    pub fn allows(self, method: AuthMethod) -> bool {
+        self.allowed & method.bit() != 0
+    }
+
+    /// The allowed methods, in libpq's spelling.
+    pub fn allowed(self) -> Vec<AuthMethod> {
+        AuthMethod::ALL
+            .into_iter()
+            .filter(|m| self.allows(*m))
+            .collect()
+    }
+}
+
+impl fmt::Display for RequireAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.allowed().into_iter().map(AuthMethod::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid require_auth {value:?}: {reason}")]
+pub struct ParseRequireAuthError {
+    pub value: String,
+    pub reason: String,
+}
+
+impl FromStr for RequireAuth {
+    type Err = ParseRequireAuthError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fail = |reason: String| ParseRequireAuthError {
+            value: s.to_owned(),
+            reason,
+        };
+        if s.is_empty() {
+            return Ok(RequireAuth::ANY);
+        }
+        let mut negated = None;
+        let mut listed = 0u8;
+        for item in s.split(',') {
+            let (neg, name) = match item.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, item),
+            };
+            if *negated.get_or_insert(neg) != neg {
+                return Err(fail("negative and positive methods cannot be mixed".into()));
+            }
+            let method = AuthMethod::ALL
+                .into_iter()
+                .find(|m| m.as_str() == name)
+                .ok_or_else(|| {
+                    fail(format!(
+                        "unknown method {name:?} (expected none, password, md5, gss, sspi or scram-sha-256, optionally prefixed with '!')"
+                    ))
+                })?;
+            if listed & method.bit() != 0 {
+                return Err(fail(format!("{name:?} is listed twice")));
+            }
+            listed |= method.bit();
+        }
+        let allowed = if negated == Some(true) {
+            RequireAuth::ANY.allowed & !listed
+        } else {
+            listed
+        };
+        if allowed == 0 {
+            return Err(fail("no method is left allowed".into()));
+        }
+        Ok(RequireAuth { allowed })
+    }
+}
+
 /// Where and how to connect. One host only: failover between hosts is the
 /// caller's business.
 #[derive(Clone)]
@@ -98,6 +294,16 @@ pub struct ConnectOptions {
     pub application_name: String,
     /// Bounds the whole connection setup: TCP connect, TLS and authentication.
     pub connect_timeout: Duration,
+
+    // Authentication policy (issue 11, item 5).
+    /// The authentication methods the server may ask for.
+    pub require_auth: RequireAuth,
+    pub channel_binding: ChannelBinding,
+    /// Whether to answer a cleartext or MD5 password request on a connection
+    /// whose server is not authenticated (plaintext, or TLS under `prefer` /
+    /// `require`). Off by default: whoever sits in the middle of such a
+    /// connection reads the password (or a replayable MD5 answer).
+    pub allow_password_without_verified_tls: bool,
 }
 
 impl ConnectOptions {
@@ -118,7 +324,16 @@ impl ConnectOptions {
             sslrootcert: None,
             application_name: String::from("outbox-relay"),
             connect_timeout: Duration::from_secs(10),
+            require_auth: RequireAuth::ANY,
+            channel_binding: ChannelBinding::default(),
+            allow_password_without_verified_tls: false,
         }
+    }
+
+    /// Whether the server is authenticated: TLS with a verified certificate.
+    /// Only then may a password travel to it in a form a listener could use.
+    pub fn verifies_server(&self) -> bool {
+        self.sslmode.verifies_certificate()
     }
 
     /// `host:port`, as used in error messages.
@@ -143,6 +358,12 @@ impl fmt::Debug for ConnectOptions {
             .field("sslrootcert", &self.sslrootcert)
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
+            .field("require_auth", &self.require_auth.to_string())
+            .field("channel_binding", &self.channel_binding)
+            .field(
+                "allow_password_without_verified_tls",
+                &self.allow_password_without_verified_tls,
+            )
             .finish()
     }
 }
@@ -159,6 +380,58 @@ mod tests {
         let err = "verify_full".parse::<SslMode>().unwrap_err();
         assert!(err.to_string().contains("verify-full"), "{err}");
         assert!("allow".parse::<SslMode>().is_err());
+    }
+
+    #[test]
+    fn channel_binding_round_trips() {
+        for m in ChannelBinding::ALL {
+            assert_eq!(m.to_string().parse::<ChannelBinding>().unwrap(), m);
+        }
+        assert_eq!(ChannelBinding::default(), ChannelBinding::Prefer);
+        let err = "required".parse::<ChannelBinding>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid channel_binding \"required\": expected one of disable, prefer, require"
+        );
+    }
+
+    #[test]
+    fn require_auth_as_libpq_reads_it() {
+        let parse = |s: &str| s.parse::<RequireAuth>().map(|r| r.to_string());
+        assert_eq!(
+            parse("").unwrap(),
+            "none,password,md5,gss,sspi,scram-sha-256"
+        );
+        assert_eq!(parse("scram-sha-256").unwrap(), "scram-sha-256");
+        assert_eq!(parse("md5,none").unwrap(), "none,md5");
+        assert_eq!(
+            parse("!password,!md5").unwrap(),
+            "none,gss,sspi,scram-sha-256"
+        );
+        let err = |s: &str| s.parse::<RequireAuth>().unwrap_err().to_string();
+        assert!(
+            err("md5,!password").contains("cannot be mixed"),
+            "{}",
+            err("md5,!password")
+        );
+        assert!(
+            err("scram").contains("unknown method \"scram\""),
+            "{}",
+            err("scram")
+        );
+        assert!(
+            err("md5,md5").contains("listed twice"),
+            "{}",
+            err("md5,md5")
+        );
+        assert!(
+            err("!none,!password,!md5,!gss,!sspi,!scram-sha-256").contains("no method"),
+            "{}",
+            err("!none,!password,!md5,!gss,!sspi,!scram-sha-256")
+        );
+        let only = RequireAuth::only(&[AuthMethod::ScramSha256]);
+        assert!(only.allows(AuthMethod::ScramSha256));
+        assert!(!only.allows(AuthMethod::None) && !only.allows(AuthMethod::Md5));
     }
 
     #[test]

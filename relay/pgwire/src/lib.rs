@@ -21,7 +21,10 @@ pub mod tls;
 mod transport;
 
 pub use client::{quote_ident, quote_literal, CreatedSlot, IdentifySystem, ReplicationClient};
-pub use config::{ConnectOptions, ParseSslModeError, SslMode};
+pub use config::{
+    AuthMethod, ChannelBinding, ConnectOptions, ParseChannelBindingError, ParseRequireAuthError,
+    ParseSslModeError, RequireAuth, SslMode,
+};
 pub use error::{sqlstate_is_retryable, PgWireError, ServerError};
 pub use frame::MAX_MESSAGE_LEN;
 pub use outbox_pgoutput::Lsn;

@@ -3,7 +3,7 @@
 
 use tokio::task::JoinHandle;
 
-use crate::config::{ConnectOptions, SslMode};
+use crate::config::{ChannelBinding, ConnectOptions, SslMode};
 use crate::error::PgWireError;
 use crate::tls::MakeRustlsConnect;
 
@@ -29,6 +29,15 @@ pub fn tokio_postgres_config(opts: &ConnectOptions) -> tokio_postgres::Config {
     if let Some(password) = &opts.password {
         config.password(password);
     }
+    // Authentication policy: tokio-postgres knows channel_binding (and refuses
+    // trust, cleartext and MD5 under Require, as the replication client does),
+    // but has no require_auth and no hook to refuse a password request; see
+    // docs/security.md.
+    config.channel_binding(match opts.channel_binding {
+        ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+        ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+        ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+    });
     config
 }
 

@@ -225,27 +225,28 @@ impl ServerCertVerifier for CaOnlyVerification {
 
 /// `tls-server-end-point` channel binding data (RFC 5929): a hash of the
 /// server certificate, with the hash named by its signature algorithm (MD5
-/// and SHA-1 upgraded to SHA-256). `None` where that hash is not available,
-/// in which case SCRAM proceeds without channel binding.
+/// and SHA-1 upgraded to SHA-256). `None` where no hash is defined
+/// (RSASSA-PSS, EdDSA: PostgreSQL cannot bind to those either), which the
+/// authentication policy then reports instead of binding silently failing.
 pub(crate) fn tls_server_end_point(conn: &rustls::ClientConnection) -> Option<Vec<u8>> {
-    let cert = conn.peer_certificates()?.first()?;
-    let hash = match signature_algorithm_oid(cert)? {
+    end_point_of(conn.peer_certificates()?.first()?)
+}
+
+fn end_point_of(cert: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    Some(match signature_algorithm_oid(cert)? {
         // sha384WithRSAEncryption, ecdsa-with-SHA384
         [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c]
-        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03] => {
-            rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384
-        }
-        // sha512WithRSAEncryption, ecdsa-with-SHA512: no SHA-512 among the
-        // ring suites; RSASSA-PSS and EdDSA: no single hash is defined.
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03] => sha2::Sha384::digest(cert).to_vec(),
+        // sha512WithRSAEncryption, ecdsa-with-SHA512
         [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]
-        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04]
-        | [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a]
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04] => sha2::Sha512::digest(cert).to_vec(),
+        // RSASSA-PSS, Ed25519, Ed448: no single hash is defined.
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a]
         | [0x2b, 0x65, 0x70]
         | [0x2b, 0x65, 0x71] => return None,
-        _ => rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
-    };
-    let hash = hash.tls13()?.common.hash_provider;
-    Some(hash.hash(cert.as_ref()).as_ref().to_vec())
+        _ => sha2::Sha256::digest(cert).to_vec(),
+    })
 }
 
 /// The signatureAlgorithm OID of a DER certificate:
@@ -438,6 +439,56 @@ mod tests {
             Some(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02][..])
         );
         assert_eq!(signature_algorithm_oid(&cert[..10]), None);
+        assert_eq!(end_point_of(&cert).map(|h| h.len()), Some(32));
         assert_eq!(signature_algorithm_oid(&[]), None);
+    }
+
+    /// Same shape with another signatureAlgorithm OID (8 or 9 bytes, or 3).
+    fn cert_signed_with(oid: &[u8]) -> Vec<u8> {
+        let alg_len = 2 + oid.len();
+        let mut v = vec![
+            0x30,
+            (2 + 2 + alg_len + 2) as u8,
+            0x30,
+            0x00,
+            0x30,
+            alg_len as u8,
+        ];
+        v.extend_from_slice(&[0x06, oid.len() as u8]);
+        v.extend_from_slice(oid);
+        v.extend_from_slice(&[0x03, 0x00]);
+        v
+    }
+
+    #[test]
+    fn end_point_hash_follows_the_signature_algorithm() {
+        let len = |oid: &[u8]| end_point_of(&cert_signed_with(oid)).map(|h| h.len());
+        // sha256WithRSAEncryption, sha1WithRSAEncryption (upgraded to SHA-256)
+        assert_eq!(
+            len(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]),
+            Some(32)
+        );
+        assert_eq!(
+            len(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05]),
+            Some(32)
+        );
+        assert_eq!(
+            len(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]),
+            Some(48)
+        );
+        // SHA-512 signatures used to lose channel binding without a word.
+        assert_eq!(
+            len(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]),
+            Some(64)
+        );
+        assert_eq!(
+            len(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04]),
+            Some(64)
+        );
+        assert_eq!(
+            len(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a]),
+            None
+        );
+        assert_eq!(len(&[0x2b, 0x65, 0x70]), None);
     }
 }

@@ -5,8 +5,12 @@
 mod common;
 
 use common::*;
-use outbox_pgwire::{connect_sql, PgWireError, ReplicationClient, SslMode};
+use outbox_pgwire::{
+    connect_sql, AuthMethod, ChannelBinding, PgWireError, ReplicationClient, RequireAuth, SslMode,
+};
 
+/// relay_md5 needs the explicit allowance on these unverified connections;
+/// the refusal itself is tested below and in fake_server.rs.
 async fn replication_as(
     user: &str,
     password: Option<&str>,
@@ -15,6 +19,7 @@ async fn replication_as(
     let _ = admin().await; // fails clearly if the cluster is down
     let mut o = opts(user, password);
     o.sslmode = sslmode;
+    o.allow_password_without_verified_tls = user == "relay_md5";
     ReplicationClient::connect(&o).await
 }
 
@@ -162,4 +167,92 @@ async fn refused_connection_is_retryable() {
     assert!(e.is_retryable(), "{e}");
     let e = connect_sql(&o).await.unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
+}
+
+#[tokio::test]
+async fn md5_is_refused_on_unverified_connections_by_default() {
+    let _ = admin().await;
+    for sslmode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
+        let mut o = opts("relay_md5", Some("relay_md5"));
+        o.sslmode = sslmode;
+        let e = ReplicationClient::connect(&o).await.unwrap_err();
+        assert!(matches!(&e, PgWireError::Auth { .. }), "{sslmode}: {e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("MD5") && text.contains("allow_password_without_verified_tls"),
+            "{sslmode}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn md5_over_verified_tls_needs_no_allowance() {
+    let _ = admin().await;
+    let mut o = opts("relay_md5", Some("relay_md5"));
+    o.host = "localhost".into();
+    o.sslmode = SslMode::VerifyFull;
+    o.sslrootcert = Some(tls_dir().join("ca.crt"));
+    let mut c = ReplicationClient::connect(&o).await.unwrap();
+    assert!(c.is_tls());
+    assert_eq!(
+        repl_scalar(&mut c, "SELECT current_user").await.as_deref(),
+        Some("relay_md5")
+    );
+}
+
+#[tokio::test]
+async fn channel_binding_require_logs_in_with_scram_plus_and_refuses_md5() {
+    let _ = admin().await;
+    let mut o = opts("relay_scram", Some("relay_scram"));
+    o.sslmode = SslMode::Require;
+    o.channel_binding = ChannelBinding::Require;
+    let mut c = ReplicationClient::connect(&o).await.unwrap();
+    assert_eq!(
+        repl_scalar(&mut c, "SELECT current_user").await.as_deref(),
+        Some("relay_scram")
+    );
+    let mut o = opts("relay_md5", Some("relay_md5"));
+    o.sslmode = SslMode::Require;
+    o.channel_binding = ChannelBinding::Require;
+    o.allow_password_without_verified_tls = true;
+    let e = ReplicationClient::connect(&o).await.unwrap_err();
+    assert!(e.to_string().contains("channel_binding=require"), "{e}");
+}
+
+#[tokio::test]
+async fn require_auth_scram_accepts_scram_and_refuses_md5_and_trust() {
+    let _ = admin().await;
+    let scram_only = RequireAuth::only(&[AuthMethod::ScramSha256]);
+    let mut o = opts("relay_scram", Some("relay_scram"));
+    o.sslmode = SslMode::Disable;
+    o.require_auth = scram_only;
+    ReplicationClient::connect(&o).await.unwrap();
+    for (user, password) in [("relay_md5", Some("relay_md5")), ("relay_trust", None)] {
+        let mut o = opts(user, password);
+        o.sslmode = SslMode::Disable;
+        o.allow_password_without_verified_tls = true;
+        o.require_auth = scram_only;
+        let e = ReplicationClient::connect(&o).await.unwrap_err();
+        assert!(matches!(&e, PgWireError::Auth { .. }), "{user}: {e:?}");
+        assert!(
+            e.to_string().contains("require_auth=scram-sha-256"),
+            "{user}: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sql_connection_honours_channel_binding() {
+    let _ = admin().await;
+    let mut o = opts("relay_scram", Some("relay_scram"));
+    o.sslmode = SslMode::Require;
+    o.channel_binding = ChannelBinding::Require;
+    let (client, _task) = connect_sql(&o).await.unwrap();
+    assert!(sql_uses_ssl(&client).await);
+    // MD5 cannot bind: tokio-postgres refuses it under require, like the replication client.
+    let mut o = opts("relay_md5", Some("relay_md5"));
+    o.sslmode = SslMode::Require;
+    o.channel_binding = ChannelBinding::Require;
+    let e = connect_sql(&o).await.unwrap_err();
+    assert!(format!("{e} {e:?}").contains("channel binding"), "{e:?}");
 }

@@ -57,12 +57,28 @@ pub struct SourceConfig {
     /// advance on databases where nothing the publication covers is written.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_interval_ms: u64,
+
+    // Authentication policy (docs/security.md).
+    /// libpq's `require_auth`: the methods the server may use, e.g. `scram-sha-256`
+    /// or `!password,!md5`; empty allows all.
+    #[serde(default)]
+    pub require_auth: String,
+    /// `disable`, `prefer` or `require`, as in libpq: bind SCRAM to the TLS session.
+    #[serde(default = "default_channel_binding")]
+    pub channel_binding: String,
+    /// Answer a cleartext or MD5 password request even when the server is not
+    /// authenticated by a verified certificate (plaintext, or sslmode prefer/require).
+    #[serde(default)]
+    pub allow_password_without_verified_tls: bool,
 }
 
 fn default_port() -> u16 {
     5432
 }
 fn default_sslmode() -> String {
+    "prefer".into()
+}
+fn default_channel_binding() -> String {
     "prefer".into()
 }
 fn default_slot() -> String {
@@ -101,9 +117,11 @@ impl SourceConfig {
         if self.user.is_empty() {
             return Err(err("source.user: must not be empty"));
         }
-        self.sslmode
+        let sslmode = self
+            .sslmode
             .parse::<outbox_pgwire::SslMode>()
             .map_err(|e| err(format!("source.sslmode: {e}")))?;
+        self.validate_auth(sslmode)?;
         valid_identifier("source.slot", &self.slot, true)?;
         valid_identifier("source.publication", &self.publication, false)?;
         if !matches!(self.proto_version, 1 | 2) {
@@ -118,6 +136,32 @@ impl SourceConfig {
         if self.password.is_some() && self.password_file.is_some() {
             return Err(err(
                 "source.password and source.password_file: set only one",
+            ));
+        }
+        Ok(())
+    }
+
+    fn require_auth(&self) -> Result<outbox_pgwire::RequireAuth, ConfigError> {
+        self.require_auth
+            .parse()
+            .map_err(|e| err(format!("source.require_auth: {e}")))
+    }
+
+    fn channel_binding(&self) -> Result<outbox_pgwire::ChannelBinding, ConfigError> {
+        self.channel_binding
+            .parse()
+            .map_err(|e| err(format!("source.channel_binding: {e}")))
+    }
+
+    /// Combinations that can never connect are refused at start, as libpq does.
+    fn validate_auth(&self, sslmode: outbox_pgwire::SslMode) -> Result<(), ConfigError> {
+        self.require_auth()?;
+        let binding = self.channel_binding()?;
+        if binding == outbox_pgwire::ChannelBinding::Require
+            && sslmode == outbox_pgwire::SslMode::Disable
+        {
+            return Err(err(
+                "source.channel_binding: require needs TLS, but source.sslmode is disable",
             ));
         }
         Ok(())
@@ -151,6 +195,10 @@ impl SourceConfig {
             sslrootcert: self.sslrootcert.clone(),
             application_name: "outbox-relay".into(),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            // Authentication policy.
+            require_auth: self.require_auth()?,
+            channel_binding: self.channel_binding()?,
+            allow_password_without_verified_tls: self.allow_password_without_verified_tls,
         })
     }
 }

@@ -186,3 +186,65 @@ fn missing_file_is_named() {
     .to_string();
     assert!(e.contains("/nonexistent/relay.yaml"), "{e}");
 }
+
+#[test]
+fn authentication_policy_defaults_are_strict() {
+    let f = write(MINIMAL, "yaml");
+    let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+    let o = c.source.connect_options().unwrap();
+    assert_eq!(o.require_auth, outbox_pgwire::RequireAuth::ANY);
+    assert_eq!(o.channel_binding, outbox_pgwire::ChannelBinding::Prefer);
+    assert!(!o.allow_password_without_verified_tls);
+}
+
+#[test]
+fn authentication_policy_keys_map_to_the_connection() {
+    let f = write(
+        &MINIMAL.replace(
+            "user: relay",
+            "user: relay\n  sslmode: verify-full\n  require_auth: scram-sha-256\n  channel_binding: require",
+        ),
+        "yaml",
+    );
+    let c = Config::load_from(
+        Some(f.path()),
+        env(&[("RELAY__SOURCE__ALLOW_PASSWORD_WITHOUT_VERIFIED_TLS", "true")]),
+    )
+    .unwrap();
+    let o = c.source.connect_options().unwrap();
+    assert_eq!(
+        o.require_auth,
+        outbox_pgwire::RequireAuth::only(&[outbox_pgwire::AuthMethod::ScramSha256])
+    );
+    assert_eq!(o.channel_binding, outbox_pgwire::ChannelBinding::Require);
+    assert!(o.allow_password_without_verified_tls);
+}
+
+#[test]
+fn authentication_policy_errors_name_the_key() {
+    let cases = [
+        (
+            "require_auth: scram",
+            "source.require_auth: invalid require_auth \"scram\"",
+        ),
+        ("require_auth: md5,!password", "cannot be mixed"),
+        (
+            "channel_binding: always",
+            "source.channel_binding: invalid channel_binding \"always\"",
+        ),
+        (
+            "sslmode: disable\n  channel_binding: require",
+            "source.channel_binding: require needs TLS, but source.sslmode is disable",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let f = write(
+            &MINIMAL.replace("user: relay", &format!("user: relay\n  {extra}")),
+            "yaml",
+        );
+        let e = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expected), "{extra}: {e}");
+    }
+}
