@@ -6,7 +6,7 @@ use outbox_relay::check::run_checks;
 use outbox_relay::cli::{Cli, Command};
 use outbox_relay::config::Config;
 use outbox_relay::pipeline;
-use outbox_relay::telemetry::{init_logging, serve, Health, Metrics};
+use outbox_relay::telemetry::{init_logging, serve, Health, HttpLimits, Metrics};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -15,7 +15,12 @@ fn main() -> ExitCode {
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("outbox-relay: {e}");
+            // Logging is not set up yet: set it up from whatever of `telemetry` can be
+            // read, so that with `log_format: json` this line is JSON like all others.
+            let (format, level) =
+                Config::log_settings_of_invalid(cli.config.as_deref(), std::env::vars());
+            init_logging(format, &level);
+            error!(error = %e, "outbox-relay cannot start");
             if matches!(cli.command, Command::Check) {
                 println!("FAIL config: {e}");
             }
@@ -23,13 +28,21 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.telemetry.log_format, &config.telemetry.log_level);
+    // A panic is fatal too; the default hook's plain text would break JSON logs.
+    std::panic::set_hook(Box::new(|panic| error!(%panic, "outbox-relay panicked")));
     // Two workers: the reader and the acker run in parallel; more buys nothing for one
     // replication stream and costs memory.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "cannot start the tokio runtime");
+            return ExitCode::FAILURE;
+        }
+    };
     runtime.block_on(async move {
         match cli.command {
             Command::Check => check(config).await,
@@ -62,7 +75,11 @@ async fn run(config: Config) -> ExitCode {
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
     if let Some(addr) = config.telemetry.listen_addr() {
-        match serve(addr, metrics.clone(), health.clone()).await {
+        let limits = HttpLimits {
+            max_connections: config.telemetry.max_connections,
+            request_timeout: config.telemetry.request_timeout(),
+        };
+        match serve(addr, limits, metrics.clone(), health.clone()).await {
             Ok((bound, _task)) => info!(%bound, "serving /metrics, /healthz and /readyz"),
             Err(e) => {
                 error!(%addr, error = %e, "cannot bind telemetry.listen");
@@ -84,7 +101,6 @@ async fn run(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "outbox-relay stopped");
-            eprintln!("outbox-relay: {e}");
             ExitCode::FAILURE
         }
     }

@@ -29,6 +29,8 @@ pub struct RelaySetup {
     pub dead_letter: Option<String>,
     /// Environment for the relay process (`RELAY__…` overrides).
     pub env: Vec<(String, String)>,
+    /// Soft and hard `RLIMIT_NOFILE` for the relay process (set through prlimit(1)).
+    pub open_files_limit: Option<u64>,
 }
 
 impl RelaySetup {
@@ -45,6 +47,7 @@ impl RelaySetup {
             sink_yaml: None,
             route_template: None,
             dead_letter: None,
+            open_files_limit: None,
         }
     }
 
@@ -161,7 +164,18 @@ impl Relay {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(env::relay_bin())
+        // prlimit sets the limit and then execs the relay: the child's pid is the relay's.
+        let mut command = match setup.open_files_limit {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env::relay_bin());
+                c
+            }
+            None => Command::new(env::relay_bin()),
+        };
+        let child = command
             .arg("--config")
             .arg(&config)
             .args(args)

@@ -51,6 +51,16 @@ pub(crate) const DEFAULTS: &[(&str, &str)] = &[
     ("queue.buffering.max.kbytes", "65536"),
     ("queue.buffering.max.messages", "1000000"),
     ("client.id", "outbox-relay"),
+    // The Java client's partitioner (murmur2 of the key, modulo the partition count),
+    // which Debezium and every other Java producer use: a key lands on the same
+    // partition as before a cut-over from Debezium, or as a Java producer sharing the
+    // topic puts it, so per-aggregate order holds across the switch. librdkafka's own
+    // default (`consistent_random`, CRC32) would move most keys. Overridable so that a
+    // topic already written with another partitioner can keep its mapping.
+    ("partitioner", "murmur2_random"),
+    // A broker connection that died silently (NAT or firewall idle timeout, a node gone
+    // without a FIN) is noticed by TCP keepalive instead of waiting for a request timeout.
+    ("socket.keepalive.enable", "true"),
 ];
 
 impl KafkaConfig {
@@ -119,6 +129,16 @@ mod tests {
         assert_eq!(props["enable.idempotence"], "true");
         assert_eq!(props["bootstrap.servers"], "127.0.0.1:9092");
         assert_eq!(props["message.timeout.ms"], "0");
+        assert_eq!(props["partitioner"], "murmur2_random");
+        assert_eq!(props["socket.keepalive.enable"], "true");
+    }
+
+    #[test]
+    fn the_partitioner_can_be_set_for_topics_written_with_another_one() {
+        let props = config(&[("partitioner", "consistent_random")])
+            .producer_properties()
+            .unwrap();
+        assert_eq!(props["partitioner"], "consistent_random");
     }
 
     #[test]

@@ -61,33 +61,29 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError(format!(
-                    "file {} does not exist",
-                    path.display()
-                )));
-            }
-            builder = builder.add_source(config::File::from(path));
-        }
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("RELAY__"))
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix("RELAY")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(env)),
-        );
-        let raw = builder.build().map_err(|e| ConfigError(e.to_string()))?;
-        let config: Config = raw
+        let config: Config = raw(file, env)?
             .try_deserialize()
             .map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The log format and level as far as they can be read from a configuration that
+    /// [`Config::load`] rejected, so that the rejection itself is logged the way the
+    /// operator asked for (JSON lines stay JSON); the defaults where they cannot be read.
+    pub fn log_settings_of_invalid(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> (LogFormat, String) {
+        let defaults = TelemetryConfig::default();
+        let Ok(raw) = raw(file, env) else {
+            return (defaults.log_format, defaults.log_level);
+        };
+        (
+            raw.get("telemetry.log_format")
+                .unwrap_or(defaults.log_format),
+            raw.get("telemetry.log_level").unwrap_or(defaults.log_level),
+        )
     }
 
     /// Checks that need more than one field, or a field's range.
@@ -100,6 +96,39 @@ impl Config {
         self.state.validate()?;
         Ok(())
     }
+}
+
+/// The file overlaid by the `RELAY__…` variables, not yet deserialized.
+fn raw(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<config::Config, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError(format!(
+                "file {} does not exist",
+                path.display()
+            )));
+        }
+        builder = builder.add_source(config::File::from(path));
+    }
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("RELAY__"))
+        .collect();
+    // Values stay text: with `try_parsing` the config crate turned `007` into the
+    // number 7 and `True` into `true` before serde saw them, so a password arrived
+    // rewritten. Numeric and boolean keys still work because the config crate's
+    // deserializer parses a string when the target type is a number or a bool.
+    builder = builder.add_source(
+        config::Environment::with_prefix("RELAY")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(false)
+            .source(Some(env)),
+    );
+    builder.build().map_err(|e| ConfigError(e.to_string()))
 }
 
 pub(crate) fn err(msg: impl Into<String>) -> ConfigError {

@@ -1,6 +1,7 @@
 //! `pipeline` and `telemetry`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -77,7 +78,16 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`; empty disables it.
+    /// Loopback by default: the endpoints are unauthenticated, so listening on other
+    /// interfaces (`0.0.0.0:9187` in a container, which the Helm chart sets) is a choice.
     pub listen: String,
+    /// Most HTTP connections open at once; further ones are closed on accept. The server
+    /// never uses more than a quarter of the process's file-descriptor limit either, so
+    /// clients cannot take the descriptors the replication and broker connections need.
+    pub max_connections: usize,
+    /// Deadline for a whole HTTP connection (request head, response); a client that has not
+    /// finished by then is disconnected. One request per connection.
+    pub request_timeout_ms: u64,
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `outbox_relay=debug,info`; `RUST_LOG` wins when set.
     pub log_level: String,
@@ -86,7 +96,9 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
-            listen: "0.0.0.0:9187".into(),
+            listen: "127.0.0.1:9187".into(),
+            max_connections: 32,
+            request_timeout_ms: 5_000,
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -103,10 +115,20 @@ impl TelemetryConfig {
                 ))
             })?;
         }
+        if self.max_connections == 0 {
+            return Err(err("telemetry.max_connections: must be at least 1"));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(err("telemetry.request_timeout_ms: must be at least 1"));
+        }
         Ok(())
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.parse().ok()
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 }

@@ -8,15 +8,45 @@ use super::{err, ConfigError};
 
 /// `sink.kind`
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "Option<String>")]
 pub enum SinkKind {
     Kafka,
     /// Amazon SNS topics (destinations are topic ARNs).
     Sns,
     /// Amazon SQS queues (destinations are queue URLs).
     Sqs,
-    /// Acknowledges everything immediately (benchmarks, dry runs).
+    /// Acknowledges everything immediately (benchmarks, dry runs). Spelled `"null"`
+    /// (quoted in YAML) or `none`.
     Null,
+}
+
+/// Why a `sink.kind` value is not one of the kinds.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkKindError {
+    /// YAML reads a bare `null`, `~` or an empty value as "no value", not as the word;
+    /// treating that as the sink that discards everything would turn a forgotten value
+    /// into silent data loss, so it is an error that says how to ask for it.
+    #[error(
+        "sink.kind: no value (YAML reads a bare null as no value); write kafka, sns, sqs, \"null\" (quoted) or none"
+    )]
+    Missing,
+    #[error("sink.kind: unknown kind {0:?}; expected kafka, sns, sqs, \"null\" or none")]
+    Unknown(String),
+}
+
+impl TryFrom<Option<String>> for SinkKind {
+    type Error = SinkKindError;
+
+    fn try_from(value: Option<String>) -> Result<Self, Self::Error> {
+        match value.as_deref() {
+            None => Err(SinkKindError::Missing),
+            Some("kafka") => Ok(SinkKind::Kafka),
+            Some("sns") => Ok(SinkKind::Sns),
+            Some("sqs") => Ok(SinkKind::Sqs),
+            Some("null" | "none") => Ok(SinkKind::Null),
+            Some(other) => Err(SinkKindError::Unknown(other.to_string())),
+        }
+    }
 }
 
 /// `sink`

@@ -248,3 +248,95 @@ fn authentication_policy_errors_name_the_key() {
         assert!(e.contains(expected), "{extra}: {e}");
     }
 }
+
+/// Issue 11 item 3: the environment is text, and a string key must get that text
+/// unchanged; the deserializer coerces it only where the key is a number or a boolean.
+#[test]
+fn environment_values_reach_string_keys_byte_for_byte() {
+    let f = write(MINIMAL, "yaml");
+    for value in [
+        "007",
+        "1e3",
+        "1.50",
+        "True",
+        "null",
+        "  spaced ",
+        "-0",
+        "0x10",
+    ] {
+        let c = Config::load_from(
+            Some(f.path()),
+            env(&[
+                ("RELAY__SOURCE__PASSWORD", value),
+                ("RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD", value),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.source.password.as_ref().map(Secret::expose),
+            Some(value),
+            "source.password"
+        );
+        let props = c.sink.kafka.unwrap().producer_properties().unwrap();
+        assert_eq!(props["sasl.password"], value, "sasl.password");
+    }
+}
+
+#[test]
+fn environment_values_still_parse_into_numeric_and_boolean_keys() {
+    let f = write(MINIMAL, "yaml");
+    let c = Config::load_from(
+        Some(f.path()),
+        env(&[
+            ("RELAY__PIPELINE__MAX_BATCH_EVENTS", "10"),
+            ("RELAY__SOURCE__PORT", "6543"),
+            ("RELAY__SOURCE__CREATE_SLOT", "false"),
+            ("RELAY__SOURCE__CREATE_PUBLICATION", "False"),
+            ("RELAY__OUTBOX__COMMIT_LSN_HEADER", "true"),
+            ("RELAY__SINK__KIND", "null"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.pipeline.max_batch_events, 10);
+    assert_eq!(c.source.port, 6543);
+    assert!(!c.source.create_slot);
+    assert!(!c.source.create_publication);
+    assert!(c.outbox.commit_lsn_header);
+    assert_eq!(c.sink.kind, SinkKind::Null);
+
+    let e = Config::load_from(
+        Some(f.path()),
+        env(&[("RELAY__PIPELINE__MAX_BATCH_EVENTS", "ten")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("max_batch_events"), "{e}");
+}
+
+/// YAML reads a bare `null` as "no value", not as the string; the sink that discards
+/// everything must be asked for explicitly, so a bare null (or an empty `kind:`) is an
+/// error that says how to spell it.
+#[test]
+fn sink_kind_null_is_spelled_quoted_or_none() {
+    for kind in ["'null'", "\"null\"", "none"] {
+        let f = write(
+            &MINIMAL.replace("kind: kafka", &format!("kind: {kind}")),
+            "yaml",
+        );
+        let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(c.sink.kind, SinkKind::Null, "kind: {kind}");
+    }
+    for kind in ["null", "~", ""] {
+        let f = write(
+            &MINIMAL.replace("kind: kafka", &format!("kind: {kind}")),
+            "yaml",
+        );
+        let e = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sink.kind") && e.contains("\"null\"") && e.contains("none"),
+            "kind: {kind} gives {e:?}"
+        );
+    }
+}

@@ -1,105 +1,228 @@
-//! A minimal HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`.
+//! The HTTP server for `/metrics`, `/healthz` and `/readyz`, on hyper's HTTP/1 server.
 //!
-//! Three read-only GET endpoints do not justify a web framework in a sidecar whose
-//! memory budget is tens of megabytes; this answers one request per connection.
+//! It shares the process with the pipeline, so nothing a client does may cost the
+//! pipeline its CPU or its file descriptors: connections are capped (and never take more
+//! than a quarter of the descriptor limit), each connection has one deadline for its
+//! whole life, request heads are limited in size, and a failing `accept` (out of file
+//! descriptors) backs off instead of retrying in a busy loop.
 
+use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
 
+use super::fd_limit::open_files_limit;
 use super::{Health, Metrics};
+
+/// hyper's smallest allowed read buffer, which bounds a request head: an honest client
+/// (Prometheus, kubelet, curl) sends a few hundred bytes.
+const MAX_HEAD_BYTES: usize = 8192;
+const MAX_HEADERS: usize = 32;
+/// The first pause after a failed `accept`, doubled per consecutive failure up to the max.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one warning per this window for refused connections and accept failures.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Limits on what clients of the telemetry server may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    /// Deadline for a connection from accept to the end of its response.
+    pub request_timeout: Duration,
+}
+
+impl HttpLimits {
+    /// The connection cap actually used: `max_connections`, lowered to a quarter of the
+    /// process's open-files limit so that slow clients cannot exhaust the descriptors the
+    /// replication and broker connections need.
+    pub fn effective_max_connections(&self) -> usize {
+        match open_files_limit() {
+            Some(limit) => self.max_connections.min((limit / 4).max(1) as usize),
+            None => self.max_connections,
+        }
+    }
+}
 
 /// Binds `addr` and serves until the task is dropped. Returns the bound address
 /// (useful with port 0).
 pub async fn serve(
     addr: SocketAddr,
+    limits: HttpLimits,
     metrics: Metrics,
     health: Arc<Health>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            let health = health.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    handle(stream, &metrics, &health),
-                )
-                .await;
-            });
-        }
-    });
+    let max_connections = limits.effective_max_connections();
+    if max_connections < limits.max_connections {
+        warn!(
+            configured = limits.max_connections,
+            used = max_connections,
+            "telemetry.max_connections lowered to a quarter of the open-files limit"
+        );
+    }
+    let task = tokio::spawn(accept_loop(
+        listener,
+        max_connections,
+        limits.request_timeout,
+        metrics,
+        health,
+    ));
     Ok((local, task))
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    // Read until the end of the request head; bodies are not expected.
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > 16 * 1024 {
-            return respond(&mut stream, 431, "text/plain", "request head too large\n").await;
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    if method != "GET" && method != "HEAD" {
-        return respond(&mut stream, 405, "text/plain", "only GET\n").await;
-    }
-    match path {
-        "/metrics" => {
-            let body = metrics.render();
-            respond(
-                &mut stream,
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                &body,
-            )
-            .await
-        }
-        "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
-        "/readyz" => {
-            let (ready, why) = health.ready();
-            let status = if ready { 200 } else { 503 };
-            respond(&mut stream, status, "text/plain", &format!("{why}\n")).await
-        }
-        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
+async fn accept_loop(
+    listener: TcpListener,
+    max_connections: usize,
+    request_timeout: Duration,
+    metrics: Metrics,
+    health: Arc<Health>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut accept_failures = Throttled::default();
+    let mut refusals = Throttled::default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                stream
+            }
+            Err(e) => {
+                // The pending connection stays queued, so the listener is still readable
+                // and retrying at once fails again at once (EMFILE): a spinning core.
+                // Waiting lets the pipeline's connections close and release descriptors.
+                if let Some(suppressed) = accept_failures.due() {
+                    warn!(error = %e, suppressed, retry_in = ?backoff, "telemetry server: accept failed");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        // Full: close the new connection rather than queue it behind slow ones; a scraper
+        // retries, and the deadline frees a slot within `request_timeout`.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(suppressed) = refusals.due() {
+                warn!(
+                    max_connections,
+                    suppressed,
+                    "telemetry server: connection limit reached, closing new connections"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let metrics = metrics.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            let connection = serve_connection(stream, metrics, health);
+            if tokio::time::timeout(request_timeout, connection)
+                .await
+                .is_err()
+            {
+                debug!("telemetry server: connection closed at its deadline");
+            }
+            drop(slot);
+        });
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    ctype: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+async fn serve_connection(stream: TcpStream, metrics: Metrics, health: Arc<Health>) {
+    let service = service_fn(move |request| {
+        let response = respond(&request, &metrics, &health);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let result = http1::Builder::new()
+        // One request per connection keeps the cap and the deadline simple: an idle
+        // keep-alive connection would hold a slot between scrapes.
+        .keep_alive(false)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = result {
+        debug!(error = %e, "telemetry server: connection ended with an error");
+    }
 }
+
+/// The response for one request. hyper leaves the body out of responses to `HEAD` and
+/// keeps the `Content-Length` a `GET` would get.
+fn respond<B>(request: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, metrics.render());
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            let (ready, why) = health.ready();
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, format!("{why}\n"))
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// Lets a repeated warning through at most once per [`WARN_EVERY`], counting the rest.
+#[derive(Default)]
+struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    /// `Some(suppressed since the last one)` when this occurrence should be logged.
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < WARN_EVERY)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests;
