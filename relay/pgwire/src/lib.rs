@@ -15,13 +15,14 @@ mod client;
 mod config;
 mod error;
 mod frame;
+mod silence;
 mod sql;
 mod stream;
 pub mod tls;
 mod transport;
 
 pub use client::{quote_ident, quote_literal, CreatedSlot, IdentifySystem, ReplicationClient};
-pub use config::{ConnectOptions, ParseSslModeError, SslMode};
+pub use config::{ConnectOptions, Liveness, ParseSslModeError, SslMode, TcpKeepalive};
 pub use error::{sqlstate_is_retryable, PgWireError, ServerError};
 pub use frame::MAX_MESSAGE_LEN;
 pub use outbox_pgoutput::Lsn;
