@@ -21,6 +21,8 @@ pub enum InvalidReason {
     InvalidPayload,
     NoRoute,
     InvalidMessage,
+    /// Larger than `outbox.max_event_bytes`.
+    TooLarge,
 }
 
 impl InvalidReason {
@@ -36,6 +38,7 @@ impl InvalidReason {
             InvalidReason::InvalidPayload => "invalid_payload",
             InvalidReason::NoRoute => "no_route",
             InvalidReason::InvalidMessage => "invalid_message",
+            InvalidReason::TooLarge => "too_large",
         }
     }
 }
