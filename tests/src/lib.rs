@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod backlog;
 pub mod env;
+pub mod fault_proxy;
 pub mod kafka;
 pub mod pg;
 pub mod relay;

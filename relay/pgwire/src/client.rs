@@ -11,6 +11,7 @@ use crate::auth::{Channel, Policy};
 use crate::config::ConnectOptions;
 use crate::error::PgWireError;
 use crate::frame::{parse_error_fields, tag, Body, Frame, FrameReader};
+use crate::silence::{Heard, PingPolicy};
 use crate::stream::{ReplicationStream, StatusSender};
 use crate::transport::{establish, MessageWriter, Transport};
 
@@ -58,6 +59,8 @@ pub struct ReplicationClient {
     parameters: HashMap<String, String>,
     backend_key: Option<(i32, i32)>,
     tls: bool,
+    /// For the stream, once replication starts.
+    receive_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for ReplicationClient {
@@ -89,12 +92,15 @@ impl ReplicationClient {
         let established = establish(opts).await?;
         let tls = matches!(established.transport, Transport::Tls(_));
         let (read, write) = tokio::io::split(established.transport);
+        let mut reader = FrameReader::new(read);
+        reader.set_max_len(opts.max_message_len);
         let mut client = ReplicationClient {
-            reader: FrameReader::new(read),
+            reader,
             writer: MessageWriter::new(write),
             parameters: HashMap::new(),
             backend_key: None,
             tls,
+            receive_timeout: opts.liveness.receive_timeout,
         };
         let mut params = vec![
             ("user", opts.user.as_str()),
@@ -325,9 +331,15 @@ impl ReplicationClient {
             }
         }
         tracing::debug!(slot, %start, "logical replication started");
+        // Only now: before streaming there is no way to make a live server
+        // speak (CREATE_REPLICATION_SLOT may wait minutes for old transactions),
+        // so those waits rely on TCP keepalive instead.
+        let heard = Heard::new();
+        self.reader
+            .watch_silence(self.receive_timeout, heard.clone());
         Ok((
             ReplicationStream::new(self.reader),
-            StatusSender::new(self.writer),
+            StatusSender::new(self.writer, PingPolicy::new(heard, self.receive_timeout)),
         ))
     }
 

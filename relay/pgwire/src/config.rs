@@ -304,10 +304,69 @@ pub struct ConnectOptions {
     /// `require`). Off by default: whoever sits in the middle of such a
     /// connection reads the password (or a replayable MD5 answer).
     pub allow_password_without_verified_tls: bool,
+    // Dead peers and oversized messages.
+    /// How a silently vanished server is noticed (TCP options, receive timeout).
+    pub liveness: Liveness,
+    /// Largest backend message body accepted; a longer one is
+    /// [`PgWireError::MessageTooLarge`](crate::PgWireError::MessageTooLarge),
+    /// refused before anything is allocated for it.
+    pub max_message_len: usize,
+}
+
+/// How a connection notices a server that has silently gone away (a NAT or
+/// firewall dropping the flow, a failed-over load balancer): without these,
+/// only TCP's own retransmission limit (many minutes) ends the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// TCP keepalive probes on idle connections (`None`: keepalive off).
+    pub keepalive: Option<TcpKeepalive>,
+    /// `TCP_USER_TIMEOUT` (Linux; ignored elsewhere): how long sent data may
+    /// stay unacknowledged before the kernel drops the connection. `None`: the
+    /// OS default (retransmissions for about 15 minutes).
+    pub tcp_user_timeout: Option<Duration>,
+    /// While streaming: the longest wait for any byte from the walsender before
+    /// [`ReplicationStream::next`](crate::ReplicationStream::next) fails with
+    /// [`PgWireError::ReceiveTimeout`](crate::PgWireError::ReceiveTimeout). The
+    /// [`StatusSender`](crate::StatusSender) asks the server for a keepalive once
+    /// half of it has passed in silence, so a live server always answers in
+    /// time unless it is itself stuck (see the README on `wal_sender_timeout`).
+    /// `None`: wait forever.
+    pub receive_timeout: Option<Duration>,
+}
+
+/// TCP keepalive timing; each `None` keeps the OS default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    /// Idle time before the first probe.
+    pub idle: Option<Duration>,
+    /// Time between unanswered probes.
+    pub interval: Option<Duration>,
+    /// Unanswered probes before the connection is dropped.
+    pub retries: Option<u32>,
+}
+
+impl Default for Liveness {
+    /// Keepalive after 30 s idle, every 10 s, 3 probes; unacknowledged data
+    /// gives up after 60 s; a stream silent for 40 s is dead. 40 s: a healthy
+    /// walsender busy decoding a large transaction it sends nothing of answers
+    /// our keepalive request only after `wal_sender_timeout` / 2 (30 s by
+    /// default), so a shorter timeout would abandon it and restart the same work.
+    fn default() -> Self {
+        Liveness {
+            keepalive: Some(TcpKeepalive {
+                idle: Some(Duration::from_secs(30)),
+                interval: Some(Duration::from_secs(10)),
+                retries: Some(3),
+            }),
+            tcp_user_timeout: Some(Duration::from_secs(60)),
+            receive_timeout: Some(Duration::from_secs(40)),
+        }
+    }
 }
 
 impl ConnectOptions {
-    /// Options with the usual defaults (prefer TLS, 10 s timeout).
+    /// Options with the usual defaults (prefer TLS, 10 s connect timeout,
+    /// [`Liveness::default`], PostgreSQL's own message size limit).
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -327,6 +386,8 @@ impl ConnectOptions {
             require_auth: RequireAuth::ANY,
             channel_binding: ChannelBinding::default(),
             allow_password_without_verified_tls: false,
+            liveness: Liveness::default(),
+            max_message_len: crate::frame::MAX_MESSAGE_LEN,
         }
     }
 
@@ -364,6 +425,8 @@ impl fmt::Debug for ConnectOptions {
                 "allow_password_without_verified_tls",
                 &self.allow_password_without_verified_tls,
             )
+            .field("liveness", &self.liveness)
+            .field("max_message_len", &self.max_message_len)
             .finish()
     }
 }

@@ -47,6 +47,16 @@ pub enum PgWireError {
     #[error("PostgreSQL closed the connection unexpectedly")]
     ConnectionClosed,
 
+    /// Nothing arrived on the replication stream for `timeout`, although the
+    /// server had been asked for a keepalive: the connection is presumed dead.
+    #[error("no data from PostgreSQL for {timeout:?} on the replication stream; presuming the connection dead")]
+    ReceiveTimeout { timeout: Duration },
+
+    /// A backend message longer than the configured limit. Refused before
+    /// anything is allocated for it; reconnecting would meet it again.
+    #[error("backend message {tag:?} of {len} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge { tag: char, len: usize, limit: usize },
+
     #[error("PostgreSQL reported {0}")]
     Server(ServerError),
 
@@ -89,14 +99,16 @@ impl PgWireError {
         match self {
             PgWireError::Io(_)
             | PgWireError::ConnectTimeout { .. }
-            | PgWireError::ConnectionClosed => true,
+            | PgWireError::ConnectionClosed
+            | PgWireError::ReceiveTimeout { .. } => true,
             PgWireError::Server(e) => sqlstate_is_retryable(&e.code),
             PgWireError::Auth { .. }
             | PgWireError::Tls { .. }
             | PgWireError::TlsNotSupported { .. }
             | PgWireError::TlsConfig(_)
             | PgWireError::Config(_)
-            | PgWireError::Protocol(_) => false,
+            | PgWireError::Protocol(_)
+            | PgWireError::MessageTooLarge { .. } => false,
             PgWireError::Sql(e) => {
                 if let Some(code) = e.code() {
                     return sqlstate_is_retryable(code.code());
@@ -254,6 +266,16 @@ mod tests {
         }
         assert!(PgWireError::Io(io::Error::from(io::ErrorKind::ConnectionRefused)).is_retryable());
         assert!(PgWireError::ConnectionClosed.is_retryable());
+        assert!(PgWireError::ReceiveTimeout {
+            timeout: Duration::from_secs(1)
+        }
+        .is_retryable());
+        assert!(!PgWireError::MessageTooLarge {
+            tag: 'd',
+            len: 2,
+            limit: 1
+        }
+        .is_retryable());
         assert!(!PgWireError::protocol("x").is_retryable());
         assert!(!PgWireError::Auth {
             user: "u".into(),

@@ -4,10 +4,14 @@
 //! `split_to(..).freeze()`, so a message body (and the WAL data inside it)
 //! is handed out without copying.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{PgWireError, ServerError};
+use crate::silence::Heard;
 
 /// Tag byte plus the length word.
 pub(crate) const HEADER_LEN: usize = 5;
@@ -56,9 +60,13 @@ pub(crate) struct Frame {
 }
 
 /// Cuts one whole message off the front of `buf`, or returns `None` if it has
-/// not fully arrived yet.
-pub(crate) fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, PgWireError> {
-    let Some(total) = frame_len(buf)? else {
+/// not fully arrived yet. A body longer than `max_len` is an error as soon as
+/// its header is there.
+pub(crate) fn split_frame(
+    buf: &mut BytesMut,
+    max_len: usize,
+) -> Result<Option<Frame>, PgWireError> {
+    let Some(total) = frame_len(buf, max_len)? else {
         return Ok(None);
     };
     if buf.len() < total {
@@ -72,7 +80,7 @@ pub(crate) fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, PgWireErr
 
 /// Total length (header included) of the message starting `buf`, once its
 /// header is there.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, PgWireError> {
+fn frame_len(buf: &[u8], max_len: usize) -> Result<Option<usize>, PgWireError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -83,6 +91,14 @@ fn frame_len(buf: &[u8]) -> Result<Option<usize>, PgWireError> {
             char::from(buf[0])
         )));
     }
+    let body = len as usize - 4;
+    if body > max_len {
+        return Err(PgWireError::MessageTooLarge {
+            tag: char::from(buf[0]),
+            len: body,
+            limit: max_len,
+        });
+    }
     Ok(Some(1 + len as usize))
 }
 
@@ -90,6 +106,12 @@ fn frame_len(buf: &[u8]) -> Result<Option<usize>, PgWireError> {
 pub(crate) struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
+    /// Bodies longer than this are refused (`MessageTooLarge`).
+    max_len: usize,
+    /// Longest wait for bytes in one read; `None` waits forever.
+    idle_limit: Option<Duration>,
+    /// Told whenever bytes arrive, for whoever watches the connection's silence.
+    heard: Option<Arc<Heard>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -97,20 +119,37 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            max_len: MAX_MESSAGE_LEN,
+            idle_limit: None,
+            heard: None,
         }
+    }
+
+    /// Refuses bodies longer than `max_len` (at most [`MAX_MESSAGE_LEN`]).
+    pub fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len.min(MAX_MESSAGE_LEN);
+    }
+
+    /// From now on, a read that gets no byte for `limit` fails with
+    /// `ReceiveTimeout`, and `heard` learns of every read that gets some.
+    pub fn watch_silence(&mut self, limit: Option<Duration>, heard: Arc<Heard>) {
+        self.idle_limit = limit;
+        self.heard = Some(heard);
     }
 
     /// The next message. End of stream, even between messages, is
     /// `ConnectionClosed`: the protocol always ends with our Terminate, so the
     /// server hanging up first is never the normal case.
+    ///
+    /// Cancel-safe: bytes read so far stay buffered.
     pub async fn next_frame(&mut self) -> Result<Frame, PgWireError> {
         loop {
-            if let Some(frame) = split_frame(&mut self.buf)? {
+            if let Some(frame) = split_frame(&mut self.buf, self.max_len)? {
                 return Ok(frame);
             }
             // A big message gets the whole rest reserved at once so that it
             // lands in one allocation instead of doubling its way up.
-            let missing = match frame_len(&self.buf)? {
+            let missing = match frame_len(&self.buf, self.max_len)? {
                 Some(total) => total - self.buf.len(),
                 None => HEADER_LEN - self.buf.len(),
             };
@@ -118,9 +157,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if spare < missing.max(MIN_SPARE) {
                 self.buf.reserve(missing.max(READ_CHUNK));
             }
-            let n = self.inner.read_buf(&mut self.buf).await?;
+            let read = self.inner.read_buf(&mut self.buf);
+            let n = match self.idle_limit {
+                Some(limit) => tokio::time::timeout(limit, read)
+                    .await
+                    .map_err(|_| PgWireError::ReceiveTimeout { timeout: limit })??,
+                None => read.await?,
+            };
             if n == 0 {
                 return Err(PgWireError::ConnectionClosed);
+            }
+            if let Some(heard) = &self.heard {
+                heard.touch();
             }
         }
     }
@@ -128,6 +176,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     #[cfg(test)]
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 }
 
@@ -291,26 +344,26 @@ pub(crate) mod tests {
         wire.extend(encode(b'd', b"hello"));
         let mut buf = BytesMut::from(&wire[..7]);
         assert_eq!(
-            split_frame(&mut buf).unwrap(),
+            split_frame(&mut buf, MAX_MESSAGE_LEN).unwrap(),
             Some(Frame {
                 tag: b'Z',
                 body: Bytes::from_static(b"I")
             })
         );
         assert_eq!(
-            split_frame(&mut buf).unwrap(),
+            split_frame(&mut buf, MAX_MESSAGE_LEN).unwrap(),
             None,
             "header only partly there"
         );
         buf.extend_from_slice(&wire[7..12]);
         assert_eq!(
-            split_frame(&mut buf).unwrap(),
+            split_frame(&mut buf, MAX_MESSAGE_LEN).unwrap(),
             None,
             "body only partly there"
         );
         buf.extend_from_slice(&wire[12..]);
         assert_eq!(
-            split_frame(&mut buf).unwrap(),
+            split_frame(&mut buf, MAX_MESSAGE_LEN).unwrap(),
             Some(Frame {
                 tag: b'd',
                 body: Bytes::from_static(b"hello")
@@ -326,13 +379,23 @@ pub(crate) mod tests {
             buf.extend_from_slice(b"d");
             buf.extend_from_slice(&len.to_be_bytes());
             assert!(
-                matches!(split_frame(&mut buf), Err(PgWireError::Protocol(_))),
+                matches!(
+                    split_frame(&mut buf, MAX_MESSAGE_LEN),
+                    Err(PgWireError::Protocol(_))
+                ),
                 "{len}"
             );
         }
         // An empty body is fine.
         let mut buf = BytesMut::from(&encode(b'c', b"")[..]);
-        assert_eq!(split_frame(&mut buf).unwrap().unwrap().body.len(), 0);
+        assert_eq!(
+            split_frame(&mut buf, MAX_MESSAGE_LEN)
+                .unwrap()
+                .unwrap()
+                .body
+                .len(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -374,6 +437,31 @@ pub(crate) mod tests {
             .filter(|w| w[1].body.as_ptr() as usize == w[0].body.as_ptr() as usize + one.len())
             .count();
         assert_eq!(contiguous, 199);
+    }
+
+    #[tokio::test]
+    async fn a_body_above_the_limit_is_refused_before_allocating_it() {
+        let mut wire = encode(b'd', &[1u8; 100]);
+        wire.extend_from_slice(b"d");
+        wire.extend_from_slice(&(512i32 * 1024 * 1024 + 4).to_be_bytes());
+        let mut r = FrameReader::new(Chunked::new(wire, vec![]));
+        r.set_max_len(64 * 1024);
+        assert_eq!(r.next_frame().await.unwrap().body.len(), 100);
+        match r.next_frame().await {
+            Err(PgWireError::MessageTooLarge { tag, len, limit }) => {
+                assert_eq!((tag, len, limit), ('d', 512 * 1024 * 1024, 64 * 1024))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            r.capacity() <= READ_CHUNK,
+            "{} bytes reserved",
+            r.capacity()
+        );
+        // At the limit exactly is fine.
+        let mut r = FrameReader::new(Chunked::new(encode(b'd', &[0u8; 1000]), vec![]));
+        r.set_max_len(1000);
+        assert_eq!(r.next_frame().await.unwrap().body.len(), 1000);
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ mod client;
 mod config;
 mod error;
 mod frame;
+mod silence;
 mod sql;
 mod stream;
 pub mod tls;
@@ -22,8 +23,8 @@ mod transport;
 
 pub use client::{quote_ident, quote_literal, CreatedSlot, IdentifySystem, ReplicationClient};
 pub use config::{
-    AuthMethod, ChannelBinding, ConnectOptions, ParseChannelBindingError, ParseRequireAuthError,
-    ParseSslModeError, RequireAuth, SslMode,
+    AuthMethod, ChannelBinding, ConnectOptions, Liveness, ParseChannelBindingError,
+    ParseRequireAuthError, ParseSslModeError, RequireAuth, SslMode, TcpKeepalive,
 };
 pub use error::{sqlstate_is_retryable, PgWireError, ServerError};
 pub use frame::MAX_MESSAGE_LEN;

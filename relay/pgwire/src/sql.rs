@@ -38,6 +38,30 @@ pub fn tokio_postgres_config(opts: &ConnectOptions) -> tokio_postgres::Config {
         ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
         ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
     });
+    // The same dead-peer detection as the replication connection (there is no
+    // receive timeout here: a query's wait is bounded by TCP_USER_TIMEOUT once
+    // it is sent, and an idle connection by keepalive).
+    let liveness = &opts.liveness;
+    match &liveness.keepalive {
+        Some(k) => {
+            config.keepalives(true);
+            if let Some(idle) = k.idle {
+                config.keepalives_idle(idle);
+            }
+            if let Some(interval) = k.interval {
+                config.keepalives_interval(interval);
+            }
+            if let Some(retries) = k.retries {
+                config.keepalives_retries(retries);
+            }
+        }
+        None => {
+            config.keepalives(false);
+        }
+    }
+    if let Some(timeout) = liveness.tcp_user_timeout {
+        config.tcp_user_timeout(timeout);
+    }
     config
 }
 

@@ -11,6 +11,7 @@ use tokio::io::{ReadHalf, WriteHalf};
 
 use crate::error::PgWireError;
 use crate::frame::{parse_error_fields, tag, Body, FrameReader};
+use crate::silence::PingPolicy;
 use crate::transport::{MessageWriter, Transport};
 
 /// Seconds from the Unix epoch to PostgreSQL's, 2000-01-01 00:00:00 UTC.
@@ -92,6 +93,7 @@ impl std::fmt::Debug for ReplicationStream {
 }
 
 impl ReplicationStream {
+    /// `reader` should already watch for silence (`FrameReader::watch_silence`).
     pub(crate) fn new(reader: FrameReader<ReadHalf<Transport>>) -> Self {
         ReplicationStream {
             reader,
@@ -103,6 +105,11 @@ impl ReplicationStream {
     /// (the answer to our `finish`), or CommandComplete without one, which is how a
     /// walsender ends the stream when the server shuts down (`WalSndDone`: "COPY 0",
     /// then exit).
+    ///
+    /// Fails with [`PgWireError::ReceiveTimeout`] (retryable) when no byte at
+    /// all arrives for the connection's receive timeout while waiting here;
+    /// time spent not calling `next` (a caller paused on a full budget) does
+    /// not count, since unread bytes may be waiting in the socket.
     ///
     /// Cancel-safe (usable in `select!`): a partly received message stays
     /// buffered for the next call.
@@ -137,6 +144,7 @@ impl ReplicationStream {
 /// The write half of a streaming replication connection.
 pub struct StatusSender {
     writer: MessageWriter<WriteHalf<Transport>>,
+    ping: PingPolicy,
 }
 
 impl std::fmt::Debug for StatusSender {
@@ -146,13 +154,17 @@ impl std::fmt::Debug for StatusSender {
 }
 
 impl StatusSender {
-    pub(crate) fn new(writer: MessageWriter<WriteHalf<Transport>>) -> Self {
-        StatusSender { writer }
+    pub(crate) fn new(writer: MessageWriter<WriteHalf<Transport>>, ping: PingPolicy) -> Self {
+        StatusSender { writer, ping }
     }
 
     /// Standby status update: `flush` is what the slot's
     /// `confirmed_flush_lsn` advances to, so only report what is durably
     /// handled downstream.
+    ///
+    /// `reply_requested` is also set, whatever the caller says, once the stream
+    /// has been silent for half the receive timeout: the server's answer is
+    /// what tells a quiet connection from a dead one.
     ///
     /// Not cancel-safe: dropping the future mid-write leaves a partial message
     /// on the wire, after which the connection must be abandoned.
@@ -163,6 +175,7 @@ impl StatusSender {
         apply: Lsn,
         reply_requested: bool,
     ) -> Result<(), PgWireError> {
+        let reply_requested = reply_requested || self.ping.wants_ping();
         let payload = encode_status(write, flush, apply, pg_now_micros(), reply_requested);
         self.writer
             .send(|buf| {

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
-use crate::config::{ConnectOptions, SslMode};
+use crate::config::{ConnectOptions, Liveness, SslMode};
 use crate::error::PgWireError;
 use crate::tls;
 
@@ -75,7 +75,7 @@ pub(crate) async fn establish(opts: &ConnectOptions) -> Result<Established, PgWi
         SslMode::Disable => None,
         mode => Some(tls::client_config(mode, opts.sslrootcert.as_deref())?),
     };
-    let mut tcp = connect_tcp(&opts.host, opts.port).await?;
+    let mut tcp = connect_tcp(&opts.host, opts.port, &opts.liveness).await?;
     let Some(tls_config) = tls_config else {
         return Ok(Established {
             transport: Transport::Plain(tcp),
@@ -121,9 +121,11 @@ pub(crate) async fn establish(opts: &ConnectOptions) -> Result<Established, PgWi
     }
 }
 
-/// Connects to the first address of `host` that accepts, with TCP keepalive
-/// on so that a silently vanished server is noticed on idle connections.
-async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, PgWireError> {
+/// Connects to the first address of `host` that accepts, with the socket
+/// options of `liveness` so that a silently vanished server is noticed on
+/// idle connections (keepalive) and on unacknowledged writes
+/// (`TCP_USER_TIMEOUT`).
+async fn connect_tcp(host: &str, port: u16, liveness: &Liveness) -> Result<TcpStream, PgWireError> {
     if host.is_empty() || host.starts_with('/') {
         return Err(PgWireError::Config(format!(
             "host {host:?} is not a TCP host name or address (Unix sockets are not supported)"
@@ -136,7 +138,7 @@ async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, PgWireError> {
         } else {
             TcpSocket::new_v6()?
         };
-        socket.set_keepalive(true)?;
+        apply_liveness(socket2::SockRef::from(&socket), liveness)?;
         match socket.connect(addr).await {
             Ok(stream) => {
                 // Status updates are small and latency-sensitive.
@@ -152,6 +154,32 @@ async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, PgWireError> {
             format!("host {host:?} resolved to no addresses"),
         )
     })))
+}
+
+/// Keepalive timing and `TCP_USER_TIMEOUT` on a socket about to connect.
+pub(crate) fn apply_liveness(socket: socket2::SockRef<'_>, liveness: &Liveness) -> io::Result<()> {
+    match &liveness.keepalive {
+        Some(k) => {
+            let mut params = socket2::TcpKeepalive::new();
+            if let Some(idle) = k.idle {
+                params = params.with_time(idle);
+            }
+            #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+            {
+                if let Some(interval) = k.interval {
+                    params = params.with_interval(interval);
+                }
+                if let Some(retries) = k.retries {
+                    params = params.with_retries(retries);
+                }
+            }
+            socket.set_tcp_keepalive(&params)?;
+        }
+        None => socket.set_keepalive(false)?,
+    }
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(liveness.tcp_user_timeout)?;
+    Ok(())
 }
 
 /// Buffers one frontend message at a time and writes it out whole.
@@ -184,5 +212,50 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
 
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.inner.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::TcpKeepalive;
+
+    #[test]
+    fn socket_options_follow_liveness() {
+        let socket = TcpSocket::new_v4().unwrap();
+        let liveness = Liveness {
+            keepalive: Some(TcpKeepalive {
+                idle: Some(Duration::from_secs(7)),
+                interval: Some(Duration::from_secs(3)),
+                retries: Some(4),
+            }),
+            tcp_user_timeout: Some(Duration::from_millis(12_500)),
+            receive_timeout: None,
+        };
+        apply_liveness(socket2::SockRef::from(&socket), &liveness).unwrap();
+        let s = socket2::SockRef::from(&socket);
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(s.tcp_keepalive_interval().unwrap(), Duration::from_secs(3));
+            assert_eq!(s.tcp_keepalive_retries().unwrap(), 4);
+            assert_eq!(
+                s.tcp_user_timeout().unwrap(),
+                Some(Duration::from_millis(12_500))
+            );
+        }
+
+        let off = Liveness {
+            keepalive: None,
+            tcp_user_timeout: None,
+            receive_timeout: None,
+        };
+        apply_liveness(socket2::SockRef::from(&socket), &off).unwrap();
+        assert!(!s.keepalive().unwrap());
+        #[cfg(target_os = "linux")]
+        assert_eq!(s.tcp_user_timeout().unwrap(), None);
     }
 }

@@ -29,6 +29,11 @@ pub struct OutboxConfig {
     /// messages identical to Debezium's.
     #[serde(default)]
     pub commit_lsn_header: bool,
+    /// Largest row or logical message accepted as an event, in bytes of its column
+    /// values or message content; a larger one is an invalid event (`too_large`) whose
+    /// dead-letter record names its size but leaves the big values out.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
 }
 
 impl Default for OutboxConfig {
@@ -40,8 +45,13 @@ impl Default for OutboxConfig {
             on_invalid: InvalidEventPolicy::default(),
             dead_letter_destination: default_dead_letter(),
             commit_lsn_header: false,
+            max_event_bytes: default_max_event_bytes(),
         }
     }
+}
+
+fn default_max_event_bytes() -> usize {
+    8 * 1024 * 1024
 }
 
 fn default_tables() -> Vec<TableConfig> {
@@ -180,6 +190,12 @@ pub enum InvalidEventPolicy {
 
 impl OutboxConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_event_bytes < 1024 {
+            return Err(err(format!(
+                "outbox.max_event_bytes: must be at least 1024 (got {})",
+                self.max_event_bytes
+            )));
+        }
         if self.tables.is_empty() && self.messages.is_none() {
             return Err(err(
                 "outbox.tables: at least one table (or outbox.messages) is required",

@@ -70,6 +70,26 @@ pub struct SourceConfig {
     /// authenticated by a verified certificate (plaintext, or sslmode prefer/require).
     #[serde(default)]
     pub allow_password_without_verified_tls: bool,
+    // Dead connections: a server whose packets silently vanish.
+    /// While streaming, the longest wait for any byte from the walsender before the
+    /// session fails and reconnects (0 = wait forever). After half of it in silence the
+    /// status updates ask the server for a keepalive. Must exceed half the server's
+    /// `wal_sender_timeout` (a busy walsender answers only that often) and be at least
+    /// four status intervals.
+    #[serde(default = "default_receive_timeout_ms")]
+    pub receive_timeout_ms: u64,
+    /// `TCP_USER_TIMEOUT` on every PostgreSQL connection (Linux): sent data unacknowledged
+    /// this long drops the connection (0 = the OS default, about 15 minutes).
+    #[serde(default = "default_tcp_user_timeout_ms")]
+    pub tcp_user_timeout_ms: u64,
+    /// TCP keepalive on every PostgreSQL connection: idle time before the first probe
+    /// (0 = keepalive off), time between probes, and unanswered probes before giving up.
+    #[serde(default = "default_tcp_keepalive_idle_ms")]
+    pub tcp_keepalive_idle_ms: u64,
+    #[serde(default = "default_tcp_keepalive_interval_ms")]
+    pub tcp_keepalive_interval_ms: u64,
+    #[serde(default = "default_tcp_keepalive_count")]
+    pub tcp_keepalive_count: u32,
 }
 
 fn default_port() -> u16 {
@@ -102,6 +122,21 @@ fn default_connect_timeout_ms() -> u64 {
 fn default_heartbeat_ms() -> u64 {
     30_000
 }
+fn default_receive_timeout_ms() -> u64 {
+    40_000
+}
+fn default_tcp_user_timeout_ms() -> u64 {
+    60_000
+}
+fn default_tcp_keepalive_idle_ms() -> u64 {
+    30_000
+}
+fn default_tcp_keepalive_interval_ms() -> u64 {
+    10_000
+}
+fn default_tcp_keepalive_count() -> u32 {
+    3
+}
 
 impl SourceConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -132,6 +167,19 @@ impl SourceConfig {
         }
         if self.status_interval_ms == 0 || self.status_interval_ms > 60_000 {
             return Err(err("source.status_interval_ms: must be 1 to 60000"));
+        }
+        if self.receive_timeout_ms != 0 && self.receive_timeout_ms < 4 * self.status_interval_ms {
+            return Err(err(format!(
+                "source.receive_timeout_ms: must be 0 (off) or at least 4 × source.status_interval_ms ({} ms): the keepalive request goes out with a status update after half of it",
+                4 * self.status_interval_ms
+            )));
+        }
+        if self.tcp_keepalive_idle_ms != 0
+            && (self.tcp_keepalive_interval_ms == 0 || self.tcp_keepalive_count == 0)
+        {
+            return Err(err(
+                "source.tcp_keepalive_interval_ms and source.tcp_keepalive_count: must be at least 1 while keepalive is on (tcp_keepalive_idle_ms > 0)",
+            ));
         }
         if self.password.is_some() && self.password_file.is_some() {
             return Err(err(
@@ -199,7 +247,23 @@ impl SourceConfig {
             require_auth: self.require_auth()?,
             channel_binding: self.channel_binding()?,
             allow_password_without_verified_tls: self.allow_password_without_verified_tls,
+            liveness: self.liveness(),
+            max_message_len: outbox_pgwire::MAX_MESSAGE_LEN,
         })
+    }
+
+    /// The dead-connection settings, with 0 meaning off / OS default.
+    fn liveness(&self) -> outbox_pgwire::Liveness {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        outbox_pgwire::Liveness {
+            keepalive: ms(self.tcp_keepalive_idle_ms).map(|idle| outbox_pgwire::TcpKeepalive {
+                idle: Some(idle),
+                interval: ms(self.tcp_keepalive_interval_ms),
+                retries: Some(self.tcp_keepalive_count),
+            }),
+            tcp_user_timeout: ms(self.tcp_user_timeout_ms),
+            receive_timeout: ms(self.receive_timeout_ms),
+        }
     }
 }
 

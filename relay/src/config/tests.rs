@@ -340,3 +340,54 @@ fn sink_kind_null_is_spelled_quoted_or_none() {
         );
     }
 }
+
+#[test]
+fn dead_connection_settings_default_and_override() {
+    let f = write(MINIMAL, "yaml");
+    let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+    let l = c.source.connect_options().unwrap().liveness;
+    assert_eq!(l, outbox_pgwire::Liveness::default());
+    assert_eq!(l.receive_timeout, Some(std::time::Duration::from_secs(40)));
+    assert_eq!(c.outbox.max_event_bytes, 8 * 1024 * 1024);
+
+    let c = Config::load_from(
+        Some(f.path()),
+        env(&[
+            ("RELAY__SOURCE__RECEIVE_TIMEOUT_MS", "0"),
+            ("RELAY__SOURCE__TCP_USER_TIMEOUT_MS", "0"),
+            ("RELAY__SOURCE__TCP_KEEPALIVE_IDLE_MS", "0"),
+            ("RELAY__OUTBOX__MAX_EVENT_BYTES", "65536"),
+        ]),
+    )
+    .unwrap();
+    let l = c.source.connect_options().unwrap().liveness;
+    assert_eq!(
+        l,
+        outbox_pgwire::Liveness {
+            keepalive: None,
+            tcp_user_timeout: None,
+            receive_timeout: None
+        }
+    );
+    assert_eq!(c.outbox.max_event_bytes, 65536);
+
+    for (pairs, key) in [
+        (
+            &[("RELAY__SOURCE__RECEIVE_TIMEOUT_MS", "3000")][..],
+            "source.receive_timeout_ms",
+        ),
+        (
+            &[("RELAY__SOURCE__TCP_KEEPALIVE_COUNT", "0")][..],
+            "source.tcp_keepalive_count",
+        ),
+        (
+            &[("RELAY__OUTBOX__MAX_EVENT_BYTES", "10")][..],
+            "outbox.max_event_bytes",
+        ),
+    ] {
+        let e = Config::load_from(Some(f.path()), env(pairs))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "error {e:?} should name {key}");
+    }
+}

@@ -25,6 +25,8 @@ pub enum InvalidReason {
     /// whether or not its transaction commits, and when it is written rather than in
     /// commit order, so it cannot be an outbox event.
     NonTransactionalMessage,
+    /// Larger than `outbox.max_event_bytes`.
+    TooLarge,
 }
 
 impl InvalidReason {
@@ -41,6 +43,7 @@ impl InvalidReason {
             InvalidReason::NoRoute => "no_route",
             InvalidReason::InvalidMessage => "invalid_message",
             InvalidReason::NonTransactionalMessage => "non_transactional_message",
+            InvalidReason::TooLarge => "too_large",
         }
     }
 }

@@ -92,6 +92,18 @@ impl Mapper {
                 })
             }
         };
+        let size = row_bytes(&insert.new);
+        if size > self.config.max_event_bytes {
+            return Ok(Mapped::Invalid(Box::new(too_large_row(
+                &table,
+                &insert.new,
+                tx,
+                format!(
+                    "row of {size} bytes exceeds outbox.max_event_bytes ({})",
+                    self.config.max_event_bytes
+                ),
+            ))));
+        }
         Ok(match self.row_to_event(&table, &insert.new, tx) {
             Ok(event) => Mapped::Event(event),
             Err((reason, message)) => Mapped::Invalid(Box::new(invalid_row(
@@ -133,7 +145,7 @@ impl Mapper {
                 )
             })
         };
-        let id_bytes = required(t.id, InvalidReason::NullId)?.clone();
+        let id_bytes = detach(required(t.id, InvalidReason::NullId)?);
         let id = text(&id_bytes, t.id)?;
         let aggregate_type = text(
             required(t.aggregate_type, InvalidReason::NullAggregateType)?,
@@ -149,7 +161,7 @@ impl Mapper {
         )?;
         let payload = match row.0.get(t.payload) {
             Some(TupleValue::Text(b)) => Some(match t.payload_kind {
-                PayloadKind::Json => b.clone(),
+                PayloadKind::Json => detach(b),
                 PayloadKind::Text { validate_json } => {
                     if validate_json {
                         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(b) {
@@ -159,7 +171,7 @@ impl Mapper {
                             ));
                         }
                     }
-                    b.clone()
+                    detach(b)
                 }
                 PayloadKind::Bytea => decode_bytea(b).map_err(|e| {
                     (
@@ -199,7 +211,7 @@ impl Mapper {
         }
         for (i, name) in &t.headers {
             if let Some(TupleValue::Text(b)) = row.0.get(*i) {
-                headers.push((name.clone(), b.clone()));
+                headers.push((name.clone(), detach(b)));
             }
         }
         if self.config.commit_lsn_header {
@@ -228,6 +240,21 @@ impl Mapper {
         match &self.config.messages {
             Some(m) if m.prefix == msg.prefix => {}
             _ => return Mapped::NotOutbox,
+        }
+        if msg.content.len() > self.config.max_event_bytes {
+            return Mapped::Invalid(Box::new(InvalidEvent {
+                reason: InvalidReason::TooLarge,
+                message: format!(
+                    "logical message of {} bytes exceeds outbox.max_event_bytes ({})",
+                    msg.content.len(),
+                    self.config.max_event_bytes
+                ),
+                source: format!("message:{}", msg.prefix),
+                id: None,
+                aggregate_id: None,
+                row: omitted(msg.content.len()),
+                tx: *tx,
+            }));
         }
         match self.message_to_event(msg, tx) {
             Ok(event) => Mapped::Event(event),
@@ -306,7 +333,7 @@ impl Mapper {
             aggregate_type,
             aggregate_id: aggregate_id_text,
             event_type,
-            payload: payload_bytes(parsed.payload, &msg.content),
+            payload: payload_bytes(parsed.payload, &msg.content).map(|b| detach(&b)),
             headers,
             destination,
             timestamp_ms: parsed.timestamp.unwrap_or(tx.commit_time_us / 1000),
@@ -324,6 +351,62 @@ impl Mapper {
 
     pub fn dead_letter_destination(&self) -> Arc<str> {
         self.dead_letter.clone()
+    }
+}
+
+/// A copy of `value` that owns exactly its bytes. Values decoded from the
+/// replication stream are slices of the read buffer, and an event holding one keeps
+/// the whole buffer chunk (up to the size of the largest message read into it) alive
+/// until the broker acknowledges it, which the budget would not see.
+fn detach(value: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(value)
+}
+
+/// The bytes of a row's column values, which is what the size limit measures.
+fn row_bytes(row: &TupleData) -> usize {
+    row.0
+        .iter()
+        .map(|v| v.as_bytes().map_or(0, Bytes::len))
+        .sum()
+}
+
+/// Values longer than this are left out of a too-large row's dead-letter record.
+const KEPT_VALUE_BYTES: usize = 1024;
+
+/// What stands in a dead-letter record for a value left out.
+fn omitted(len: usize) -> serde_json::Value {
+    serde_json::json!({ "omitted_bytes": len })
+}
+
+/// The invalid event for a row over the size limit: its short values (the id, the
+/// aggregate) as text, the long ones replaced by their size.
+fn too_large_row(
+    t: &OutboxTable,
+    row: &TupleData,
+    tx: &TxContext,
+    message: String,
+) -> InvalidEvent {
+    let text_at = |i: usize| match row.0.get(i) {
+        Some(TupleValue::Text(b)) if b.len() <= KEPT_VALUE_BYTES => {
+            Some(String::from_utf8_lossy(b).into_owned())
+        }
+        _ => None,
+    };
+    let columns = t.column_names.iter().enumerate().map(|(i, name)| {
+        let value = match row.0.get(i).and_then(TupleValue::as_bytes) {
+            Some(b) if b.len() > KEPT_VALUE_BYTES => omitted(b.len()),
+            _ => text_at(i).map_or(serde_json::Value::Null, serde_json::Value::String),
+        };
+        (name.clone(), value)
+    });
+    InvalidEvent {
+        reason: InvalidReason::TooLarge,
+        message,
+        source: t.name.clone(),
+        id: text_at(t.id),
+        aggregate_id: text_at(t.aggregate_id),
+        row: serde_json::Value::Object(columns.collect()),
+        tx: *tx,
     }
 }
 

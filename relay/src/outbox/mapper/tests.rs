@@ -278,3 +278,123 @@ fn logical_messages_map_with_the_exact_payload_text() {
     other.prefix = "something-else".into();
     assert!(matches!(m.map_message(&other, &tx()), Mapped::NotOutbox));
 }
+
+/// Whether `inner` lies inside `outer`'s memory.
+fn within(inner: &[u8], outer: &[u8]) -> bool {
+    let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
+    i >= o && i + inner.len() <= o + outer.len()
+}
+
+#[test]
+fn events_own_their_bytes_instead_of_pinning_the_read_buffer() {
+    let mut config = OutboxConfig::default();
+    config.tables[0].header_columns = vec![HeaderColumn {
+        column: "tenant".into(),
+        header: None,
+    }];
+    config.messages = Some(MessagesConfig {
+        prefix: "outbox".into(),
+    });
+    let mut m = mapper(config);
+    m.on_relation(&relation(oid::JSONB)).unwrap();
+    // All values are slices of one big buffer, as decoded values are of a read chunk.
+    let chunk = Bytes::from(format!(
+        "{ID}order-1{{\"n\": 1}}acme{}",
+        "x".repeat(256 * 1024)
+    ));
+    let mut insert = row(t("-"), t("-"));
+    insert.new.0[0] = TupleValue::Text(chunk.slice(0..36));
+    insert.new.0[2] = TupleValue::Text(chunk.slice(36..43));
+    insert.new.0[4] = TupleValue::Text(chunk.slice(43..51));
+    insert.new.0[7] = TupleValue::Text(chunk.slice(51..55));
+    let Mapped::Event(e) = m.map_insert(&insert, &tx()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(e.payload.as_deref(), Some(&br#"{"n": 1}"#[..]));
+    assert!(!within(e.payload.as_ref().unwrap(), &chunk));
+    for (name, value) in &e.headers {
+        assert!(
+            !within(value, &chunk),
+            "header {name} points into the chunk"
+        );
+    }
+
+    let content = r#"{"id": "e1", "aggregatetype": "Order", "aggregateid": 17, "type": "Paid", "payload": {"a": 1}}"#;
+    let mut msg = message(content);
+    let big = Bytes::from(format!("{content}{}", " ".repeat(256 * 1024)));
+    msg.content = big.slice(..content.len());
+    let Mapped::Event(e) = m.map_message(&msg, &tx()) else {
+        panic!()
+    };
+    assert_eq!(e.payload.as_deref(), Some(&br#"{"a": 1}"#[..]));
+    assert!(!within(e.payload.as_ref().unwrap(), &big));
+}
+
+#[test]
+fn rows_and_messages_above_max_event_bytes_are_invalid_without_their_big_values() {
+    let config = OutboxConfig {
+        max_event_bytes: 4096,
+        messages: Some(MessagesConfig {
+            prefix: "outbox".into(),
+        }),
+        ..OutboxConfig::default()
+    };
+    let mut m = mapper(config);
+    m.on_relation(&relation(oid::JSONB)).unwrap();
+    let payload = format!("\"{}\"", "z".repeat(5000));
+    let Mapped::Invalid(inv) = m
+        .map_insert(&row(t("order-9"), t(&payload)), &tx())
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(inv.reason, InvalidReason::TooLarge);
+    assert_eq!(inv.reason.label(), "too_large");
+    let size = ID.len()
+        + "Order".len()
+        + "order-9".len()
+        + "OrderCreated".len()
+        + 5002
+        + "2026-11-18 11:06:40.123+00".len()
+        + format!("traceparent={TP}").len()
+        + "acme".len();
+    assert_eq!(
+        inv.message,
+        format!("row of {size} bytes exceeds outbox.max_event_bytes (4096)")
+    );
+    assert_eq!(inv.id.as_deref(), Some(ID));
+    assert_eq!(inv.aggregate_id.as_deref(), Some("order-9"));
+    assert_eq!(
+        inv.row["payload"],
+        serde_json::json!({"omitted_bytes": 5002})
+    );
+    assert_eq!(inv.row["aggregateid"], "order-9");
+    assert_eq!(inv.row["tenant"], "acme");
+    // At the limit is fine: 4096 bytes in all.
+    let fits = format!("\"{}\"", "z".repeat(5000 - (size - 4096) - 2));
+    assert!(matches!(
+        m.map_insert(&row(t("order-9"), t(&fits)), &tx()).unwrap(),
+        Mapped::Event(_)
+    ));
+
+    let content = format!(
+        r#"{{"id": "e1", "aggregatetype": "Order", "aggregateid": 1, "type": "T", "payload": "{}"}}"#,
+        "y".repeat(5000)
+    );
+    let Mapped::Invalid(inv) = m.map_message(&message(&content), &tx()) else {
+        panic!()
+    };
+    assert_eq!(inv.reason, InvalidReason::TooLarge);
+    assert_eq!(
+        inv.message,
+        format!(
+            "logical message of {} bytes exceeds outbox.max_event_bytes (4096)",
+            content.len()
+        )
+    );
+    assert_eq!(inv.row, serde_json::json!({"omitted_bytes": content.len()}));
+    // Another prefix is not ours, whatever its size.
+    let mut other = message(&content);
+    other.prefix = "something-else".into();
+    assert!(matches!(m.map_message(&other, &tx()), Mapped::NotOutbox));
+}
