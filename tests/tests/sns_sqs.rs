@@ -64,6 +64,7 @@ async fn relay_into(name: &str, t: Target<'_>) {
     setup.sink_yaml = Some(sink_yaml(service, fifo, &endpoint));
     setup.route_template = Some(template);
     setup.dead_letter = Some(dead_letter);
+    setup.outbox_extra = "  on_invalid: dead_letter\n".into();
     let mut relay = Relay::start(&setup);
     relay.wait_ready(Duration::from_secs(60));
 

@@ -94,6 +94,11 @@ impl Config {
         self.pipeline.validate()?;
         self.telemetry.validate()?;
         self.state.validate()?;
+        if self.outbox.on_invalid == InvalidEventPolicy::Park && self.state.mode == StateMode::Off {
+            return Err(err(
+                "outbox.on_invalid: park needs the state tables, but state.mode is off; set on_invalid to dead_letter or halt, or enable state",
+            ));
+        }
         Ok(())
     }
 }
