@@ -329,8 +329,15 @@ async fn stream(
         {
             reply_now.notify_one();
         }
-        if !flow.on_message(msg).await? {
-            return Ok(()); // shutdown while waiting for budget
+        // Handing a batch over can wait (a full producer queue, a budget held by an
+        // unreachable broker); a shutdown request ends that wait. Whatever was not
+        // acknowledged is replayed by the next start.
+        let go_on = tokio::select! {
+            go_on = flow.on_message(msg) => go_on?,
+            _ = shutdown.changed() => false,
+        };
+        if !go_on {
+            return Ok(()); // shutdown while waiting
         }
     }
 }

@@ -85,6 +85,7 @@ pub async fn run(
             Duration::from_millis(config.pipeline.restart_backoff_max_ms),
         ),
         max_repeated_failures: config.pipeline.max_repeated_failures,
+        auth_failure_retry: Duration::from_millis(config.pipeline.auth_failure_retry_ms),
     };
     let sessions = shutdown.clone();
     supervise(policy, &metrics, shutdown, || {
@@ -92,11 +93,21 @@ pub async fn run(
         let (ctx, memory, metrics, health) =
             (&ctx, memory.clone(), metrics.clone(), health.clone());
         async move {
-            let publisher = match build_publisher(&ctx.config).await {
-                Ok(p) => p,
-                Err(e) => {
+            // A credentials provider or region lookup that does not answer gives way to
+            // a shutdown request.
+            let publisher = tokio::select! {
+                built = build_publisher(&ctx.config) => match built {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return SessionEnd {
+                            result: Err(e),
+                            progressed: false,
+                        }
+                    }
+                },
+                _ = shutdown.changed() => {
                     return SessionEnd {
-                        result: Err(e),
+                        result: Ok(()),
                         progressed: false,
                     }
                 }
@@ -115,6 +126,8 @@ pub(super) struct RestartPolicy {
     pub backoff: Backoff,
     /// The same event failing this many sessions in a row stops the relay.
     pub max_repeated_failures: u32,
+    /// Authentication failures are retried this long (from the first of a run of them).
+    pub auth_failure_retry: Duration,
 }
 
 /// Runs `session` until it ends cleanly (shutdown) or with an error that a restart
@@ -131,6 +144,7 @@ where
     Fut: Future<Output = SessionEnd>,
 {
     let mut repeated: Option<(FailedEvent, u32)> = None;
+    let mut auth_failing_since: Option<tokio::time::Instant> = None;
     loop {
         let started = Instant::now();
         let end = session().await;
@@ -142,7 +156,14 @@ where
             Err(e) => e,
         };
         metrics.errors.with_label_values(&[e.kind()]).inc();
-        if !e.is_retryable() {
+        let auth_retry = if e.is_auth_failure() {
+            let since = *auth_failing_since.get_or_insert_with(tokio::time::Instant::now);
+            since.elapsed() < policy.auth_failure_retry
+        } else {
+            auth_failing_since = None;
+            false
+        };
+        if !e.is_retryable() && !auth_retry {
             error!(error = %e, "stopping");
             return Err(e);
         }
