@@ -2,5 +2,7 @@
 //! implementation each, not one per connector.
 
 mod backoff;
+mod breaker;
 
 pub use backoff::Backoff;
+pub use breaker::{Breaker, BreakerSettings, CircuitState};
