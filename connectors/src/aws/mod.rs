@@ -15,33 +15,48 @@
 //! in accept order, retries included, while different aggregates proceed concurrently up
 //! to `max_concurrency` requests in flight.
 //!
-//! - **Standard** topics and queues do not order anything, so the connector holds at most
-//!   **one message in flight per aggregate**: the next event of an aggregate is sent only
-//!   after AWS acknowledged the previous one.
+//! The rule is the same for both kinds of destination: **at most one message in flight
+//! per aggregate** (per message group). The next event of an aggregate is sent only after
+//! AWS acknowledged the previous one. Different aggregates proceed concurrently, and a
+//! batch request (PublishBatch / SendMessageBatch: at most 10 entries, at most
+//! `max_message_bytes` in total, one destination) carries the heads of up to ten
+//! different aggregates.
+//!
+//! - **Standard** topics and queues order nothing themselves; the rule is what orders an
+//!   aggregate.
 //! - **FIFO** topics and queues order per message group: `MessageGroupId` is the aggregate
 //!   id and `MessageDeduplicationId` the event id, both mapped by [`fifo_id`] (valid ids
-//!   unchanged, anything else `h-` + hex SHA-256). The connector keeps at most **one
-//!   batch in flight per message group**, with up to ten consecutive events of the group
-//!   in it (AWS keeps entry order inside a batch).
-//! - A batch request (PublishBatch / SendMessageBatch: at most 10 entries, at most
-//!   `max_message_bytes` in total, one destination) mixes aggregates freely, since each
-//!   aggregate has at most one request in flight.
+//!   unchanged, anything else `h-` + hex SHA-256).
+//!
+//! Why not several consecutive events of a FIFO group in one batch (AWS keeps entry order
+//! inside a batch)? Because a batch can *partially* fail: entry *i* `Failed` (retryable:
+//! `InternalError`, throttling) while entry *i+1* of the same group is `Successful`. Then
+//! *i+1* is already stored, ahead of *i*, and nothing the connector does afterwards can
+//! undo that: re-sending *i+1* with the same deduplication id is dropped as a duplicate
+//! (the stored copy, before *i*, is what consumers get), re-sending it with a new id
+//! delivers it twice (before and after *i*), and failing or parking the group comes too
+//! late. AWS documents no rule that a failed entry fails the later entries of its group,
+//! and a timed-out request may have stored any subset. The only order-preserving choice
+//! is never to have a later event of a group stored while an earlier one is
+//! unacknowledged: one entry per group per request, one request per group in flight. The
+//! cost is throughput per *group*: one event per round trip (on fauxqs, one hot group
+//! went from ≈ 2,600 to ≈ 480 events/s; many groups are unaffected, since a request still
+//! carries ten of them). Against AWS, with round trips of a few to a few tens of
+//! milliseconds, a single group is bounded to very roughly 30–300 events/s.
 //!
 //! # Results, retries and backpressure
 //!
 //! Every entry of a batch response is checked (`Successful` / `Failed`), not only the HTTP
-//! status. Entries are settled per aggregate from the front:
+//! status. Each entry is settled for its aggregate:
 //!
 //! - success: delivered;
 //! - **Permanent** failure (not authorized, topic/queue not found, invalid parameter,
 //!   message too large — detected before sending by measuring body + attributes): that
 //!   event fails with a message naming the event id and the destination; the aggregate's
 //!   later events go on;
-//! - **Retryable** failure (throttling, 5xx, timeouts, connection errors): that entry and
-//!   *every later entry of the same aggregate* are sent again after an exponential backoff
-//!   with jitter (`retry_initial_backoff_ms` doubling up to `retry_max_backoff_ms`); a later
-//!   entry of the aggregate that AWS accepted in the same batch is not reported before the
-//!   failed one succeeds (on FIFO destinations its resend is deduplicated);
+//! - **Retryable** failure (throttling, 5xx, timeouts, connection errors): the aggregate's
+//!   later events wait, and the entry is sent again after an exponential backoff with
+//!   jitter (`retry_initial_backoff_ms` doubling up to `retry_max_backoff_ms`);
 //! - **Fatal** failure (invalid credentials): every undelivered event fails with it and
 //!   every later `accept` returns it; the relay restarts from its last confirmed position.
 //!

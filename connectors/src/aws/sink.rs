@@ -4,12 +4,11 @@
 //! over in accept order; the dispatcher appends each to its aggregate's *lane* (a queue)
 //! and repeatedly builds batch requests out of the lanes that have nothing in flight and
 //! are not backing off, oldest head first, one destination per request, up to
-//! `max_concurrency` requests at once. A lane contributes its first entry (standard) or
-//! up to ten consecutive entries (FIFO: one message group, SNS/SQS keep the entry order
-//! inside a batch). When the response comes back, the lane's entries are settled from the
-//! front: successes and permanent failures leave the lane; the first retryable failure
-//! stops there and the rest of the lane (including entries AWS already accepted, which a
-//! FIFO destination deduplicates on the resend) waits for the backoff and goes again.
+//! `max_concurrency` requests at once. A lane contributes only its head: one message in
+//! flight per aggregate, standard or FIFO (the module docs say why FIFO groups are not
+//! batched). When the response comes back the head is settled: a success or a permanent
+//! failure leaves the lane and the next event becomes the head; a retryable failure keeps
+//! it at the head, and the lane waits for its backoff and sends it again.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -244,8 +243,8 @@ fn closed() -> PublishError {
 #[derive(Default)]
 struct Lane {
     queue: VecDeque<(u64, Job)>,
-    /// How many entries from the front are in flight (0 = none).
-    in_flight: usize,
+    /// The head is in a request in flight.
+    in_flight: bool,
     /// Consecutive retryable failures of the head.
     attempt: u32,
     first_failure: Option<Instant>,
@@ -266,8 +265,9 @@ struct Dispatcher {
     queued: usize,
 }
 
-/// A request in flight: which lanes, how many entries each, in entry order.
-type Sent = (Vec<(String, usize)>, Vec<EntryResult>);
+/// A request in flight: the lanes whose heads it carries, in entry order, and one result
+/// per entry.
+type Sent = (Vec<String>, Vec<EntryResult>);
 
 impl Dispatcher {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Vec<Job>>) {
@@ -308,7 +308,7 @@ impl Dispatcher {
             let order = self.next_order;
             self.next_order += 1;
             let lane = self.lanes.entry(job.key.clone()).or_default();
-            if lane.queue.is_empty() && lane.in_flight == 0 && lane.not_before.is_none() {
+            if lane.queue.is_empty() && !lane.in_flight && lane.not_before.is_none() {
                 self.ready.insert(order, job.key.clone());
             }
             lane.queue.push_back((order, job));
@@ -324,7 +324,7 @@ impl Dispatcher {
             }
             let Reverse((at, key)) = self.waiting.pop().expect("peeked");
             if let Some(lane) = self.lanes.get_mut(&key) {
-                if lane.not_before == Some(at) && lane.in_flight == 0 {
+                if lane.not_before == Some(at) && !lane.in_flight {
                     lane.not_before = None;
                     if let Some((order, _)) = lane.queue.front() {
                         self.ready.insert(*order, key);
@@ -334,53 +334,43 @@ impl Dispatcher {
         }
     }
 
-    /// Builds the next request out of ready lanes, or `None` if no lane is ready.
+    /// Builds the next request out of ready lanes, or `None` if no lane is ready: the head
+    /// of each ready lane, oldest first, all to the destination of the first one, up to
+    /// ten entries and `max_message_bytes` in total. Never two entries of one lane (see
+    /// the module docs: that is what keeps a FIFO group in order through a partial
+    /// failure).
     fn next_batch(&mut self) -> Option<BoxFuture<'static, Sent>> {
-        let per_lane = if self.config.fifo {
-            MAX_BATCH_ENTRIES
-        } else {
-            1
-        };
         let mut destination: Option<Arc<str>> = None;
-        let mut taken: Vec<(u64, String, usize)> = Vec::new();
+        let mut taken: Vec<(u64, String)> = Vec::new();
         let mut messages: Vec<Arc<Message>> = Vec::new();
         let mut bytes = 0;
         for (&order, key) in &self.ready {
             if messages.len() == MAX_BATCH_ENTRIES {
                 break;
             }
-            let lane = &self.lanes[key];
-            let head = &lane.queue.front().expect("ready lanes are not empty").1;
+            let head = &self.lanes[key]
+                .queue
+                .front()
+                .expect("ready lanes are not empty")
+                .1;
             match &destination {
                 None => destination = Some(head.destination.clone()),
                 Some(d) if *d != head.destination => continue,
                 Some(_) => {}
             }
-            let mut n = 0;
-            for (_, job) in &lane.queue {
-                if n == per_lane
-                    || messages.len() == MAX_BATCH_ENTRIES
-                    || job.destination != head.destination
-                    || (!messages.is_empty()
-                        && bytes + job.message.size > self.config.max_message_bytes)
-                {
-                    break;
-                }
-                bytes += job.message.size;
-                messages.push(job.message.clone());
-                n += 1;
-            }
-            if n == 0 {
+            if !messages.is_empty() && bytes + head.message.size > self.config.max_message_bytes {
                 break;
             }
-            taken.push((order, key.clone(), n));
+            bytes += head.message.size;
+            messages.push(head.message.clone());
+            taken.push((order, key.clone()));
         }
         let destination = destination?;
         let mut lanes = Vec::with_capacity(taken.len());
-        for (order, key, n) in taken {
+        for (order, key) in taken {
             self.ready.remove(&order);
-            self.lanes.get_mut(&key).expect("ready lane").in_flight = n;
-            lanes.push((key, n));
+            self.lanes.get_mut(&key).expect("ready lane").in_flight = true;
+            lanes.push(key);
         }
         self.shared.requests.fetch_add(1, Ordering::Relaxed);
         let client = self.client.clone();
@@ -394,45 +384,43 @@ impl Dispatcher {
         )
     }
 
-    fn settle(&mut self, lanes: Vec<(String, usize)>, results: Vec<EntryResult>) {
+    fn settle(&mut self, lanes: Vec<String>, results: Vec<EntryResult>) {
         let mut results = results.into_iter();
         let now = Instant::now();
-        for (key, n) in lanes {
-            let lane_results: Vec<EntryResult> = results.by_ref().take(n).collect();
+        for key in lanes {
+            let result = results.next().unwrap_or_else(|| {
+                Err(PublishError::new(
+                    ErrorClass::Retryable,
+                    "bad_response",
+                    "fewer results than entries",
+                ))
+            });
             let Some(lane) = self.lanes.get_mut(&key) else {
                 continue;
             };
-            lane.in_flight = 0;
-            let mut retry: Option<(PublishError, usize)> = None;
+            lane.in_flight = false;
+            let mut retry: Option<PublishError> = None;
             let mut fatal: Option<PublishError> = None;
-            for (i, result) in lane_results.into_iter().enumerate() {
-                match result {
-                    Err(e) if e.class == ErrorClass::Retryable => {
-                        retry = Some((e, n - i));
-                        break;
+            match result {
+                Err(e) if e.class == ErrorClass::Retryable => retry = Some(e),
+                Err(e) if e.class == ErrorClass::Fatal => fatal = Some(e),
+                result => {
+                    let (_, job) = lane.queue.pop_front().expect("in-flight entry");
+                    self.queued -= 1;
+                    lane.attempt = 0;
+                    lane.first_failure = None;
+                    let result = result.map_err(|e| name_event(e, &job));
+                    if let Err(e) = &result {
+                        tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}", e.message);
                     }
-                    Err(e) if e.class == ErrorClass::Fatal => {
-                        fatal = Some(e);
-                        break;
-                    }
-                    result => {
-                        let (_, job) = lane.queue.pop_front().expect("in-flight entry");
-                        self.queued -= 1;
-                        lane.attempt = 0;
-                        lane.first_failure = None;
-                        let result = result.map_err(|e| name_event(e, &job));
-                        if let Err(e) = &result {
-                            tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}", e.message);
-                        }
-                        let _ = job.done.send(result);
-                    }
+                    let _ = job.done.send(result);
                 }
             }
             if let Some(e) = fatal {
                 self.fail_everything(e);
                 return;
             }
-            if let Some((err, resend)) = retry {
+            if let Some(err) = retry {
                 lane.attempt += 1;
                 let first = *lane.first_failure.get_or_insert(now);
                 let give_up = self
@@ -459,16 +447,14 @@ impl Dispatcher {
                     }
                     continue;
                 }
-                self.shared
-                    .retries
-                    .fetch_add(resend as u64, Ordering::Relaxed);
+                self.shared.retries.fetch_add(1, Ordering::Relaxed);
                 if let Some((_, head)) = lane.queue.front() {
                     let mut by_dest = self
                         .shared
                         .retries_by_destination
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
-                    *by_dest.entry(head.destination.clone()).or_default() += resend as u64;
+                    *by_dest.entry(head.destination.clone()).or_default() += 1;
                 }
                 let delay = Backoff::delay(
                     lane.attempt,
