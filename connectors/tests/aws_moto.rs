@@ -403,12 +403,18 @@ async fn oversized_event_fails_permanently_and_later_events_succeed() {
     assert_exact_and_ordered(&received, &run, 1, 2);
 }
 
+/// With `transient_error_window_ms: 0` a missing queue is permanent at once.
 #[tokio::test]
 async fn unknown_queue_is_a_permanent_error_naming_the_event() {
     let sdk = setup().await;
     let _ = sdk;
     let queue = format!("{}/123456789012/{}", endpoint(), unique("missing"));
-    let publisher = SqsPublisher::new(&config(endpoint(), false)).await.unwrap();
+    let publisher = SqsPublisher::new(&AwsConfig {
+        transient_error_window_ms: 0,
+        ..config(endpoint(), false)
+    })
+    .await
+    .unwrap();
     let run = unique("r");
     let outcomes = publisher
         .accept(vec![event(&run, &queue, "agg-0", 0)])
@@ -419,6 +425,104 @@ async fn unknown_queue_is_a_permanent_error_naming_the_event() {
     assert_eq!(err.class, ErrorClass::Permanent, "{err}");
     assert_eq!(err.kind, "destination_not_found", "{err}");
     assert!(err.message.contains(&format!("{run}-agg-0-0")), "{err}");
+}
+
+/// Issue 9: a queue that does not exist yet (infrastructure as code re-creating it) is
+/// retried within the transient-error window (default 5 minutes): nothing fails, and
+/// once it exists every event arrives, in order.
+#[tokio::test]
+async fn a_queue_created_after_the_first_event_gets_everything_in_order() {
+    let sdk = setup().await;
+    let name = unique("late");
+    let queue = format!("{}/123456789012/{name}", endpoint());
+    let publisher = SqsPublisher::new(&AwsConfig {
+        retry_max_backoff_ms: 500,
+        ..config(endpoint(), false)
+    })
+    .await
+    .unwrap();
+    let run = unique("r");
+    let started = Instant::now();
+    let delivery = publisher
+        .accept(workload(&run, &queue, 3, 4))
+        .await
+        .unwrap();
+    let creator = {
+        let sdk = sdk.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            create_queue(&sdk, &name).await.0
+        })
+    };
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), delivery)
+        .await
+        .expect("delivered within 60 s");
+    assert_eq!(creator.await.unwrap(), queue);
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    for o in &outcomes {
+        assert!(o.result.is_ok(), "{}: {:?}", o.event.id, o.result);
+    }
+    let received = receive(&sdk, &queue, 12).await;
+    assert_exact_and_ordered(&received, &run, 3, 4);
+    assert!(publisher.retries() > 0, "retries counted");
+}
+
+/// A queue that never appears: the events are retried for the window, then fail
+/// permanently (the relay dead-letters them); after that, the destination's clock has
+/// run out, so an event of another aggregate fails at its first attempt.
+#[tokio::test]
+async fn a_queue_that_never_appears_fails_permanently_after_the_window() {
+    let sdk = setup().await;
+    let _ = sdk;
+    let queue = format!("{}/123456789012/{}", endpoint(), unique("never"));
+    let publisher = SqsPublisher::new(&AwsConfig {
+        transient_error_window_ms: 1_500,
+        ..config(endpoint(), false)
+    })
+    .await
+    .unwrap();
+    let run = unique("r");
+    let started = Instant::now();
+    let outcomes = publisher
+        .accept(workload(&run, &queue, 2, 2))
+        .await
+        .unwrap()
+        .await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1_500), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.event.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{run}-agg-0-0"),
+            format!("{run}-agg-1-0"),
+            format!("{run}-agg-0-1"),
+            format!("{run}-agg-1-1")
+        ]
+    );
+    for o in &outcomes {
+        let err = o.result.as_ref().unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+        assert_eq!(err.kind, "destination_not_found", "{err}");
+        assert!(err.message.contains(&o.event.id), "{err}");
+        assert!(
+            err.message
+                .contains("longer than transient_error_window_ms"),
+            "{err}"
+        );
+    }
+    assert!(publisher.retries() > 0);
+    let started = Instant::now();
+    let outcomes = publisher
+        .accept(vec![event(&run, &queue, "agg-2", 0)])
+        .await
+        .unwrap()
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let err = outcomes[0].result.as_ref().unwrap_err();
+    assert_eq!(err.kind, "destination_not_found", "{err}");
+    assert_eq!(publisher.pending(), 0);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::error::may_be_transient;
 use super::message::{self, Message};
 use super::service::{self, Client, EntryResult, Service};
 use super::{destination, AwsConfig};
@@ -81,6 +82,7 @@ impl AwsPublisher {
             shared: shared.clone(),
             pending: pending_tx,
             lanes: HashMap::new(),
+            transient_since: HashMap::new(),
             ready: BTreeMap::new(),
             waiting: BinaryHeap::new(),
             next_order: 0,
@@ -248,6 +250,8 @@ struct Lane {
     /// Consecutive retryable failures of the head.
     attempt: u32,
     first_failure: Option<Instant>,
+    /// The first failure that may be transient (error.rs) since the lane last delivered.
+    transient_since: Option<Instant>,
     not_before: Option<Instant>,
 }
 
@@ -257,6 +261,10 @@ struct Dispatcher {
     shared: Arc<Shared>,
     pending: watch::Sender<usize>,
     lanes: HashMap<String, Lane>,
+    /// Per destination, the first failure that may be transient since something was last
+    /// delivered to it: a topic that is gone fails every aggregate's events, and after the
+    /// window even an aggregate that only just started failing gets no new window.
+    transient_since: HashMap<Arc<str>, Instant>,
     /// Lanes that can send now, by the accept order of their head.
     ready: BTreeMap<u64, String>,
     /// Lanes backing off, by when they may send again.
@@ -399,22 +407,65 @@ impl Dispatcher {
                 continue;
             };
             lane.in_flight = false;
+            let destination = lane
+                .queue
+                .front()
+                .expect("in-flight entry")
+                .1
+                .destination
+                .clone();
             let mut retry: Option<PublishError> = None;
             let mut fatal: Option<PublishError> = None;
-            match result {
-                Err(e) if e.class == ErrorClass::Retryable => retry = Some(e),
-                Err(e) if e.class == ErrorClass::Fatal => fatal = Some(e),
-                result => {
-                    let (_, job) = lane.queue.pop_front().expect("in-flight entry");
-                    self.queued -= 1;
-                    lane.attempt = 0;
-                    lane.first_failure = None;
-                    let result = result.map_err(|e| name_event(e, &job));
-                    if let Err(e) = &result {
-                        tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}", e.message);
-                    }
-                    let _ = job.done.send(result);
+            let window = self.config.transient_error_window();
+            let settled = match result {
+                Err(e) if e.class == ErrorClass::Retryable => {
+                    retry = Some(e);
+                    None
                 }
+                Err(e) if e.class == ErrorClass::Fatal => {
+                    fatal = Some(e);
+                    None
+                }
+                // Retried like a Retryable error until the window has passed since the
+                // lane's or the destination's first such failure, whichever is earlier.
+                Err(e) if may_be_transient(&e) && !window.is_zero() => {
+                    let lane_since = *lane.transient_since.get_or_insert(now);
+                    let destination_since = *self
+                        .transient_since
+                        .entry(destination.clone())
+                        .or_insert(now);
+                    let failing = now.duration_since(lane_since.min(destination_since));
+                    if failing < window {
+                        retry = Some(e);
+                        None
+                    } else {
+                        Some(Err(PublishError::new(
+                            e.class,
+                            e.kind,
+                            format!(
+                                "{} (failing for {:.1} s, longer than transient_error_window_ms)",
+                                e.message,
+                                failing.as_secs_f64()
+                            ),
+                        )))
+                    }
+                }
+                result => Some(result),
+            };
+            if let Some(result) = settled {
+                if result.is_ok() {
+                    lane.transient_since = None;
+                    self.transient_since.remove(&destination);
+                }
+                let (_, job) = lane.queue.pop_front().expect("in-flight entry");
+                self.queued -= 1;
+                lane.attempt = 0;
+                lane.first_failure = None;
+                let result = result.map_err(|e| name_event(e, &job));
+                if let Err(e) = &result {
+                    tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}", e.message);
+                }
+                let _ = job.done.send(result);
             }
             if let Some(e) = fatal {
                 self.fail_everything(e);
