@@ -1,12 +1,14 @@
-//! Amazon SNS and SQS connectors: one implementation, two thin front ends.
+//! Amazon SNS and SQS connectors: one publisher over a client trait implemented twice.
 //!
 //! [`SnsPublisher`] publishes to SNS topics (the event's `destination` is a topic ARN,
 //! `arn:aws:sns:<region>:<account>:<topic>`), [`SqsPublisher`] sends to SQS queues (the
 //! destination is a queue URL, `https://sqs.<region>.amazonaws.com/<account>/<queue>`).
-//! Both take the same [`AwsConfig`] (`sink.sns` / `sink.sqs`) and share everything but the
-//! request they send: `config` (settings), `message` (event → body, attributes, FIFO ids),
-//! `service` (PublishBatch / SendMessageBatch and per-entry results), `error` (the one
-//! classification table), `sink` (ordering, batching, retries).
+//! Both are an [`AwsPublisher`] over a [`Client`] ([`SnsClient`], [`SqsClient`]), take the
+//! same [`AwsConfig`] (`sink.sns` / `sink.sqs`) and share everything but the request they
+//! send: `config` (settings), `message` (event → body, attributes, FIFO ids), `client`
+//! (the trait, SDK loading, per-entry results), `sns` / `sqs` (PublishBatch /
+//! SendMessageBatch), `error` (the one classification table), `sink` (ordering, batching,
+//! retries).
 //!
 //! # Ordering
 //!
@@ -91,97 +93,27 @@
 //! about them is ever logged. TLS is rustls with ring, the same stack as the rest of the
 //! relay.
 
+mod client;
 mod config;
 mod destination;
 mod error;
 mod message;
-mod service;
 mod sink;
+mod sns;
+mod sqs;
 
-use std::time::Duration;
-
+pub use client::Client;
 pub use config::{AwsConfig, SnsConfig, SqsConfig};
-pub use error::{classify_code, classify_sdk_error};
+pub use error::{classify_code, classify_sdk_error, may_be_transient};
 pub use message::{fifo_id, MAX_ATTRIBUTES};
-pub use service::Service;
 pub use sink::AwsPublisher;
+pub use sns::SnsClient;
+pub use sqs::SqsClient;
 
-use crate::{Delivery, OutboxEvent, PublishError, Publisher};
+/// Publishes to SNS topics with PublishBatch; `kind()` is `"sns"`. Destinations are topic
+/// ARNs. See the [module docs](self).
+pub type SnsPublisher = AwsPublisher<SnsClient>;
 
-macro_rules! front_end {
-    ($(#[$doc:meta])* $name:ident, $service:expr, $config:ty) => {
-        $(#[$doc])*
-        pub struct $name(AwsPublisher);
-
-        impl $name {
-            /// Validates `config`, resolves region and credentials from it and the AWS
-            /// default chain, and starts the dispatcher. Must run inside a Tokio runtime.
-            /// Errors are `Fatal` (`config`, `invalid_credentials`).
-            pub async fn new(config: &$config) -> Result<Self, PublishError> {
-                AwsPublisher::new($service, config).await.map($name)
-            }
-
-            /// Entries sent again after a retryable failure, since start (for metrics).
-            pub fn retries(&self) -> u64 {
-                self.0.retries()
-            }
-
-            /// Batch requests sent, since start (for metrics).
-            pub fn requests(&self) -> u64 {
-                self.0.requests()
-            }
-
-            /// Events accepted and not yet delivered or failed.
-            pub fn pending(&self) -> usize {
-                self.0.pending()
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl Publisher for $name {
-            fn kind(&self) -> &'static str {
-                self.0.kind()
-            }
-
-            fn validate_destination(&self, destination: &str) -> Result<(), String> {
-                self.0.validate_destination(destination)
-            }
-
-            async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
-                self.0.accept(batch).await
-            }
-
-            async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
-                self.0.flush(timeout).await
-            }
-
-            async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
-                self.0.probe(timeout).await
-            }
-
-            fn retries_by_destination(&self) -> Vec<(std::sync::Arc<str>, u64)> {
-                self.0.retries_by_destination()
-            }
-
-            fn requests(&self) -> u64 {
-                self.0.requests()
-            }
-        }
-    };
-}
-
-front_end!(
-    /// Publishes to SNS topics with PublishBatch; `kind()` is `"sns"`. Destinations are
-    /// topic ARNs. See the [module docs](self).
-    SnsPublisher,
-    Service::Sns,
-    SnsConfig
-);
-
-front_end!(
-    /// Sends to SQS queues with SendMessageBatch; `kind()` is `"sqs"`. Destinations are
-    /// queue URLs. See the [module docs](self).
-    SqsPublisher,
-    Service::Sqs,
-    SqsConfig
-);
+/// Sends to SQS queues with SendMessageBatch; `kind()` is `"sqs"`. Destinations are queue
+/// URLs. See the [module docs](self).
+pub type SqsPublisher = AwsPublisher<SqsClient>;

@@ -22,22 +22,22 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::client::{self, Client, EntryResult};
 use super::error::may_be_transient;
 use super::message::{self, Message};
-use super::service::{self, Client, EntryResult, Service};
-use super::{destination, AwsConfig};
-use crate::policy::Backoff;
+use super::AwsConfig;
+use crate::policy::{Backoff, RateLimiter, LOG_WINDOW};
 use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
 
 /// Entries per PublishBatch / SendMessageBatch request (the AWS limit).
 const MAX_BATCH_ENTRIES: usize = 10;
 
-/// The shared implementation behind [`SnsPublisher`](super::SnsPublisher) and
-/// [`SqsPublisher`](super::SqsPublisher).
-pub struct AwsPublisher {
-    service: Service,
+/// The SNS / SQS publisher, over either service's [`Client`]:
+/// [`SnsPublisher`](super::SnsPublisher) and [`SqsPublisher`](super::SqsPublisher). See
+/// the [module docs](super).
+pub struct AwsPublisher<C: Client> {
     config: AwsConfig,
-    client: Client,
+    client: C,
     commands: mpsc::UnboundedSender<Vec<Job>>,
     pending: watch::Receiver<usize>,
     shared: Arc<Shared>,
@@ -60,14 +60,15 @@ struct Job {
     done: oneshot::Sender<EntryResult>,
 }
 
-impl AwsPublisher {
-    /// Validates `config`, loads the AWS configuration (region, credentials chain,
-    /// endpoint) and starts the dispatcher task. Must be called inside a Tokio runtime.
-    pub async fn new(service: Service, config: &AwsConfig) -> Result<Self, PublishError> {
+impl<C: Client> AwsPublisher<C> {
+    /// Validates `config`, resolves region and credentials from it and the AWS default
+    /// chain (endpoint, credentials chain) and starts the dispatcher task. Must be called
+    /// inside a Tokio runtime. Errors are `Fatal` (`config`, `invalid_credentials`).
+    pub async fn new(config: &AwsConfig) -> Result<Self, PublishError> {
         config
-            .validate(&format!("sink.{}", service.name()))
+            .validate(&format!("sink.{}", C::NAME))
             .map_err(|e| PublishError::new(ErrorClass::Fatal, "config", e))?;
-        let client = service::client(service, config).await?;
+        let client = C::new(&client::load(C::NAME, config).await?);
         let (commands, rx) = mpsc::unbounded_channel();
         let (pending_tx, pending) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -83,6 +84,7 @@ impl AwsPublisher {
             pending: pending_tx,
             lanes: HashMap::new(),
             transient_since: HashMap::new(),
+            log_limiter: RateLimiter::new(LOG_WINDOW),
             ready: BTreeMap::new(),
             waiting: BinaryHeap::new(),
             next_order: 0,
@@ -90,7 +92,6 @@ impl AwsPublisher {
         };
         let dispatcher = tokio::spawn(dispatcher.run(rx));
         Ok(AwsPublisher {
-            service,
             config: config.clone(),
             client,
             commands,
@@ -98,11 +99,6 @@ impl AwsPublisher {
             shared,
             dispatcher,
         })
-    }
-
-    /// Which service this publisher talks to.
-    pub fn service(&self) -> Service {
-        self.service
     }
 
     /// Entries sent again after a retryable failure, since start (for metrics).
@@ -135,7 +131,7 @@ impl AwsPublisher {
     }
 }
 
-impl Drop for AwsPublisher {
+impl<C: Client> Drop for AwsPublisher<C> {
     fn drop(&mut self) {
         // Undelivered events resolve as Fatal `publisher_closed` (their senders drop).
         self.dispatcher.abort();
@@ -143,16 +139,13 @@ impl Drop for AwsPublisher {
 }
 
 #[async_trait::async_trait]
-impl Publisher for AwsPublisher {
+impl<C: Client> Publisher for AwsPublisher<C> {
     fn kind(&self) -> &'static str {
-        self.service.name()
+        C::NAME
     }
 
     fn validate_destination(&self, destination: &str) -> Result<(), String> {
-        match self.service {
-            Service::Sns => destination::validate_topic_arn(destination, self.config.fifo),
-            Service::Sqs => destination::validate_queue_url(destination, self.config.fifo),
-        }
+        C::validate_destination(destination, self.config.fifo)
     }
 
     async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
@@ -227,9 +220,17 @@ impl Publisher for AwsPublisher {
             Err(_) => Err(PublishError::new(
                 ErrorClass::Retryable,
                 "unreachable",
-                format!("{} did not answer within {timeout:?}", self.service.name()),
+                format!("{} did not answer within {timeout:?}", C::NAME),
             )),
         }
+    }
+
+    fn retries_by_destination(&self) -> Vec<(Arc<str>, u64)> {
+        AwsPublisher::retries_by_destination(self)
+    }
+
+    fn requests(&self) -> u64 {
+        AwsPublisher::requests(self)
     }
 }
 
@@ -255,9 +256,9 @@ struct Lane {
     not_before: Option<Instant>,
 }
 
-struct Dispatcher {
+struct Dispatcher<C> {
     config: AwsConfig,
-    client: Client,
+    client: C,
     shared: Arc<Shared>,
     pending: watch::Sender<usize>,
     lanes: HashMap<String, Lane>,
@@ -265,6 +266,8 @@ struct Dispatcher {
     /// delivered to it: a topic that is gone fails every aggregate's events, and after the
     /// window even an aggregate that only just started failing gets no new window.
     transient_since: HashMap<Arc<str>, Instant>,
+    /// Holds back repeats of the warnings below (the connectors' shared limiter).
+    log_limiter: RateLimiter,
     /// Lanes that can send now, by the accept order of their head.
     ready: BTreeMap<u64, String>,
     /// Lanes backing off, by when they may send again.
@@ -277,7 +280,7 @@ struct Dispatcher {
 /// per entry.
 type Sent = (Vec<String>, Vec<EntryResult>);
 
-impl Dispatcher {
+impl<C: Client> Dispatcher<C> {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Vec<Job>>) {
         let mut in_flight: FuturesUnordered<BoxFuture<'static, Sent>> = FuturesUnordered::new();
         let mut open = true;
@@ -463,7 +466,10 @@ impl Dispatcher {
                 lane.first_failure = None;
                 let result = result.map_err(|e| name_event(e, &job));
                 if let Err(e) = &result {
-                    tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}", e.message);
+                    let kind = format!("failed {} {}", job.destination, e.kind);
+                    if let Some(more) = self.log_limiter.admit_suffix(&kind, now.into_std()) {
+                        tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}{more}", e.message);
+                    }
                 }
                 let _ = job.done.send(result);
             }
@@ -479,7 +485,10 @@ impl Dispatcher {
                     .max_retry_elapsed()
                     .is_some_and(|limit| now.duration_since(first) >= limit);
                 if give_up {
-                    tracing::warn!(aggregate_id = %key, attempts = lane.attempt, "giving up retrying: {err}");
+                    let kind = format!("giving up {destination} {}", err.kind);
+                    if let Some(more) = self.log_limiter.admit_suffix(&kind, now.into_std()) {
+                        tracing::warn!(aggregate_id = %key, attempts = lane.attempt, "giving up retrying: {err}{more}");
+                    }
                     let lane = self.lanes.remove(&key).expect("lane");
                     self.queued -= lane.queue.len();
                     for (_, job) in lane.queue {
@@ -512,11 +521,22 @@ impl Dispatcher {
                     self.config.retry_initial_backoff(),
                     self.config.retry_max_backoff(),
                 );
-                // Quiet for a blip, loud for a stall (and then every 10th attempt).
-                if lane.attempt == 3 || (lane.attempt > 3 && lane.attempt % 10 == 0) {
-                    tracing::warn!(aggregate_id = %key, attempt = lane.attempt, ?delay, "still retrying: {err}");
+                // Quiet for a blip, loud for a stall: from the third attempt on, one warning
+                // per destination and kind of error per log window (many aggregates hit by
+                // one outage make one line, with the number held back).
+                let kind = format!("retrying {destination} {}", err.kind);
+                let loud = if lane.attempt >= 3 {
+                    self.log_limiter.admit_suffix(&kind, now.into_std())
                 } else {
-                    tracing::debug!(aggregate_id = %key, attempt = lane.attempt, ?delay, "retrying: {err}");
+                    None
+                };
+                match loud {
+                    Some(more) => {
+                        tracing::warn!(aggregate_id = %key, attempt = lane.attempt, ?delay, "still retrying: {err}{more}")
+                    }
+                    None => {
+                        tracing::debug!(aggregate_id = %key, attempt = lane.attempt, ?delay, "retrying: {err}")
+                    }
                 }
                 let at = now + delay;
                 lane.not_before = Some(at);

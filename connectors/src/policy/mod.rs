@@ -2,5 +2,7 @@
 //! implementation each, not one per connector.
 
 mod backoff;
+mod rate_limit;
 
 pub use backoff::Backoff;
+pub use rate_limit::{RateLimiter, LOG_WINDOW};
