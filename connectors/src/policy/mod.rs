@@ -3,6 +3,8 @@
 
 mod backoff;
 mod breaker;
+mod rate_limit;
 
 pub use backoff::Backoff;
 pub use breaker::{Breaker, BreakerSettings, CircuitState};
+pub use rate_limit::{RateLimiter, LOG_WINDOW};
