@@ -194,7 +194,7 @@ mod tests {
             let reopens = b.reopens_at().unwrap();
             cool_downs.push(reopens - opened);
             tokio::time::advance(reopens - opened).await;
-            assert_eq!(b.try_acquire(Instant::now()).0, true);
+            assert!(b.try_acquire(Instant::now()).0);
             assert_eq!(b.on_failure(Instant::now()), Some(CircuitState::Open));
         }
         // 1–2 s, 2–4 s, 4–8 s, then capped at 4–8 s.
