@@ -70,6 +70,12 @@ pub trait Publisher: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The circuit of every destination that has one, with its transitions since the
+    /// connector started (for metrics).
+    fn circuits(&self) -> Vec<crate::policy::CircuitReport> {
+        Vec::new()
+    }
+
     /// Requests sent to the broker, since the connector started (for metrics: events
     /// divided by requests is the mean request batch size). 0 where the client batches
     /// on its own (Kafka).

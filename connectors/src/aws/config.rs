@@ -68,6 +68,12 @@ pub struct AwsConfig {
     /// Default 300000 (5 minutes).
     #[serde(default = "default_transient_error_window_ms")]
     pub transient_error_window_ms: u64,
+    /// The circuit breaker per destination (topic / queue): after `failure_threshold`
+    /// consecutive failed requests nothing is sent there for a cool-down (from
+    /// `open_initial_ms`, doubling up to `open_max_ms`, jittered), then one probe request.
+    /// Defaults 5 / 1000 / 60000; `failure_threshold: 0` turns it off.
+    #[serde(default)]
+    pub circuit_breaker: crate::policy::BreakerConfig,
     /// Timeout of one HTTP attempt, in ms. Default 30000.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -119,6 +125,7 @@ impl Default for AwsConfig {
             retry_max_backoff_ms: default_retry_max_backoff_ms(),
             max_retry_elapsed_ms: 0,
             transient_error_window_ms: default_transient_error_window_ms(),
+            circuit_breaker: crate::policy::BreakerConfig::default(),
             request_timeout_ms: default_request_timeout_ms(),
             connect_timeout_ms: default_connect_timeout_ms(),
         }

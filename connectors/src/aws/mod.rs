@@ -93,6 +93,8 @@
 //! about them is ever logged. TLS is rustls with ring, the same stack as the rest of the
 //! relay.
 
+#[cfg(test)]
+mod breaker_tests;
 mod client;
 mod config;
 mod destination;

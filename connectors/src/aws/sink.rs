@@ -27,6 +27,7 @@ use super::error::may_be_transient;
 use super::message::{self, Message};
 use super::AwsConfig;
 use crate::policy::{Backoff, RateLimiter, LOG_WINDOW};
+use crate::policy::{Breaker, CircuitReport, CircuitState};
 use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
 
 /// Entries per PublishBatch / SendMessageBatch request (the AWS limit).
@@ -45,6 +46,8 @@ pub struct AwsPublisher<C: Client> {
 }
 
 struct Shared {
+    /// Per destination: its circuit and its transitions (for metrics).
+    circuits: Mutex<HashMap<Arc<str>, CircuitReport>>,
     retries: AtomicU64,
     /// The same, per destination.
     retries_by_destination: Mutex<std::collections::HashMap<Arc<str>, u64>>,
@@ -69,9 +72,15 @@ impl<C: Client> AwsPublisher<C> {
             .validate(&format!("sink.{}", C::NAME))
             .map_err(|e| PublishError::new(ErrorClass::Fatal, "config", e))?;
         let client = C::new(&client::load(C::NAME, config).await?);
+        Ok(Self::start(config, client))
+    }
+
+    /// Starts the dispatcher on `client` (tests pass a scripted one).
+    pub(crate) fn start(config: &AwsConfig, client: C) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let (pending_tx, pending) = watch::channel(0);
         let shared = Arc::new(Shared {
+            circuits: Mutex::new(HashMap::new()),
             retries: AtomicU64::new(0),
             retries_by_destination: Mutex::new(std::collections::HashMap::new()),
             requests: AtomicU64::new(0),
@@ -84,6 +93,7 @@ impl<C: Client> AwsPublisher<C> {
             pending: pending_tx,
             lanes: HashMap::new(),
             transient_since: HashMap::new(),
+            breakers: HashMap::new(),
             log_limiter: RateLimiter::new(LOG_WINDOW),
             ready: BTreeMap::new(),
             waiting: BinaryHeap::new(),
@@ -91,14 +101,14 @@ impl<C: Client> AwsPublisher<C> {
             queued: 0,
         };
         let dispatcher = tokio::spawn(dispatcher.run(rx));
-        Ok(AwsPublisher {
+        AwsPublisher {
             config: config.clone(),
             client,
             commands,
             pending,
             shared,
             dispatcher,
-        })
+        }
     }
 
     /// Entries sent again after a retryable failure, since start (for metrics).
@@ -146,6 +156,27 @@ impl<C: Client> Publisher for AwsPublisher<C> {
 
     fn validate_destination(&self, destination: &str) -> Result<(), String> {
         C::validate_destination(destination, self.config.fifo)
+    }
+
+    fn circuits(&self) -> Vec<CircuitReport> {
+        let circuits = self
+            .shared
+            .circuits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        circuits.values().cloned().collect()
+    }
+
+    /// The message checks `accept` makes (size with attributes, a body for raw payloads),
+    /// made early so the relay can take the event's policy outcome in commit order.
+    fn check(&self, event: &OutboxEvent) -> Result<(), PublishError> {
+        message::build(
+            event,
+            self.config.raw_payload,
+            self.config.fifo,
+            self.config.max_message_bytes,
+        )
+        .map(|_| ())
     }
 
     async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
@@ -266,6 +297,8 @@ struct Dispatcher<C> {
     /// delivered to it: a topic that is gone fails every aggregate's events, and after the
     /// window even an aggregate that only just started failing gets no new window.
     transient_since: HashMap<Arc<str>, Instant>,
+    /// The circuit breaker of each destination (the connectors' shared policy).
+    breakers: HashMap<Arc<str>, Breaker>,
     /// Holds back repeats of the warnings below (the connectors' shared limiter).
     log_limiter: RateLimiter,
     /// Lanes that can send now, by the accept order of their head.
@@ -276,9 +309,9 @@ struct Dispatcher<C> {
     queued: usize,
 }
 
-/// A request in flight: the lanes whose heads it carries, in entry order, and one result
-/// per entry.
-type Sent = (Vec<String>, Vec<EntryResult>);
+/// A request in flight: its destination, the lanes whose heads it carries, in entry order,
+/// and one result per entry.
+type Sent = (Arc<str>, Vec<String>, Vec<EntryResult>);
 
 impl<C: Client> Dispatcher<C> {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Vec<Job>>) {
@@ -295,13 +328,22 @@ impl<C: Client> Dispatcher<C> {
             if !open && in_flight.is_empty() && self.lanes.is_empty() {
                 return;
             }
-            let wake = self.waiting.peek().map(|Reverse((at, _))| *at);
+            // Wake for the next lane whose backoff ends, or the next open circuit that lets
+            // a probe through.
+            let wake = self
+                .waiting
+                .peek()
+                .map(|Reverse((at, _))| *at)
+                .into_iter()
+                .chain(self.breakers.values().filter_map(Breaker::reopens_at))
+                .min();
             tokio::select! {
                 jobs = commands.recv(), if open => match jobs {
                     Some(jobs) => self.enqueue(jobs),
                     None => open = false,
                 },
-                Some((lanes, results)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((destination, lanes, results)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.record_circuit(&destination, &results);
                     self.settle(lanes, results);
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
@@ -355,6 +397,9 @@ impl<C: Client> Dispatcher<C> {
         let mut taken: Vec<(u64, String)> = Vec::new();
         let mut messages: Vec<Arc<Message>> = Vec::new();
         let mut bytes = 0;
+        // Destinations whose open circuit refused a request in this call.
+        let mut refused: Vec<Arc<str>> = Vec::new();
+        let now = Instant::now();
         for (&order, key) in &self.ready {
             if messages.len() == MAX_BATCH_ENTRIES {
                 break;
@@ -365,7 +410,24 @@ impl<C: Client> Dispatcher<C> {
                 .expect("ready lanes are not empty")
                 .1;
             match &destination {
-                None => destination = Some(head.destination.clone()),
+                None if refused.contains(&head.destination) => continue,
+                None => {
+                    if let Some(settings) = self.config.circuit_breaker.settings() {
+                        let breaker = self
+                            .breakers
+                            .entry(head.destination.clone())
+                            .or_insert_with(|| Breaker::new(settings));
+                        let (allowed, transition) = breaker.try_acquire(now);
+                        if let Some(state) = transition {
+                            report_transition(&self.shared, &head.destination, state);
+                        }
+                        if !allowed {
+                            refused.push(head.destination.clone());
+                            continue;
+                        }
+                    }
+                    destination = Some(head.destination.clone())
+                }
                 Some(d) if *d != head.destination => continue,
                 Some(_) => {}
             }
@@ -377,6 +439,7 @@ impl<C: Client> Dispatcher<C> {
             taken.push((order, key.clone()));
         }
         let destination = destination?;
+        let sent_to = destination.clone();
         let mut lanes = Vec::with_capacity(taken.len());
         for (order, key) in taken {
             self.ready.remove(&order);
@@ -389,10 +452,35 @@ impl<C: Client> Dispatcher<C> {
             async move {
                 let refs: Vec<&Message> = messages.iter().map(|m| m.as_ref()).collect();
                 let results = client.send_batch(&destination, &refs).await;
-                (lanes, results)
+                (sent_to, lanes, results)
             }
             .boxed(),
         )
+    }
+
+    /// Feeds a request's outcome to its destination's breaker: any entry delivered is a
+    /// success; a request whose entries all failed retryably (or may-be-transiently) is a
+    /// failure. Entries refused for what they are (too large, invalid) say nothing about
+    /// the destination.
+    fn record_circuit(&mut self, destination: &Arc<str>, results: &[EntryResult]) {
+        let Some(breaker) = self.breakers.get_mut(destination) else {
+            return;
+        };
+        let delivered = results.iter().any(Result::is_ok);
+        let failed = results.iter().all(|r| {
+            r.as_ref()
+                .is_err_and(|e| e.class == ErrorClass::Retryable || may_be_transient(e))
+        });
+        let transition = if delivered {
+            breaker.on_success()
+        } else if failed && !results.is_empty() {
+            breaker.on_failure(Instant::now())
+        } else {
+            None
+        };
+        if let Some(state) = transition {
+            report_transition(&self.shared, destination, state);
+        }
     }
 
     fn settle(&mut self, lanes: Vec<String>, results: Vec<EntryResult>) {
@@ -564,6 +652,31 @@ impl<C: Client> Dispatcher<C> {
         self.queued = 0;
         self.pending.send_replace(0);
     }
+}
+
+/// Records a circuit's transition for the metrics, with a log line.
+fn report_transition(shared: &Shared, destination: &Arc<str>, state: CircuitState) {
+    match state {
+        CircuitState::Open => {
+            tracing::warn!(%destination, "circuit open: requests to the destination keep failing; sending only a probe after each cool-down")
+        }
+        CircuitState::HalfOpen => {
+            tracing::info!(%destination, "circuit half-open: sending a probe")
+        }
+        CircuitState::Closed => {
+            tracing::info!(%destination, "circuit closed: the destination answers again")
+        }
+    }
+    let mut circuits = shared.circuits.lock().unwrap_or_else(|p| p.into_inner());
+    let report = circuits
+        .entry(destination.clone())
+        .or_insert_with(|| CircuitReport {
+            destination: destination.clone(),
+            state: CircuitState::Closed,
+            transitions: [0; 3],
+        });
+    report.state = state;
+    report.transitions[state as usize] += 1;
 }
 
 /// Prefixes the event id (and the destination, unless the message names it already).

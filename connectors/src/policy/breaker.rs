@@ -16,6 +16,50 @@ use tokio::time::Instant;
 
 use super::Backoff;
 
+/// The configuration block of a sink's breaker (`sink.<kind>.circuit_breaker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failed requests to one destination that open its circuit; 0 = no
+    /// breaker (retry at the retry backoff only).
+    pub failure_threshold: u32,
+    /// First cool-down of an open circuit, in ms; doubles per opening in a row.
+    pub open_initial_ms: u64,
+    /// Longest cool-down, in ms.
+    pub open_max_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        let d = BreakerSettings::default();
+        BreakerConfig {
+            failure_threshold: d.failure_threshold,
+            open_initial_ms: d.open_initial.as_millis() as u64,
+            open_max_ms: d.open_max.as_millis() as u64,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// `None` when the breaker is off.
+    pub fn settings(&self) -> Option<BreakerSettings> {
+        (self.failure_threshold > 0).then(|| BreakerSettings {
+            failure_threshold: self.failure_threshold,
+            open_initial: Duration::from_millis(self.open_initial_ms.max(1)),
+            open_max: Duration::from_millis(self.open_max_ms.max(self.open_initial_ms.max(1))),
+        })
+    }
+}
+
+/// A destination's circuit, as reported for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitReport {
+    pub destination: std::sync::Arc<str>,
+    pub state: CircuitState,
+    /// Transitions into each state since the connector started: closed, half-open, open.
+    pub transitions: [u64; 3],
+}
+
 /// Breaker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSettings {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use outbox_connectors::aws::{SnsPublisher, SqsPublisher};
 use outbox_connectors::kafka::KafkaPublisher;
 use outbox_connectors::null::NullPublisher;
-use outbox_connectors::policy::Backoff;
+use outbox_connectors::policy::{Backoff, CircuitState};
 use outbox_connectors::Publisher;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -201,6 +201,8 @@ async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc
     // The publisher counts from zero; the metrics count over the process's life.
     let mut counted: std::collections::HashMap<Arc<str>, u64> = std::collections::HashMap::new();
     let mut requested = 0;
+    let mut transitions: std::collections::HashMap<(Arc<str>, CircuitState), u64> =
+        std::collections::HashMap::new();
     let mut last_probe: Option<Instant> = None;
     loop {
         if last_probe.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL) {
@@ -217,6 +219,30 @@ async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc
                     .with_label_values(&[&destination])
                     .inc_by(retries - *seen);
                 *seen = retries;
+            }
+        }
+        for circuit in publisher.circuits() {
+            let d: &str = &circuit.destination;
+            metrics
+                .circuit_state
+                .with_label_values(&[d])
+                .set(circuit.state as i64);
+            for state in [
+                CircuitState::Closed,
+                CircuitState::HalfOpen,
+                CircuitState::Open,
+            ] {
+                let total = circuit.transitions[state as usize];
+                let counter = metrics
+                    .circuit_transitions
+                    .with_label_values(&[d, state.as_str()]);
+                let seen = transitions
+                    .entry((circuit.destination.clone(), state))
+                    .or_default();
+                if total > *seen {
+                    counter.inc_by(total - *seen);
+                    *seen = total;
+                }
             }
         }
         let requests = publisher.requests();

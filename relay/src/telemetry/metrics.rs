@@ -31,6 +31,10 @@ pub struct Metrics {
     /// Transactions the server resent that the relay had already delivered (at or below
     /// its recorded progress) and skipped.
     pub replayed_transactions_skipped: IntCounter,
+    /// Each destination's circuit: 0 closed, 1 half-open, 2 open.
+    pub circuit_state: IntGaugeVec,
+    /// Circuit transitions by destination and the state entered.
+    pub circuit_transitions: IntCounterVec,
     /// Events in the parking table, by original destination.
     pub parked_events: IntGaugeVec,
     /// Aggregates with parked events (their later events are parked too).
@@ -93,6 +97,8 @@ impl Metrics {
             )
             .unwrap(),
             transactions: IntCounter::new("transactions_total", "Committed transactions received from the replication stream.").unwrap(),
+            circuit_state: IntGaugeVec::new(Opts::new("circuit_state", "Circuit breaker state per destination: 0 closed, 1 half-open, 2 open."), &["destination"]).unwrap(),
+            circuit_transitions: IntCounterVec::new(Opts::new("circuit_transitions_total", "Circuit breaker transitions by destination and the state entered (closed, half_open, open)."), &["destination", "state"]).unwrap(),
             parked_events: IntGaugeVec::new(Opts::new("parked_events", "Events in the parking table, by original destination."), &["destination"]).unwrap(),
             parked_aggregates: IntGauge::new("parked_aggregates", "Aggregates with parked events; their later events are parked behind them until redrive.").unwrap(),
             parked_oldest_age: Gauge::new("parked_oldest_age_seconds", "Seconds since the oldest parked event was parked (0 when none).").unwrap(),
@@ -135,6 +141,8 @@ impl Metrics {
         r.register(Box::new(m.invalid_events.clone())).unwrap();
         r.register(Box::new(m.dead_letter_events.clone())).unwrap();
         r.register(Box::new(m.transactions.clone())).unwrap();
+        r.register(Box::new(m.circuit_state.clone())).unwrap();
+        r.register(Box::new(m.circuit_transitions.clone())).unwrap();
         r.register(Box::new(m.parked_events.clone())).unwrap();
         r.register(Box::new(m.parked_aggregates.clone())).unwrap();
         r.register(Box::new(m.parked_oldest_age.clone())).unwrap();
