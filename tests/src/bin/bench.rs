@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use outbox_relay_tests::process::ProcessUsage;
 use outbox_relay_tests::relay::{http_get, metric_sum};
 use outbox_relay_tests::{backlog, env, pg};
 
@@ -249,18 +250,7 @@ async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name: utime and stime are the 12th and 13th.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let usage = ProcessUsage::of(pid).expect("relay /proc");
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -268,17 +258,7 @@ async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
     Run {
         name: format!("outbox-relay → {sink}"),
         wall,
-        cpu: ticks / clock_ticks(),
-        peak_rss_kb,
+        cpu: usage.cpu_seconds,
+        peak_rss_kb: usage.peak_rss_kb,
     }
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }

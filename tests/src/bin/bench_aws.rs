@@ -24,6 +24,7 @@ use aws_sdk_sqs::types::{
 };
 use clap::Parser;
 use futures::StreamExt;
+use outbox_relay_tests::process::ProcessUsage;
 use outbox_relay_tests::relay::{http_get, metric_sum};
 use outbox_relay_tests::{aws, backlog, env, pg};
 
@@ -210,7 +211,11 @@ async fn main() {
     let sqs_template = sqs_url.replace("Order.fifo", "{aggregatetype}.fifo");
     let mut relay = start_relay(&args, "sqs", SLOTS[0], &sqs_template, &sqs_dlq);
     let wall = relay.wait_published(args.events, "sqs");
-    let (cpu, peak_rss_kb) = proc_usage(relay.child.id());
+    let ProcessUsage {
+        cpu_seconds: cpu,
+        peak_rss_kb,
+        ..
+    } = usage(relay.child.id());
     eprintln!("bench-aws: SQS drain {wall:.2}s, reading the queue back");
     let got = receive_all(&sdk, &sqs_url, args.receivers, args.events, None).await;
     let check = verify_backlog(&got, args.events);
@@ -241,7 +246,11 @@ async fn main() {
     let sns_template = topic.replace("Order.fifo", "{aggregatetype}.fifo");
     let mut relay = start_relay(&args, "sns", SLOTS[1], &sns_template, &dlq_topic);
     let wall = relay.wait_published(args.events, "sns");
-    let (cpu, peak_rss_kb) = proc_usage(relay.child.id());
+    let ProcessUsage {
+        cpu_seconds: cpu,
+        peak_rss_kb,
+        ..
+    } = usage(relay.child.id());
     relay.wait_published(args.events + sqs_steady, "sns");
     eprintln!("bench-aws: SNS drain {wall:.2}s, reading the subscribed queue back");
     let got = receive_all(
@@ -458,32 +467,6 @@ fn start_relay(args: &Args, service: &str, slot: &str, template: &str, dlq: &str
         port,
         started,
     }
-}
-
-/// CPU seconds and peak RSS (KiB) of a live process.
-fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    (ticks / clock_ticks(), peak_rss_kb)
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Receives (and deletes) messages with `receivers` concurrent long-polling clients until
@@ -837,4 +820,8 @@ async fn cleanup_pg(client: &tokio_postgres::Client) {
         ))
         .await
         .expect("cleanup");
+}
+
+fn usage(pid: u32) -> ProcessUsage {
+    ProcessUsage::of(pid).unwrap_or_else(|e| panic!("/proc/{pid}: {e}"))
 }

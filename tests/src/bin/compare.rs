@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use outbox_relay_tests::process::ProcessUsage;
 use outbox_relay_tests::relay::{http_get, metric_sum};
 use outbox_relay_tests::{backlog, env, pg};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -524,7 +525,11 @@ fn wait_drained(p: &mut Proc, events: usize, topic: &str) -> Usage {
             50
         }));
     };
-    let (cpu, peak_rss_kb) = proc_usage(p.pid());
+    let ProcessUsage {
+        cpu_seconds: cpu,
+        peak_rss_kb,
+        ..
+    } = usage(p.pid());
     Usage {
         wall,
         cpu,
@@ -616,7 +621,11 @@ async fn steady_phase(
                 p.started.elapsed().as_secs_f64(),
                 args.steady_secs
             );
-            let (cpu0, _) = proc_usage(p.pid());
+            let ProcessUsage {
+                cpu_seconds: cpu0,
+                peak_rss_kb: _,
+                ..
+            } = usage(p.pid());
             let gc_from = gc_log_len();
             let t0 = Instant::now();
             let (written, elapsed) = write_paced(args.clone(), table.clone(), rate).await;
@@ -630,7 +639,11 @@ async fn steady_phase(
                 p.assert_alive();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let (cpu1, peak_rss_kb) = proc_usage(p.pid());
+            let ProcessUsage {
+                cpu_seconds: cpu1,
+                peak_rss_kb,
+                ..
+            } = usage(p.pid());
             let busy = t0.elapsed().as_secs_f64();
             let broker_pauses = broker_pauses(gc_from);
             let relay_histograms = p.metrics_port.and_then(|port| {
@@ -1123,33 +1136,6 @@ fn debezium_message_topic(slot: &str) -> String {
     format!("{}.message", slot.replace('_', "-"))
 }
 
-/// CPU seconds (user + system) and peak RSS (VmHWM, kB) of a live process.
-fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name: utime and stime are the 12th and 13th.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / clock_ticks(), hwm)
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 // -------------------------------------------------------------------------------- kafka
 
 /// Creates topics with the broker's append time as record timestamp.
@@ -1578,4 +1564,8 @@ fn write_section(doc: &Path, report: &str) {
         format!("{head}{SECTION}\n\n{block}")
     };
     std::fs::write(doc, new).unwrap();
+}
+
+fn usage(pid: u32) -> ProcessUsage {
+    ProcessUsage::of(pid).unwrap_or_else(|e| panic!("/proc/{pid}: {e}"))
 }
