@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use outbox_relay_tests::backlog::BacklogArgs;
 use outbox_relay_tests::process::ProcessUsage;
 use outbox_relay_tests::relay::{http_get, metric_sum};
 use outbox_relay_tests::{backlog, env, pg};
@@ -34,14 +35,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 #[derive(Parser)]
 struct Args {
-    /// Backlog size for the drain.
-    #[arg(long, default_value_t = 1_000_000)]
-    events: usize,
-    #[arg(long, default_value_t = 10_000)]
-    aggregates: usize,
-    /// Rows per transaction in the backlog.
-    #[arg(long, default_value_t = 100)]
-    txn_rows: usize,
+    #[command(flatten)]
+    backlog: BacklogArgs,
     /// Steady-state rates, events/s.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
     rates: Vec<u32>,
@@ -281,22 +276,10 @@ async fn drain_phase(
     backlog::define_fill(client, &format!("{run}_fill"), &table).await;
     let slot_names: Vec<&str> = slots.iter().map(String::as_str).collect();
     backlog::create_slots(client, &slot_names).await;
-    eprintln!(
-        "compare: writing {} events ({} per transaction, {} aggregates)",
-        args.events, args.txn_rows, args.aggregates
-    );
     let t = Instant::now();
-    client
-        .execute(
-            &format!("CALL {run}_fill($1, $2, $3)"),
-            &[
-                &(args.events as i32),
-                &(args.txn_rows as i32),
-                &(args.aggregates as i32),
-            ],
-        )
-        .await
-        .expect("fill");
+    args.backlog
+        .write(client, &format!("{run}_fill"), "compare")
+        .await;
     let end_lsn: String = client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await
@@ -326,12 +309,20 @@ async fn drain_phase(
     eprintln!("compare: pg_recvlogical {recv:?}");
 
     let mut relay = start_relay(args, &slots[1], &publication, &table, &relay_prefix);
-    let relay_usage = wait_drained(&mut relay, args.events, &format!("{relay_prefix}.Order"));
+    let relay_usage = wait_drained(
+        &mut relay,
+        args.backlog.events,
+        &format!("{relay_prefix}.Order"),
+    );
     relay.stop();
     eprintln!("compare: relay {relay_usage:?}");
 
     let mut dbz = start_debezium(args, "drain", &slots[2], &publication, &table, &dbz_prefix);
-    let dbz_usage = wait_drained(&mut dbz, args.events, &format!("{dbz_prefix}.Order"));
+    let dbz_usage = wait_drained(
+        &mut dbz,
+        args.backlog.events,
+        &format!("{dbz_prefix}.Order"),
+    );
     dbz.stop();
     eprintln!("compare: Debezium {dbz_usage:?}");
 
@@ -380,10 +371,10 @@ fn check_drain(
     compare_to: Option<&Vec<u64>>,
 ) -> (Check, Vec<u64>) {
     let mut check = Check::default();
-    let mut seen = vec![false; args.events];
-    let mut hashes = vec![0u64; args.events];
+    let mut seen = vec![false; args.backlog.events];
+    let mut hashes = vec![0u64; args.backlog.events];
     let mut last: HashMap<String, i64> = HashMap::new();
-    let mut seen_ids: HashSet<String> = HashSet::with_capacity(args.events);
+    let mut seen_ids: HashSet<String> = HashSet::with_capacity(args.backlog.events);
     let mut payload_diff = 0usize;
     read_topic(topic, |key, payload, id, _ts| {
         check.records += 1;
@@ -391,12 +382,12 @@ fn check_drain(
             check.wrong_key += 1;
             return;
         };
-        if seq < 0 || seq as usize >= args.events {
+        if seq < 0 || seq as usize >= args.backlog.events {
             check.wrong_key += 1;
             return;
         }
         let s = seq as usize;
-        if key != format!("order-{}", s % args.aggregates).as_bytes() {
+        if key != format!("order-{}", s % args.backlog.aggregates).as_bytes() {
             check.wrong_key += 1;
         }
         if seen[s] {
@@ -721,7 +712,7 @@ async fn write_paced(args: Arc<Args>, table: String, rate: u32) -> (Vec<usize>, 
             let per_writer = rate as f64 / args.writers as f64;
             let interval = Duration::from_secs_f64(1.0 / per_writer);
             let deadline = Duration::from_secs(args.steady_secs);
-            let mine: Vec<usize> = (w..args.aggregates).step_by(args.writers).collect();
+            let mine: Vec<usize> = (w..args.backlog.aggregates).step_by(args.writers).collect();
             let begin = tokio::time::Instant::now();
             let mut k = 0usize;
             loop {
@@ -1310,14 +1301,14 @@ fn render_report(
     writeln!(s, "|---|---:|---:|---:|---:|").unwrap();
     let mut targets: Vec<(String, String, bool)> = Vec::new();
     if let Some(d) = drain {
-        let n = args.events as f64;
+        let n = args.backlog.events as f64;
         let rate = |u: &Usage| n / u.wall;
         let (rr, rd, rp) = (rate(&d.relay.0), rate(&d.dbz.0), rate(&d.recvlogical));
         let fail = |c: &Check, v: String| if c.ok() { v } else { format!("FAILED ({v})") };
         writeln!(
             s,
             "| drain: events/s ({} events, from process start) | {:.0} | {} | {} | {:.1}× |",
-            args.events,
+            args.backlog.events,
             rp,
             fail(&d.relay.1, format!("{rr:.0}")),
             fail(&d.dbz.1, format!("{rd:.0}")),
@@ -1502,7 +1493,7 @@ fn render_report(
         writeln!(
             s,
             "\nDrain: {} events, {} aggregates, {} rows per transaction, average payload {:.0} bytes; each reader from its own slot created before the backlog, one after another; walsenders with logical_decoding_work_mem={}.",
-            args.events, args.aggregates, args.txn_rows, d.avg_payload, args.logical_decoding_work_mem
+            args.backlog.events, args.backlog.aggregates, args.backlog.txn_rows, d.avg_payload, args.logical_decoding_work_mem
         )
         .unwrap();
     }
