@@ -601,7 +601,7 @@ async fn steady(
             let c = pg::connect().await;
             // The project's cluster runs synchronous_commit=off: a commit would reach the
             // walsender only at the WAL writer's next flush (wal_writer_delay, 200 ms),
-            // adding ≈ 100 ms on average to every latency (as in compare.rs).
+            // adding ≈ 100 ms on average to every latency (as in compare).
             c.batch_execute("SET synchronous_commit = on")
                 .await
                 .expect("synchronous_commit");
