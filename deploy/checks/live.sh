@@ -94,6 +94,9 @@ outbox:
     - table: public.$table
   route:
     template: "deploy-checks.{aggregatetype}"
+  # The invalid row below must reach the dead-letter series the dashboard and the
+  # alerts use (the default, park, keeps it in the state tables instead).
+  on_invalid: dead_letter
   dead_letter_destination: deploy-checks.dead-letter
 sink:
   kind: kafka
