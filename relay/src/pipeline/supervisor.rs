@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use super::flow::FlowMemory;
 use super::session::{run_session, SessionContext, SessionEnd};
-use crate::config::{Config, SinkKind};
+use crate::config::{Config, SinkConfig};
 use crate::error::{FailedEvent, RelayError};
 use crate::telemetry::{Health, Metrics};
 
@@ -33,32 +33,11 @@ pub async fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, Rela
 }
 
 async fn build(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
-    let missing =
-        |key: &str| RelayError::Config(crate::config::ConfigError(format!("{key}: required")));
-    Ok(match config.sink.kind {
-        SinkKind::Null => Arc::new(NullPublisher),
-        SinkKind::Kafka => {
-            let kafka = config.sink.kafka.as_ref().ok_or_else(|| {
-                RelayError::Config(crate::config::ConfigError("sink.kafka: required".into()))
-            })?;
-            Arc::new(KafkaPublisher::new(kafka)?)
-        }
-        SinkKind::Sns => {
-            let sns = config
-                .sink
-                .sns
-                .as_ref()
-                .ok_or_else(|| missing("sink.sns"))?;
-            Arc::new(SnsPublisher::new(sns).await?)
-        }
-        SinkKind::Sqs => {
-            let sqs = config
-                .sink
-                .sqs
-                .as_ref()
-                .ok_or_else(|| missing("sink.sqs"))?;
-            Arc::new(SqsPublisher::new(sqs).await?)
-        }
+    Ok(match &config.sink {
+        SinkConfig::Null => Arc::new(NullPublisher),
+        SinkConfig::Kafka(kafka) => Arc::new(KafkaPublisher::new(kafka)?),
+        SinkConfig::Sns(sns) => Arc::new(SnsPublisher::new(sns).await?),
+        SinkConfig::Sqs(sqs) => Arc::new(SqsPublisher::new(sqs).await?),
     })
 }
 
