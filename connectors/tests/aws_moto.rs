@@ -521,7 +521,11 @@ async fn a_queue_that_never_appears_fails_permanently_after_the_window() {
         .await
         .unwrap()
         .await;
-    assert_eq!(publisher.retries(), retries_before, "retried after the window");
+    assert_eq!(
+        publisher.retries(),
+        retries_before,
+        "retried after the window"
+    );
     let err = outcomes[0].result.as_ref().unwrap_err();
     assert_eq!(err.kind, "destination_not_found", "{err}");
     assert_eq!(publisher.pending(), 0);
