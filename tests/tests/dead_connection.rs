@@ -88,8 +88,8 @@ async fn a_silent_connection_is_noticed_within_the_receive_timeout_and_nothing_i
     relay.wait_ready(Duration::from_secs(60));
     assert_eq!(
         proxy.accepted(),
-        2,
-        "the SQL and the replication connection go through the proxy"
+        3,
+        "the SQL, the parking writer's and the replication connection go through the proxy"
     );
 
     // Before: delivered and confirmed, so that nothing is replayed later.

@@ -121,7 +121,11 @@ async fn state_mode_off_writes_no_record() {
     let table = format!("{name}_outbox");
     let client = pg::connect().await;
     pg::create_outbox_table(&client, &table, "jsonb", false).await;
-    let setup = RelaySetup::new(&name, &table).with_env(&[("RELAY__STATE__MODE", "off")]);
+    let setup = RelaySetup::new(&name, &table).with_env(&[
+        ("RELAY__STATE__MODE", "off"),
+        // Parking needs the state tables.
+        ("RELAY__OUTBOX__ON_INVALID", "dead_letter"),
+    ]);
     let mut relay = Relay::start(&setup);
     relay.wait_ready(Duration::from_secs(60));
     client
