@@ -28,9 +28,16 @@ pub async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// The ARNs the emulator gave the inventory topic and its dead-letter topic (emulators
+/// differ in account id).
+pub struct Topics {
+    pub inventory: String,
+    pub dead_letter: String,
+}
+
 /// Creates the inventory topic, the consumers' queues and the raw-delivery subscriptions
 /// (all idempotent).
-pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> crate::Result<()> {
+pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> crate::Result<Topics> {
     let sns = aws_sdk_sns::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let topic_arn = sns
@@ -41,11 +48,14 @@ pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> crate::Res
         .map_err(|e| Error::aws("sns", "CreateTopic", e))?
         .topic_arn
         .unwrap_or_default();
-    sns.create_topic()
+    let dead_letter = sns
+        .create_topic()
         .name(format!("{}_dead_letter", names.prefix))
         .send()
         .await
-        .map_err(|e| Error::aws("sns", "CreateTopic", e))?;
+        .map_err(|e| Error::aws("sns", "CreateTopic", e))?
+        .topic_arn
+        .unwrap_or_default();
     for consumer in INVENTORY_CONSUMERS {
         let url = sqs
             .create_queue()
@@ -89,26 +99,28 @@ pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> crate::Res
                 .map_err(|e| Error::aws("sns", "Subscribe", e))?;
         }
     }
-    Ok(())
+    Ok(Topics {
+        inventory: topic_arn,
+        dead_letter,
+    })
 }
 
 /// Deletes the topic and the queues (test teardown).
 pub async fn teardown(sdk: &aws_config::SdkConfig, names: &Names) {
     let sns = aws_sdk_sns::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let _ = sns
-        .delete_topic()
-        .topic_arn(names.inventory_sns_arn())
-        .send()
-        .await;
-    let _ = sns
-        .delete_topic()
-        .topic_arn(names.inventory_sns_arn().replace(
-            &names.inventory_sns_topic(),
-            &format!("{}_dead_letter", names.prefix),
-        ))
-        .send()
-        .await;
+    let ours = [
+        names.inventory_sns_topic(),
+        format!("{}_dead_letter", names.prefix),
+    ];
+    if let Ok(list) = sns.list_topics().send().await {
+        for t in list.topics() {
+            let arn = t.topic_arn().unwrap_or_default();
+            if ours.iter().any(|n| arn.ends_with(&format!(":{n}"))) {
+                let _ = sns.delete_topic().topic_arn(arn).send().await;
+            }
+        }
+    }
     for consumer in INVENTORY_CONSUMERS {
         if let Ok(out) = sqs
             .get_queue_url()

@@ -4,8 +4,7 @@
 
 use std::net::SocketAddr;
 
-/// The emulator's fixed account and region (moto accepts any credentials).
-pub const AWS_ACCOUNT: &str = "123456789012";
+/// The emulator's region (it accepts any credentials).
 pub const AWS_REGION: &str = "us-east-1";
 
 /// The three services, in saga order.
@@ -88,13 +87,6 @@ impl Names {
         format!("{}_inventory", self.prefix)
     }
 
-    pub fn inventory_sns_arn(&self) -> String {
-        format!(
-            "arn:aws:sns:{AWS_REGION}:{AWS_ACCOUNT}:{}",
-            self.inventory_sns_topic()
-        )
-    }
-
     /// The SQS queue (subscribed to the inventory topic) a consumer reads.
     pub fn inventory_queue(&self, consumer: &str) -> String {
         format!("{}_{consumer}_inventory", self.prefix)
@@ -120,7 +112,7 @@ pub struct ServiceArgs {
     #[arg(
         long,
         env = "SAGA_AWS_ENDPOINT",
-        default_value = "http://127.0.0.1:19324"
+        default_value = "http://127.0.0.1:19325"
     )]
     pub aws_endpoint: String,
     /// HTTP listen address (API, /healthz, /audit).

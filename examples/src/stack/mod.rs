@@ -40,10 +40,12 @@ pub struct StackArgs {
         default_value = "127.0.0.1:19092"
     )]
     pub kafka: String,
+    /// SNS/SQS endpoint: fauxqs (fast; deploy/local/aws.sh fauxqs-start) by default, moto
+    /// (http://127.0.0.1:19324) works too, at a few events per second.
     #[arg(
         long,
         env = "SAGA_AWS_ENDPOINT",
-        default_value = "http://127.0.0.1:19324"
+        default_value = "http://127.0.0.1:19325"
     )]
     pub aws_endpoint: String,
     /// The relay binary (default: `outbox-relay` next to this binary).
@@ -109,7 +111,7 @@ pub async fn run(a: StackArgs) -> crate::Result<()> {
     provision::databases(&server, &names).await?;
     provision::topics(&a.kafka, &names).await?;
     let sdk = crate::aws::sdk(&a.aws_endpoint).await;
-    crate::aws::provision(&sdk, &names).await?;
+    let sns = crate::aws::provision(&sdk, &names).await?;
 
     let mut children = Vec::new();
     let mut tasks = Vec::new();
@@ -157,6 +159,8 @@ pub async fn run(a: StackArgs) -> crate::Result<()> {
                     kafka: &a.kafka,
                     aws_endpoint: &a.aws_endpoint,
                     metrics_port: a.relay_metrics_port(s),
+                    sns_topic_arn: &sns.inventory,
+                    sns_dead_letter_arn: &sns.dead_letter,
                 },
             ),
         )?;

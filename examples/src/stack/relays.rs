@@ -1,6 +1,6 @@
 //! The three relays' configurations: each reads only its service's database.
 
-use crate::config::{Names, Service, AWS_ACCOUNT, AWS_REGION};
+use crate::config::{Names, Service, AWS_REGION};
 
 /// Where a relay connects and listens.
 pub struct RelayPlace<'a> {
@@ -11,6 +11,9 @@ pub struct RelayPlace<'a> {
     pub kafka: &'a str,
     pub aws_endpoint: &'a str,
     pub metrics_port: u16,
+    /// ARNs of the inventory topic and the SNS dead-letter topic.
+    pub sns_topic_arn: &'a str,
+    pub sns_dead_letter_arn: &'a str,
 }
 
 /// The relay configuration (YAML) for `service`'s database.
@@ -44,9 +47,8 @@ pub fn yaml(names: &Names, service: Service, p: &RelayPlace<'_>) -> String {
         ),
         Service::Inventory => (
             format!(
-                "{table}  route:\n    template: \"{}\"\n  dead_letter_destination: \"arn:aws:sns:{AWS_REGION}:{AWS_ACCOUNT}:{}_dead_letter\"\n",
-                names.inventory_sns_arn(),
-                names.prefix
+                "{table}  route:\n    template: \"{}\"\n  dead_letter_destination: \"{}\"\n",
+                p.sns_topic_arn, p.sns_dead_letter_arn
             ),
             format!(
                 "  kind: sns\n  sns:\n    endpoint: {}\n    region: {AWS_REGION}\n    retry_max_backoff_ms: 2000\n",
