@@ -73,7 +73,7 @@ async fn wait_relay_restarted(stack: &common::Stack, relay: &str, restarts: u64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousand_orders_survive_relay_kills_and_a_kafka_restart() {
     let started = Instant::now();
-    let kafka_sh = std::path::PathBuf::from("/bin/true"); // TEMP-DEV
+    let kafka_sh = common::repo_root().join("deploy/local/kafka.sh");
     let mut stack = common::Stack::start("chaos", &["--kafka-script", kafka_sh.to_str().unwrap()]);
     stack.wait_ready().await;
     let stack = Arc::new(stack);
