@@ -36,7 +36,11 @@ fn artifacts() -> PathBuf {
 
 /// chromedriver on a free port (installing Chromium first if needed).
 async fn driver() -> (Driver, u16) {
-    if Command::new("chromedriver").arg("--version").output().is_err() {
+    if Command::new("chromedriver")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         let ok = Command::new(common::repo_root().join("deploy/local/browser.sh"))
             .status()
             .expect("deploy/local/browser.sh")
@@ -56,7 +60,10 @@ async fn driver() -> (Driver, u16) {
         .expect("start chromedriver");
     let d = Driver(child);
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return (d, port);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -80,7 +87,12 @@ async fn set(c: &Client, id: &str, value: &str) {
 }
 
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 /// Places one order through the form.
@@ -191,14 +203,7 @@ async fn the_page_shows_every_order_reach_its_final_state() {
     );
     let pill = |id: &'static str| {
         let c = c.clone();
-        async move {
-            c.find(Locator::Id(id))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { c.find(Locator::Id(id)).await.unwrap().text().await.unwrap() }
     };
     assert_eq!(pill("a-final").await, "orders final: 104/104");
     assert_eq!(pill("a-once").await, "exactly once: yes");

@@ -42,7 +42,7 @@ pub async fn run(
             .queue_url(&url)
             .max_number_of_messages(10)
             .wait_time_seconds(1)
-            .visibility_timeout(30)
+            .visibility_timeout(10)
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
@@ -80,7 +80,7 @@ pub async fn run(
                     .send()
                     .await
                 {
-                    // Not deleted: it comes back after the visibility timeout and the
+                    // Not deleted: it comes back after the visibility timeout (10 s) and the
                     // inbox absorbs it.
                     eprintln!("{name}: {}", Error::aws("sqs", "DeleteMessage", e));
                 }
