@@ -383,6 +383,32 @@ EOF
 }
 check "example app chart (helm/examples/sidecar-app) includes the sidecar template; kubeconform" sidecar_parent_chart
 
+saga_example_chart() { # the example application (examples/): three services, three native sidecars
+    local parent="$work/saga-parent"
+    mkdir -p "$parent"
+    cp -r "$root/helm/outbox-relay" "$root/helm/examples" "$parent/"
+    (cd "$parent/examples/saga" && helm dependency build . >/dev/null) || return 1
+    helm template demo "$parent/examples/saga" --kube-version "$K8S_VERSION" >"$work/saga.yaml" || return 1
+    "${KC[@]}" "$work/saga.yaml" || return 1
+    "$PY" - "$work/saga.yaml" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+assert sorted(deps) == ["saga-inventory", "saga-orders", "saga-payments"], sorted(deps)
+for name, d in deps.items():
+    pod = d["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    assert init["name"] == "outbox-relay" and init["restartPolicy"] == "Always", (name, init)
+    assert ("ServiceAccount", pod["serviceAccountName"]) in names, (name, pod["serviceAccountName"])
+    vol = pod["volumes"][0]
+    ref = ("ConfigMap", vol["configMap"]["name"]) if "configMap" in vol else ("Secret", vol["secret"]["secretName"])
+    assert ref in names, (name, ref)
+print("three services, each with its relay as a native sidecar and its own config")
+EOF
+}
+check "example application chart (helm/examples/saga): three native sidecars; kubeconform" saga_example_chart
+
 expect_schema_error() { # description expected-substring helm-args...
     local want="$2" out
     shift 2

@@ -11,14 +11,19 @@ use crate::Error;
 /// Consumers of the inventory topic, each with its own queue.
 pub const INVENTORY_CONSUMERS: [&str; 3] = ["orders", "payments", "console"];
 
+/// SDK configuration. With an endpoint URL (an emulator) the emulator's fixed test
+/// credentials; with `aws` (or empty), AWS itself with the default credential chain.
 pub async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+    if endpoint.is_empty() || endpoint == "aws" {
+        return loader.load().await;
+    }
+    loader
         .region(aws_config::Region::new(AWS_REGION))
         .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(

@@ -38,6 +38,9 @@ enum Cmd {
         #[command(subcommand)]
         action: ChaosCmd,
     },
+    /// Create the databases, topics and queues of a prefix, and exit (for deployments
+    /// that run the services and relays themselves, e.g. compose).
+    Provision(StackArgs),
     /// Remove the databases, topics and queues of a prefix (stop `saga up` first).
     Teardown(StackArgs),
 }
@@ -66,6 +69,7 @@ async fn main() {
         Cmd::Payments(a) => services::payments::run(a).await,
         Cmd::Inventory(a) => services::inventory::run(a).await,
         Cmd::Chaos { console, action } => chaos(&console, action).await,
+        Cmd::Provision(a) => provision(a).await,
         Cmd::Teardown(a) => teardown(a).await,
     };
     if let Err(e) = result {
@@ -106,5 +110,17 @@ async fn teardown(a: StackArgs) -> outbox_saga_example::Result<()> {
         "removed the databases, topics and queues of {}",
         names.prefix
     );
+    Ok(())
+}
+
+async fn provision(a: StackArgs) -> outbox_saga_example::Result<()> {
+    let names = Names::new(&a.prefix)?;
+    stack::provision::databases(&a.server(), &names).await?;
+    stack::provision::topics(&a.kafka, &names).await?;
+    let sdk = outbox_saga_example::aws::sdk(&a.aws_endpoint).await;
+    let topics = outbox_saga_example::aws::provision(&sdk, &names).await?;
+    println!("databases, topics and queues of {} are ready", names.prefix);
+    println!("inventory SNS topic: {}", topics.inventory);
+    println!("SNS dead-letter topic: {}", topics.dead_letter);
     Ok(())
 }
