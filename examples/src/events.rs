@@ -165,6 +165,25 @@ pub struct StockShortage {
     pub amount_cents: i64,
 }
 
+/// `OrderCancelled`: the customer cancelled a confirmed order. Carries what the
+/// compensations need: inventory releases the stock, payments refunds the amount.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub sku: String,
+    pub qty: i32,
+    pub amount_cents: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReleased {
+    pub order_id: Uuid,
+    pub sku: String,
+    pub qty: i32,
+}
+
 /// A payload with its type and version fields, as every service writes them.
 pub fn tagged<T: Serialize>(event_type: &str, version: i32, body: &T) -> serde_json::Value {
     let mut v = serde_json::to_value(body).expect("serializable");

@@ -87,6 +87,13 @@ async fn set(c: &Client, id: &str, value: &str) {
 }
 
 async fn click(c: &Client, css: &str) {
+    // Into the middle of its scroll box, away from the sticky table header.
+    c.execute(
+        "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});",
+        vec![json!(css)],
+    )
+    .await
+    .unwrap();
     c.find(Locator::Css(css))
         .await
         .unwrap()
@@ -249,5 +256,61 @@ async fn the_page_shows_every_order_reach_its_final_state() {
     let traces: std::collections::HashSet<&str> = stream.iter().map(|r| r[4].as_str()).collect();
     assert_eq!(traces.len(), 1, "{stream:?}");
     shot(&c, "04-one-order-events").await;
+
+    // The customer cancels a confirmed v2 order: stock released, payment refunded.
+    let victim = rows
+        .iter()
+        .find(|r| r["version"] == 2 && r["status"] == "CONFIRMED")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    click(&c, &format!("#orders tr[data-id='{victim}'] button.cancel")).await;
+    let started = Instant::now();
+    loop {
+        let row = js(
+            &c,
+            &format!(
+                "const tr = document.querySelector(\"#orders tr[data-id='{victim}']\");
+                 return [tr.dataset.status, tr.dataset.refunded, tr.dataset.reason,
+                         document.body.dataset.settled];"
+            ),
+        )
+        .await;
+        if row == json!(["CANCELLED", "true", "cancelled by the customer", "true"]) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            shot(&c, "99-cancel-timeout").await;
+            panic!("cancellation not settled: {row}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    click(&c, &format!("#orders tr[data-id='{victim}']")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stream = js(
+        &c,
+        "return [...document.querySelectorAll('#events tr')].map(tr => tr.cells[0].textContent);",
+    )
+    .await;
+    let mut types: Vec<String> = serde_json::from_value(stream).unwrap();
+    types.reverse();
+    // The saga, then the cancellation's two compensations (in either order: they travel
+    // through different relays).
+    assert_eq!(
+        types[..4],
+        [
+            "OrderPlaced",
+            "PaymentAuthorized",
+            "StockReserved",
+            "OrderCancelled"
+        ]
+    );
+    let mut compensations = types[4..].to_vec();
+    compensations.sort();
+    assert_eq!(compensations, ["PaymentRefunded", "StockReleased"]);
+    assert_eq!(pill("a-money").await, "money: balanced");
+    assert_eq!(pill("a-stock").await, "stock: balanced");
+    shot(&c, "05-cancelled-by-customer").await;
     c.close().await.unwrap();
 }

@@ -1,7 +1,8 @@
 //! 1,000 orders from concurrent clients while the orders relay is SIGKILLed twice and the
-//! Kafka broker is stopped and started once. Every order must reach exactly the final state
-//! its inputs call for, every consumer must have applied every event exactly once (inbox),
-//! and money and stock must balance.
+//! Kafka broker is stopped and started once; then customers cancel 25 confirmed orders
+//! (stock released, payments refunded). Every order must reach exactly the final state its
+//! inputs call for, every consumer must have applied every event exactly once (inbox), and
+//! money and stock must balance.
 //!
 //! NOTE: this test stops and restarts the local Kafka broker (deploy/local/kafka.sh), which
 //! other tests running at the same time would notice.
@@ -23,6 +24,8 @@ const ORDERS: usize = 1000;
 const CLIENTS: usize = 16;
 /// Stock of the `limited` SKU (see services::inventory::STOCK).
 const LIMITED_STOCK: i64 = 20;
+/// Confirmed orders the customers cancel after the saga settled.
+const CUSTOMER_CANCELS: usize = 25;
 
 /// Order `i`: the burst mix, and every 25th one a `limited` item (40 orders for 20 units:
 /// which ones win depends on timing, how many does not).
@@ -154,6 +157,46 @@ async fn thousand_orders_survive_relay_kills_and_a_kafka_restart() {
         .await;
     eprintln!("settled after {:?}: {verdict}", started.elapsed());
 
+    // Customers cancel confirmed orders (not `limited` ones, whose winners vary).
+    let mut by_index: Vec<(usize, Uuid)> = ids.iter().map(|(id, i)| (*i, *id)).collect();
+    by_index.sort();
+    let cancelled_by_customer: Vec<Uuid> = by_index
+        .iter()
+        .filter(|(i, _)| {
+            let o = order(*i);
+            o.sku != "limited" && expected_status(&o.sku, o.amount_cents, &o.card) == "CONFIRMED"
+        })
+        .take(CUSTOMER_CANCELS)
+        .map(|(_, id)| *id)
+        .collect();
+    for id in &cancelled_by_customer {
+        let r = stack
+            .http
+            .post(format!("{}/orders/{id}/cancel", stack.orders))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    // Only a confirmed order can be cancelled.
+    let again = stack
+        .http
+        .post(format!(
+            "{}/orders/{}/cancel",
+            stack.orders, cancelled_by_customer[0]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let verdict = stack
+        .wait_settled(ORDERS as i64, Duration::from_secs(120))
+        .await;
+    eprintln!(
+        "settled after the cancellations, {:?}: {verdict}",
+        started.elapsed()
+    );
+
     // Every order in exactly its expected state.
     let list = stack
         .http
@@ -177,7 +220,11 @@ async fn thousand_orders_survive_relay_kills_and_a_kafka_restart() {
         if req.sku == "limited" {
             *limited.entry(status.clone()).or_default() += 1;
         } else {
-            let want = expected_status(&req.sku, req.amount_cents, &req.card);
+            let want = if cancelled_by_customer.contains(&id) {
+                "CANCELLED"
+            } else {
+                expected_status(&req.sku, req.amount_cents, &req.card)
+            };
             assert_eq!(status, want, "order {i} ({req:?}): {o}");
             *want_counts.entry(want).or_default() += 1;
         }
@@ -221,6 +268,7 @@ async fn thousand_orders_survive_relay_kills_and_a_kafka_restart() {
         let id: Uuid = r.get(0);
         let want = match status_of[&id].as_str() {
             "CONFIRMED" => "RESERVED",
+            "CANCELLED" if cancelled_by_customer.contains(&id) => "RELEASED",
             "CANCELLED" => "SHORTAGE",
             s => panic!("a {s} order has a reservation"),
         };
@@ -233,6 +281,7 @@ async fn thousand_orders_survive_relay_kills_and_a_kafka_restart() {
     // The books: exactly-once application, money and stock conserved.
     let confirmed = want_counts["CONFIRMED"] + LIMITED_STOCK;
     let cancelled = want_counts["CANCELLED"] + 40 - LIMITED_STOCK;
+    assert!(want_counts["CANCELLED"] > CUSTOMER_CANCELS as i64);
     assert_eq!(verdict["exactlyOnce"], true, "{verdict}");
     assert_eq!(verdict["moneyConserved"], true, "{verdict}");
     assert_eq!(verdict["stockConserved"], true, "{verdict}");

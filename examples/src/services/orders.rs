@@ -131,6 +131,7 @@ pub async fn run(args: ServiceArgs) -> crate::Result<()> {
     let router = Router::new()
         .route("/orders", post(place).get(list))
         .route("/orders/{id}", get(one))
+        .route("/orders/{id}/cancel", post(cancel))
         .route("/audit", get(audit))
         .route("/admin/order-placed-version", post(set_version))
         .with_state(app);
@@ -229,6 +230,58 @@ async fn place(
     .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(order(&row))))
+}
+
+/// The customer cancels a confirmed order: the order and an `OrderCancelled` outbox row in
+/// one transaction; payments refunds and inventory releases the stock when they read it.
+/// An order still in the saga (or already final otherwise) cannot be cancelled.
+async fn cancel(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Order>, ApiError> {
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut c = app.pool.get().await?;
+    let tx = c.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE orders SET status = 'CANCELLED', reason = 'cancelled by the customer',
+                   updated_at = clock_timestamp()
+                 WHERE id = $1 AND status = 'CONFIRMED' RETURNING {ORDER_COLUMNS}"
+            ),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::CONFLICT,
+                format!("order {id} is not CONFIRMED (only confirmed orders can be cancelled)"),
+            )
+        })?;
+    let o = order(&row);
+    let traceparent = crate::trace::child_of(parent.as_deref().or(Some(&o.traceparent)));
+    let payload = tagged(
+        "OrderCancelled",
+        1,
+        &OrderCancelled {
+            order_id: o.id,
+            sku: o.sku.clone(),
+            qty: o.qty,
+            amount_cents: o.amount_cents,
+        },
+    );
+    tx.execute(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, tracingspancontext, schema_version)
+         VALUES ($1, 'Order', $2, 'OrderCancelled', $3, $4, 1)",
+        &[&Uuid::new_v4(), &o.id.to_string(), &payload, &traceparent],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(o))
 }
 
 #[derive(Deserialize)]
@@ -330,17 +383,26 @@ async fn audit(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiErr
         .query_one("SELECT count(*) FROM orders WHERE refunded", &[])
         .await?
         .get(0);
+    let customer_cancelled: i64 = c
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE type = 'OrderCancelled'",
+            &[],
+        )
+        .await?
+        .get(0);
     let (applied, redeliveries) = inbox::stats(&c).await?;
     Ok(Json(json!({
         "byStatus": by_status,
         "confirmedQtyBySku": confirmed_qty,
         "refundedOrders": refunded,
+        "customerCancelled": customer_cancelled,
         "orderPlacedVersion": app.version.load(Ordering::Relaxed),
         "inbox": { "applied": applied, "redeliveries": redeliveries },
     })))
 }
 
-/// Follows the saga: payment events from Kafka, stock events from SQS. Events of one order
+/// Follows the saga: payment events from Kafka, stock events from SQS (`StockReleased`, the
+/// answer to a customer's cancellation, changes nothing here). Events of one order
 /// arrive over two transports, so their order is not guaranteed: a final state is never
 /// left, and `PAID` only follows `PLACED`.
 async fn apply(pool: Pool, d: Delivery) -> crate::Result<()> {

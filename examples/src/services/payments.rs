@@ -160,15 +160,20 @@ async fn apply(app: App, d: Delivery) -> crate::Result<()> {
                     emit(&tx, &app.names, &t, e.order_id, payload, &traceparent).await?;
                 }
             }
-            // Compensation: the stock ran out after the payment was taken.
-            "StockShortage" => {
-                let e: StockShortage = d.parse()?;
+            // Compensation: the stock ran out after the payment was taken, or the customer
+            // cancelled the confirmed order.
+            "StockShortage" | "OrderCancelled" => {
+                let order_id = if d.event_type == "StockShortage" {
+                    d.parse::<StockShortage>()?.order_id
+                } else {
+                    d.parse::<OrderCancelled>()?.order_id
+                };
                 let refunded = tx
                     .query_opt(
                         "UPDATE payments SET status = 'REFUNDED', updated_at = clock_timestamp()
                          WHERE order_id = $1 AND status = 'AUTHORIZED'
                          RETURNING amount_cents, currency",
-                        &[&e.order_id],
+                        &[&order_id],
                     )
                     .await?;
                 if let Some(r) = refunded {
@@ -176,7 +181,7 @@ async fn apply(app: App, d: Delivery) -> crate::Result<()> {
                         "PaymentRefunded",
                         1,
                         &PaymentRefunded {
-                            order_id: e.order_id,
+                            order_id,
                             amount_cents: r.get(0),
                             currency: r.get(1),
                         },
@@ -185,7 +190,7 @@ async fn apply(app: App, d: Delivery) -> crate::Result<()> {
                         &tx,
                         &app.names,
                         "PaymentRefunded",
-                        e.order_id,
+                        order_id,
                         payload,
                         &traceparent,
                     )

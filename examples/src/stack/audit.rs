@@ -46,14 +46,34 @@ pub fn verdict(orders: &Value, payments: &Value, inventory: &Value) -> Verdict {
     let final_orders = confirmed + rejected + cancelled;
     let mut problems = Vec::new();
 
-    // Events produced: one OrderPlaced per order; payments answers each with authorized or
-    // rejected, and refunds each shortage; inventory answers each authorization.
+    // Events produced: orders writes one OrderPlaced per order and one OrderCancelled per
+    // customer cancellation; payments answers each OrderPlaced with authorized or rejected
+    // and refunds each shortage and cancellation; inventory answers each authorization
+    // (reserved or shortage) and each cancellation (released). Each consumer reads:
+    // orders ← Payment topic + inventory's; payments ← Order topic + inventory's;
+    // inventory ← Payment topic + Order topic.
     let authorized_ever = count(ps, "AUTHORIZED") + count(ps, "REFUNDED");
     let payment_events = authorized_ever + count(ps, "REJECTED") + count(ps, "REFUNDED");
+    let customer_cancelled = n(&orders["customerCancelled"]);
+    let order_events = total + customer_cancelled;
+    let released = n(&inventory["released"]);
+    let inventory_events = authorized_ever + released;
     let expected = [
-        ("orders", payment_events + authorized_ever, &orders["inbox"]),
-        ("payments", total + authorized_ever, &payments["inbox"]),
-        ("inventory", payment_events, &inventory["inbox"]),
+        (
+            "orders",
+            payment_events + inventory_events,
+            &orders["inbox"],
+        ),
+        (
+            "payments",
+            order_events + inventory_events,
+            &payments["inbox"],
+        ),
+        (
+            "inventory",
+            payment_events + order_events,
+            &inventory["inbox"],
+        ),
     ];
     let mut exactly_once = true;
     for (who, want, inbox) in &expected {
@@ -108,10 +128,10 @@ pub fn verdict(orders: &Value, payments: &Value, inventory: &Value) -> Verdict {
             }
         }
     }
-    if n(&inventory["shortages"]) != cancelled {
+    if n(&inventory["shortages"]) + released != cancelled || released != customer_cancelled {
         stock = false;
         problems.push(format!(
-            "{} shortages, {cancelled} cancelled orders",
+            "{} shortages and {released} releases ({customer_cancelled} cancelled by customers), {cancelled} cancelled orders",
             n(&inventory["shortages"])
         ));
     }
@@ -154,6 +174,7 @@ mod tests {
                 "CANCELLED": {"count": 1, "amountCents": 500}},
             "confirmedQtyBySku": {"widget": 2},
             "refundedOrders": 1,
+            "customerCancelled": 0,
             "inbox": {"applied": 6, "redeliveries": 4}});
         let payments = json!({
             "byStatus": {
@@ -165,7 +186,8 @@ mod tests {
             "stock": {"widget": {"initial": 10, "available": 8, "reserved": 2},
                       "unobtainium": {"initial": 0, "available": 0, "reserved": 0}},
             "shortages": 1,
-            "inbox": {"applied": 4, "redeliveries": 1}});
+            "released": 0,
+            "inbox": {"applied": 7, "redeliveries": 1}});
         (orders, payments, inventory)
     }
 
@@ -179,9 +201,42 @@ mod tests {
     }
 
     #[test]
+    fn a_customer_cancellation_releases_stock_and_refunds() {
+        // Two confirmed orders; the customer cancelled one (2 widgets, 10.00).
+        let orders = json!({
+            "byStatus": {
+                "CONFIRMED": {"count": 1, "amountCents": 500},
+                "CANCELLED": {"count": 1, "amountCents": 1000}},
+            "confirmedQtyBySku": {"widget": 1},
+            "refundedOrders": 1,
+            "customerCancelled": 1,
+            "inbox": {"applied": 6, "redeliveries": 0}});
+        let payments = json!({
+            "byStatus": {
+                "AUTHORIZED": {"count": 1, "amountCents": 500},
+                "REFUNDED": {"count": 1, "amountCents": 1000}},
+            "inbox": {"applied": 6, "redeliveries": 0}});
+        let mut inventory = json!({
+            "stock": {"widget": {"initial": 10, "available": 9, "reserved": 1}},
+            "shortages": 0,
+            "released": 1,
+            "inbox": {"applied": 6, "redeliveries": 0}});
+        let v = verdict(&orders, &payments, &inventory);
+        assert_eq!(v.problems, Vec::<String>::new());
+        assert!(v.settled);
+        // The release not applied yet: stock still taken, inventory one event short.
+        inventory["released"] = 0.into();
+        inventory["inbox"]["applied"] = 5.into();
+        inventory["stock"]["widget"]["available"] = 7.into();
+        inventory["stock"]["widget"]["reserved"] = 3.into();
+        let v = verdict(&orders, &payments, &inventory);
+        assert!(!v.settled && !v.stock_conserved && !v.exactly_once, "{v:?}");
+    }
+
+    #[test]
     fn a_double_application_and_a_missing_refund_are_named() {
         let (o, mut p, mut i) = books();
-        i["inbox"]["applied"] = 5.into();
+        i["inbox"]["applied"] = 8.into();
         i["stock"]["widget"]["available"] = 6.into();
         p["byStatus"]["REFUNDED"]["count"] = 0.into();
         p["byStatus"]["AUTHORIZED"]["count"] = 2.into();

@@ -296,6 +296,7 @@ impl Console {
             .route("/api/stream", get(stream_events))
             .route("/api/orders", post(place))
             .route("/api/burst", post(burst))
+            .route("/api/orders/{id}/cancel", post(cancel))
             .route("/api/chaos", post(run_chaos))
             .route("/api/audit", get(audit))
             .route("/api/order-placed-version", post(set_version))
@@ -356,6 +357,27 @@ async fn stream_events(State(c): Shared) -> Sse<impl Stream<Item = Result<Event,
 
 async fn place(State(c): Shared, Json(o): Json<PlaceOrder>) -> ApiResult {
     c.place(&o).await.map(Json).map_err(unavailable)
+}
+
+async fn cancel(
+    State(c): Shared,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult {
+    let r = c
+        .http
+        .post(format!("{}/orders/{id}/cancel", c.url(Service::Orders)))
+        .header("traceparent", crate::trace::child_of(None))
+        .send()
+        .await
+        .map_err(unavailable)?;
+    let status = r.status();
+    let body: Value = r.json().await.map_err(unavailable)?;
+    if status.is_success() {
+        c.seen_order(body.clone());
+        Ok(Json(body))
+    } else {
+        Err((StatusCode::CONFLICT, body.to_string()))
+    }
 }
 
 #[derive(Deserialize)]
