@@ -88,13 +88,7 @@ pub async fn teardown(
     let admin = db::connect(&server.url(&server.admin_database)).await?;
     for s in Service::ALL {
         let name = names.database(s);
-        admin
-            .execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-                 WHERE slot_name = $1 AND NOT active",
-                &[&name],
-            )
-            .await?;
+        drop_slot(&admin, &name).await?;
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .await?;
@@ -109,4 +103,39 @@ pub async fn teardown(
     let _ = kafka.delete_topics(&refs, &AdminOptions::new()).await;
     crate::aws::teardown(sdk, names).await;
     Ok(())
+}
+
+/// Drops a replication slot, ending a walsender that still holds it (a relay that is
+/// shutting down), so that the database can be dropped and no WAL stays retained.
+async fn drop_slot(admin: &tokio_postgres::Client, slot: &str) -> crate::Result<()> {
+    for _ in 0..40 {
+        let row = admin
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(()) };
+        match row.get::<_, Option<i32>>(0) {
+            Some(pid) => {
+                admin
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await?;
+            }
+            None => {
+                // Another session may take it between the check and the drop: retry.
+                if admin
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(crate::Error::Setup(format!(
+        "replication slot {slot} still in use after 10 s"
+    )))
 }
