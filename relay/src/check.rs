@@ -83,6 +83,10 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
                 Err(e) => Err(e),
             };
             out.push(CheckResult::new("slot", slot));
+            out.push(CheckResult::new(
+                "state",
+                crate::state::inspect(&sql, config).await,
+            ));
             conn.abort();
         }
     }
