@@ -43,6 +43,17 @@ sidecar_parent_chart() { # a user's chart that includes the sidecar template
 }
 check "example app chart (helm/examples/sidecar-app) includes the sidecar template; kubeconform" sidecar_parent_chart
 
+saga_example_chart() { # the example application (examples/): three services, three native sidecars
+    local parent="$work/saga-parent"
+    mkdir -p "$parent"
+    cp -r "$root/helm/outbox-relay" "$root/helm/examples" "$parent/"
+    (cd "$parent/examples/saga" && helm dependency build . >/dev/null) || return 1
+    helm template demo "$parent/examples/saga" --kube-version "$K8S_VERSION" >"$work/saga.yaml" || return 1
+    "${KC[@]}" "$work/saga.yaml" || return 1
+    "$PY" "$here/helm_saga_chart.py" "$work/saga.yaml"
+}
+check "example application chart (helm/examples/saga): three native sidecars; kubeconform" saga_example_chart
+
 expect_schema_error() { # description expected-substring helm-args...
     local want="$2" out
     shift 2
