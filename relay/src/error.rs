@@ -2,7 +2,7 @@
 
 use outbox_connectors::PublishError;
 use outbox_pgoutput::{DecodeError, Lsn};
-use outbox_pgwire::{sqlstate_is_retryable, PgWireError};
+use outbox_pgwire::PgWireError;
 
 use crate::config::ConfigError;
 use crate::outbox::SchemaError;
@@ -13,8 +13,6 @@ pub enum RelayError {
     Config(#[from] ConfigError),
     #[error("postgres: {0}")]
     Postgres(#[from] PgWireError),
-    #[error("postgres query failed: {0}")]
-    Sql(#[from] tokio_postgres::Error),
     /// The database is not set up the way the relay needs (wal_level, slot, publication).
     #[error("{0}")]
     Setup(String),
@@ -44,6 +42,14 @@ pub enum RelayError {
     StreamEnded(String),
 }
 
+/// SQL errors take the same classification as the replication connection's (one SQLSTATE
+/// table, `outbox_pgwire::sqlstate_is_retryable`), so there is one PostgreSQL error type.
+impl From<tokio_postgres::Error> for RelayError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        RelayError::Postgres(PgWireError::from(e))
+    }
+}
+
 /// Where a delivery failed: the event and its transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedEvent {
@@ -68,11 +74,10 @@ impl RelayError {
     /// retrying would only repeat it.
     pub fn is_retryable(&self) -> bool {
         match self {
+            // One SQLSTATE table for SQL and replication: a query cut off by a shutdown
+            // (57P01) or refused while the server starts (57P03) is worth a retry, and so is
+            // an I/O or closed-connection error.
             RelayError::Postgres(e) => e.is_retryable(),
-            // The same SQLSTATE table as the replication connection: a query cut off by a
-            // shutdown (57P01) or refused while the server starts (57P03) is worth a retry;
-            // without a SQLSTATE it is an I/O or closed-connection error, also transient.
-            RelayError::Sql(e) => e.code().is_none_or(|c| sqlstate_is_retryable(c.code())),
             RelayError::Sink(_)
             | RelayError::EventFailed { .. }
             | RelayError::SlotBusy(_)
@@ -92,7 +97,6 @@ impl RelayError {
     pub fn is_auth_failure(&self) -> bool {
         let code = match self {
             RelayError::Postgres(e) => e.sqlstate(),
-            RelayError::Sql(e) => e.code().map(|c| c.code()),
             _ => None,
         };
         matches!(code, Some("28P01" | "28000"))
@@ -110,7 +114,7 @@ impl RelayError {
     pub fn kind(&self) -> &'static str {
         match self {
             RelayError::Config(_) => "config",
-            RelayError::Postgres(_) | RelayError::Sql(_) => "postgres",
+            RelayError::Postgres(_) => "postgres",
             RelayError::Setup(_) => "setup",
             RelayError::Schema(_) => "schema",
             RelayError::Decode(_) | RelayError::Protocol(_) => "protocol",

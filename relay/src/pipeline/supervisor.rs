@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use outbox_connectors::aws::{SnsPublisher, SqsPublisher};
 use outbox_connectors::kafka::KafkaPublisher;
 use outbox_connectors::null::NullPublisher;
-use outbox_connectors::policy::{Backoff, CircuitState};
+use outbox_connectors::policy::Backoff;
 use outbox_connectors::Publisher;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -43,8 +43,6 @@ async fn build(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
 
 /// How often the sink is probed for readiness.
 const PROBE_INTERVAL: Duration = Duration::from_secs(10);
-/// How often the connector's own counters are copied into the metrics.
-const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(
     config: Arc<Config>,
@@ -91,9 +89,11 @@ pub async fn run(
                     }
                 }
             };
-            let probe = tokio::spawn(probe_loop(publisher.clone(), metrics, health));
+            metrics.connector.attach(publisher.clone());
+            let probe = tokio::spawn(probe_loop(publisher.clone(), metrics.clone(), health));
             let end = run_session(ctx, publisher, memory, &mut shutdown).await;
             probe.abort();
+            metrics.connector.detach();
             end
         }
     })
@@ -176,59 +176,12 @@ where
     }
 }
 
+/// Probes the sink for readiness every `PROBE_INTERVAL`.
 async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc<Health>) {
-    // The publisher counts from zero; the metrics count over the process's life.
-    let mut counted: std::collections::HashMap<Arc<str>, u64> = std::collections::HashMap::new();
-    let mut requested = 0;
-    let mut transitions: std::collections::HashMap<(Arc<str>, CircuitState), u64> =
-        std::collections::HashMap::new();
-    let mut last_probe: Option<Instant> = None;
     loop {
-        if last_probe.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL) {
-            let ok = publisher.probe(Duration::from_secs(5)).await.is_ok();
-            health.set_sink_reachable(ok);
-            metrics.sink_up.set(ok as i64);
-            last_probe = Some(Instant::now());
-        }
-        for (destination, retries) in publisher.retries_by_destination() {
-            let seen = counted.entry(destination.clone()).or_default();
-            if retries > *seen {
-                metrics
-                    .sink_retries
-                    .with_label_values(&[&destination])
-                    .inc_by(retries - *seen);
-                *seen = retries;
-            }
-        }
-        for circuit in publisher.circuits() {
-            let d: &str = &circuit.destination;
-            metrics
-                .circuit_state
-                .with_label_values(&[d])
-                .set(circuit.state as i64);
-            for state in [
-                CircuitState::Closed,
-                CircuitState::HalfOpen,
-                CircuitState::Open,
-            ] {
-                let total = circuit.transitions[state as usize];
-                let counter = metrics
-                    .circuit_transitions
-                    .with_label_values(&[d, state.as_str()]);
-                let seen = transitions
-                    .entry((circuit.destination.clone(), state))
-                    .or_default();
-                if total > *seen {
-                    counter.inc_by(total - *seen);
-                    *seen = total;
-                }
-            }
-        }
-        let requests = publisher.requests();
-        if requests > requested {
-            metrics.sink_requests.inc_by(requests - requested);
-            requested = requests;
-        }
-        tokio::time::sleep(COUNTER_INTERVAL).await;
+        let ok = publisher.probe(Duration::from_secs(5)).await.is_ok();
+        health.set_sink_reachable(ok);
+        metrics.sink_up.set(ok as i64);
+        tokio::time::sleep(PROBE_INTERVAL).await;
     }
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics. Names follow `outbox_relay_<name>_<unit>[_total]`.
 
+use super::connector::{ConnectorCollector, ConnectorStats};
 use prometheus::{
     exponential_buckets, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -53,6 +54,9 @@ pub struct Metrics {
     /// Batch requests the connector sent (SNS/SQS; 0 for Kafka, which batches inside
     /// librdkafka).
     pub sink_requests: IntCounter,
+    /// The connector whose own counters (retries, requests, circuits) are read at scrape
+    /// time.
+    pub connector: ConnectorStats,
     /// Events per batch handed to the sink.
     pub batch_events: HistogramVec,
 }
@@ -124,9 +128,18 @@ impl Metrics {
                 &["destination"],
             )
             .unwrap(),
+            connector: ConnectorStats::default(),
             registry,
         };
         let r = &m.registry;
+        r.register(Box::new(ConnectorCollector {
+            stats: m.connector.clone(),
+            retries: m.sink_retries.clone(),
+            requests: m.sink_requests.clone(),
+            circuit_state: m.circuit_state.clone(),
+            circuit_transitions: m.circuit_transitions.clone(),
+        }))
+        .unwrap();
         r.register(Box::new(m.events_published.clone())).unwrap();
         r.register(Box::new(m.publish_duration.clone())).unwrap();
         r.register(Box::new(m.end_to_end_latency.clone())).unwrap();
@@ -141,8 +154,6 @@ impl Metrics {
         r.register(Box::new(m.invalid_events.clone())).unwrap();
         r.register(Box::new(m.dead_letter_events.clone())).unwrap();
         r.register(Box::new(m.transactions.clone())).unwrap();
-        r.register(Box::new(m.circuit_state.clone())).unwrap();
-        r.register(Box::new(m.circuit_transitions.clone())).unwrap();
         r.register(Box::new(m.parked_events.clone())).unwrap();
         r.register(Box::new(m.parked_aggregates.clone())).unwrap();
         r.register(Box::new(m.parked_oldest_age.clone())).unwrap();
@@ -153,8 +164,6 @@ impl Metrics {
         r.register(Box::new(m.replicating.clone())).unwrap();
         r.register(Box::new(m.sink_up.clone())).unwrap();
         r.register(Box::new(m.restarts.clone())).unwrap();
-        r.register(Box::new(m.sink_retries.clone())).unwrap();
-        r.register(Box::new(m.sink_requests.clone())).unwrap();
         r.register(Box::new(m.batch_events.clone())).unwrap();
         #[cfg(target_os = "linux")]
         r.register(Box::new(

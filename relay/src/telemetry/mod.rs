@@ -1,5 +1,6 @@
 //! Metrics, health endpoints and logs.
 
+mod connector;
 mod fd_limit;
 mod health;
 mod http;

@@ -1,0 +1,242 @@
+//! The connector's own counters, read when Prometheus scrapes.
+//!
+//! A connector counts retries, requests and circuit transitions from zero, and each
+//! session builds a new connector. [`ConnectorCollector`] reads the current connector at
+//! scrape time and adds what earlier sessions' connectors counted, so the exported
+//! counters are current at every scrape and never go backwards — no copying loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use outbox_connectors::policy::CircuitState;
+use outbox_connectors::Publisher;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec};
+
+const STATES: [CircuitState; 3] = [
+    CircuitState::Closed,
+    CircuitState::HalfOpen,
+    CircuitState::Open,
+];
+
+/// Which connector is current; cloned into the supervisor.
+#[derive(Clone, Default)]
+pub struct ConnectorStats {
+    inner: Arc<Mutex<Counted>>,
+}
+
+#[derive(Default)]
+struct Counted {
+    current: Option<Arc<dyn Publisher>>,
+    /// Totals of the connectors of earlier sessions.
+    retries: HashMap<Arc<str>, u64>,
+    requests: u64,
+    transitions: HashMap<(Arc<str>, usize), u64>,
+}
+
+impl ConnectorStats {
+    /// The session's connector from now on.
+    pub fn attach(&self, publisher: Arc<dyn Publisher>) {
+        self.lock().current = Some(publisher);
+    }
+
+    /// The session ended: what its connector counted becomes part of the totals.
+    pub fn detach(&self) {
+        let mut c = self.lock();
+        if let Some(p) = c.current.take() {
+            for (destination, n) in p.retries_by_destination() {
+                *c.retries.entry(destination).or_default() += n;
+            }
+            c.requests += p.requests();
+            for circuit in p.circuits() {
+                for state in STATES {
+                    *c.transitions
+                        .entry((circuit.destination.clone(), state as usize))
+                        .or_default() += circuit.transitions[state as usize];
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counted> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Exports `sink_retries_total`, `sink_requests_total`, `circuit_state` and
+/// `circuit_transitions_total` from [`ConnectorStats`].
+pub struct ConnectorCollector {
+    pub stats: ConnectorStats,
+    pub retries: IntCounterVec,
+    pub requests: IntCounter,
+    pub circuit_state: IntGaugeVec,
+    pub circuit_transitions: IntCounterVec,
+}
+
+/// Raises `counter` to `total` (counters only go up; `total` never goes down either).
+fn raise(counter: &IntCounter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+impl ConnectorCollector {
+    fn refresh(&self) {
+        let c = self.stats.lock();
+        let mut retries = c.retries.clone();
+        let mut requests = c.requests;
+        let mut transitions = c.transitions.clone();
+        if let Some(p) = &c.current {
+            for (destination, n) in p.retries_by_destination() {
+                *retries.entry(destination).or_default() += n;
+            }
+            requests += p.requests();
+            for circuit in p.circuits() {
+                self.circuit_state
+                    .with_label_values(&[&circuit.destination])
+                    .set(circuit.state as i64);
+                for state in STATES {
+                    *transitions
+                        .entry((circuit.destination.clone(), state as usize))
+                        .or_default() += circuit.transitions[state as usize];
+                }
+            }
+        }
+        for (destination, total) in retries {
+            raise(&self.retries.with_label_values(&[&destination]), total);
+        }
+        raise(&self.requests, requests);
+        for ((destination, state), total) in transitions {
+            let label = STATES[state].as_str();
+            raise(
+                &self
+                    .circuit_transitions
+                    .with_label_values(&[&destination, label]),
+                total,
+            );
+        }
+    }
+}
+
+impl Collector for ConnectorCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.retries.desc();
+        d.extend(self.requests.desc());
+        d.extend(self.circuit_state.desc());
+        d.extend(self.circuit_transitions.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.refresh();
+        let mut families = self.retries.collect();
+        families.extend(self.requests.collect());
+        families.extend(self.circuit_state.collect());
+        families.extend(self.circuit_transitions.collect());
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use outbox_connectors::policy::CircuitReport;
+    use outbox_connectors::{Delivery, OutboxEvent, PublishError};
+
+    use super::*;
+    use crate::telemetry::Metrics;
+
+    /// A connector whose counters the test sets.
+    #[derive(Default)]
+    struct Counting {
+        retries: u64,
+        requests: u64,
+        open: u64,
+    }
+
+    #[async_trait::async_trait]
+    impl Publisher for Counting {
+        fn kind(&self) -> &'static str {
+            "counting"
+        }
+        fn validate_destination(&self, _d: &str) -> Result<(), String> {
+            Ok(())
+        }
+        async fn accept(&self, _b: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
+            unreachable!()
+        }
+        async fn flush(&self, _t: Duration) -> Result<(), PublishError> {
+            Ok(())
+        }
+        async fn probe(&self, _t: Duration) -> Result<(), PublishError> {
+            Ok(())
+        }
+        fn retries_by_destination(&self) -> Vec<(Arc<str>, u64)> {
+            vec![(Arc::from("q"), self.retries)]
+        }
+        fn requests(&self) -> u64 {
+            self.requests
+        }
+        fn circuits(&self) -> Vec<CircuitReport> {
+            vec![CircuitReport {
+                destination: Arc::from("q"),
+                state: CircuitState::Open,
+                transitions: [0, 0, self.open],
+            }]
+        }
+    }
+
+    /// The value of `series` (name and labels as printed) in a scrape.
+    fn scrape(m: &Metrics, series: &str) -> f64 {
+        use prometheus::Encoder;
+        let mut text = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&m.registry.gather(), &mut text)
+            .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+    }
+
+    #[test]
+    fn counts_at_scrape_time_and_across_sessions() {
+        let m = Metrics::new();
+        m.connector.attach(Arc::new(Counting {
+            retries: 3,
+            requests: 10,
+            open: 1,
+        }));
+        assert_eq!(
+            scrape(&m, "outbox_relay_sink_retries_total{destination=\"q\"}"),
+            3.0
+        );
+        assert_eq!(scrape(&m, "outbox_relay_sink_requests_total"), 10.0);
+        assert_eq!(
+            scrape(&m, "outbox_relay_circuit_state{destination=\"q\"}"),
+            2.0
+        );
+        // The session ends; the next connector counts from zero again.
+        m.connector.detach();
+        m.connector.attach(Arc::new(Counting {
+            retries: 2,
+            requests: 1,
+            open: 1,
+        }));
+        assert_eq!(
+            scrape(&m, "outbox_relay_sink_retries_total{destination=\"q\"}"),
+            5.0
+        );
+        assert_eq!(scrape(&m, "outbox_relay_sink_requests_total"), 11.0);
+        assert_eq!(
+            scrape(
+                &m,
+                "outbox_relay_circuit_transitions_total{destination=\"q\",state=\"open\"}"
+            ),
+            2.0
+        );
+    }
+}
