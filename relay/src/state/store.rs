@@ -11,6 +11,15 @@ use tracing::{info, warn};
 use crate::config::{Config, StateMode};
 use crate::error::RelayError;
 
+/// One slot's row in `<schema>.progress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressRecord {
+    /// Everything before it was delivered.
+    pub confirmed_lsn: Lsn,
+    /// When it was last written (UTC, ISO 8601).
+    pub updated_at: String,
+}
+
 /// Access to `<schema>.progress` for one slot on one PostgreSQL system.
 pub struct StateStore {
     client: Arc<Client>,
@@ -99,11 +108,17 @@ async fn usable(client: &Client, schema: &str) -> Result<(), String> {
 impl StateStore {
     /// The recorded position for this slot, if one was written on this system.
     pub async fn load_progress(&self) -> Result<Option<Lsn>, RelayError> {
+        Ok(self.load_record().await?.map(|r| r.confirmed_lsn))
+    }
+
+    /// The whole record for this slot, if one was written on this system: its presence
+    /// means this relay has read the slot before (slot-loss detection).
+    pub async fn load_record(&self) -> Result<Option<ProgressRecord>, RelayError> {
         let row = self
             .client
             .query_opt(
                 &format!(
-                    "SELECT confirmed_lsn::text, system_identifier FROM {} WHERE slot = $1",
+                    "SELECT confirmed_lsn::text, system_identifier, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {} WHERE slot = $1",
                     self.table
                 ),
                 &[&self.slot],
@@ -117,7 +132,19 @@ impl StateStore {
             return Ok(None);
         }
         let lsn: String = row.get(0);
-        Ok(lsn.parse().ok())
+        Ok(lsn.parse().ok().map(|confirmed_lsn| ProgressRecord {
+            confirmed_lsn,
+            updated_at: row.get(2),
+        }))
+    }
+
+    /// The table holding the record, quoted (for the operator's instructions).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn slot(&self) -> &str {
+        &self.slot
     }
 
     /// Records `lsn` (never moving the record backwards), durably: the write commits with
