@@ -9,7 +9,7 @@
 //! every event written in between.
 
 use outbox_pgoutput::Lsn;
-use outbox_pgwire::{PgWireError, ReplicationClient};
+use outbox_pgwire::ReplicationClient;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -45,7 +45,12 @@ pub async fn ensure(
         None => None,
     };
     if let Some(cause) = loss(info.as_ref(), record.as_ref()) {
-        return Err(on_lost(config, state, record.as_ref(), &cause));
+        return Err(on_lost(
+            config,
+            state.map(StateStore::table),
+            record.as_ref(),
+            &cause,
+        ));
     }
     if let Some(info) = info {
         info!("{}", setup::verify_slot(&info, &src.slot, &src.database)?);
@@ -58,9 +63,17 @@ pub async fn ensure(
         )));
     }
     let created = if src.slot_failover {
+        let version = server_version_num(sql).await?;
+        if version < 170000 {
+            return Err(RelayError::Setup(format!(
+                "source.slot_failover is true but the server cannot create slot {:?} with FAILOVER: failover slots need PostgreSQL 17 or newer (the server is {}.{}); set source.slot_failover: false on older servers",
+                src.slot,
+                version / 10000,
+                version % 10000
+            )));
+        }
         repl.create_failover_logical_slot(&src.slot, "pgoutput")
-            .await
-            .map_err(|e| failover_refused(&src.slot, e))?
+            .await?
     } else {
         repl.create_logical_slot(&src.slot, "pgoutput").await?
     };
@@ -91,20 +104,23 @@ pub fn loss(info: Option<&SlotInfo>, record: Option<&ProgressRecord>) -> Option<
 /// what the operator can do.
 pub fn on_lost(
     config: &Config,
-    state: Option<&StateStore>,
+    state_table: Option<&str>,
     record: Option<&ProgressRecord>,
     cause: &LossCause,
 ) -> RelayError {
     match config.source.on_slot_lost {
-        SlotLostPolicy::Halt | SlotLostPolicy::Snapshot => {
-            RelayError::SlotLost(lost_message(&config.source.slot, state, record, cause))
-        }
+        SlotLostPolicy::Halt | SlotLostPolicy::Snapshot => RelayError::SlotLost(lost_message(
+            &config.source.slot,
+            state_table,
+            record,
+            cause,
+        )),
     }
 }
 
 fn lost_message(
     slot: &str,
-    state: Option<&StateStore>,
+    state_table: Option<&str>,
     record: Option<&ProgressRecord>,
     cause: &LossCause,
 ) -> String {
@@ -126,8 +142,8 @@ fn lost_message(
         LossCause::Invalidated(_) => format!("SELECT pg_drop_replication_slot('{slot}'); "),
         LossCause::Missing => String::new(),
     };
-    let forget = match state {
-        Some(store) => format!("DELETE FROM {} WHERE slot = '{slot}'", store.table()),
+    let forget = match state_table {
+        Some(table) => format!("DELETE FROM {table} WHERE slot = '{slot}'"),
         None => "nothing else".into(),
     };
     format!(
@@ -135,13 +151,68 @@ fn lost_message(
     )
 }
 
-/// A server that does not know `FAILOVER` (before 17) answers with a syntax error.
-fn failover_refused(slot: &str, e: PgWireError) -> RelayError {
-    match &e {
-        PgWireError::Server(db) if db.code == "42601" => RelayError::Setup(format!(
-            "source.slot_failover is true but the server refused to create slot {slot:?} with FAILOVER ({}): failover slots need PostgreSQL 17 or newer; set source.slot_failover: false on older servers",
-            db.message
-        )),
-        _ => e.into(),
+async fn server_version_num(sql: &Client) -> Result<i32, RelayError> {
+    Ok(sql
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0))
+}
+
+/// `outbox-relay check` with `source.slot_failover`: what the primary can tell about
+/// failover readiness. The standby's side (`sync_replication_slots = on`,
+/// `hot_standby_feedback = on`, `primary_slot_name`) is not visible from here.
+pub async fn failover_readiness(sql: &Client, config: &Config) -> Result<String, RelayError> {
+    let slot = &config.source.slot;
+    let version = server_version_num(sql).await?;
+    if version < 170000 {
+        return Err(RelayError::Setup(format!(
+            "source.slot_failover needs PostgreSQL 17 or newer (the server is {}.{}): older servers do not synchronize slots to standbys; set source.slot_failover: false",
+            version / 10000,
+            version % 10000
+        )));
     }
+    if let Some(info) = setup::inspect_slot(sql, slot).await? {
+        if info.failover == Some(false) {
+            return Err(RelayError::Setup(format!(
+                "slot {slot:?} exists without FAILOVER; on a replication connection run ALTER_REPLICATION_SLOT {slot} (FAILOVER true)"
+            )));
+        }
+    }
+    let standby_slots: String = sql
+        .query_one("SELECT current_setting('synchronized_standby_slots')", &[])
+        .await?
+        .get(0);
+    let names: Vec<&str> = standby_slots
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Err(RelayError::Setup(
+            "synchronized_standby_slots is empty: the relay may receive (and publish) transactions a standby has not received yet, which a failover then loses; list the standbys' physical slots there, and set sync_replication_slots = on and hot_standby_feedback = on on the standby".into(),
+        ));
+    }
+    let mut inactive = Vec::new();
+    for name in &names {
+        let active: Option<bool> = sql
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'physical'",
+                &[name],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if active != Some(true) {
+            inactive.push(*name);
+        }
+    }
+    if !inactive.is_empty() {
+        return Err(RelayError::Setup(format!(
+            "synchronized_standby_slots names {} which {} not an active physical slot: the walsender waits for it, so the relay receives nothing until that standby connects",
+            inactive.join(", "),
+            if inactive.len() == 1 { "is" } else { "are" }
+        )));
+    }
+    Ok(format!(
+        "slot {slot:?} can fail over: synchronized_standby_slots = {standby_slots} (active); check sync_replication_slots = on on the standby"
+    ))
 }

@@ -12,4 +12,4 @@ mod progress;
 mod store;
 
 pub use progress::run_writer;
-pub use store::{open, ProgressRecord, StateStore};
+pub use store::{open, peek_record, ProgressRecord, StateStore};

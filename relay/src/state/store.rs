@@ -72,6 +72,56 @@ pub async fn open(
     }
 }
 
+/// The record for `config.source.slot` on system `system_id`, read without creating
+/// anything (`outbox-relay check`): `None` when the state tables are off or absent.
+pub async fn peek_record(
+    client: &Client,
+    config: &Config,
+    system_id: &str,
+) -> Result<Option<ProgressRecord>, RelayError> {
+    if config.state.mode == StateMode::Off {
+        return Ok(None);
+    }
+    let table = format!("{}.progress", quote_ident(&config.state.schema));
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    read_record(client, &table, &config.source.slot, system_id).await
+}
+
+/// One slot's record, if it was written on system `system_id`.
+async fn read_record(
+    client: &Client,
+    table: &str,
+    slot: &str,
+    system_id: &str,
+) -> Result<Option<ProgressRecord>, RelayError> {
+    let row = client
+            .query_opt(
+                &format!(
+                    "SELECT confirmed_lsn::text, system_identifier, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {table} WHERE slot = $1"
+                ),
+                &[&slot],
+            )
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let system: String = row.get(1);
+    if system != system_id {
+        warn!(slot = %slot, recorded_system = %system, system = %system_id,
+                "the recorded progress belongs to another PostgreSQL system; ignoring it");
+        return Ok(None);
+    }
+    let lsn: String = row.get(0);
+    Ok(lsn.parse().ok().map(|confirmed_lsn| ProgressRecord {
+        confirmed_lsn,
+        updated_at: row.get(2),
+    }))
+}
+
 /// Creates the tables if missing, then checks the role may read and write them.
 async fn usable(client: &Client, schema: &str) -> Result<(), String> {
     let table = format!("{}.progress", quote_ident(schema));
@@ -114,28 +164,7 @@ impl StateStore {
     /// The whole record for this slot, if one was written on this system: its presence
     /// means this relay has read the slot before (slot-loss detection).
     pub async fn load_record(&self) -> Result<Option<ProgressRecord>, RelayError> {
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "SELECT confirmed_lsn::text, system_identifier, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {} WHERE slot = $1",
-                    self.table
-                ),
-                &[&self.slot],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let system: String = row.get(1);
-        if system != self.system_id {
-            warn!(slot = %self.slot, recorded_system = %system, system = %self.system_id,
-                "the recorded progress belongs to another PostgreSQL system; ignoring it");
-            return Ok(None);
-        }
-        let lsn: String = row.get(0);
-        Ok(lsn.parse().ok().map(|confirmed_lsn| ProgressRecord {
-            confirmed_lsn,
-            updated_at: row.get(2),
-        }))
+        read_record(&self.client, &self.table, &self.slot, &self.system_id).await
     }
 
     /// The table holding the record, quoted (for the operator's instructions).
