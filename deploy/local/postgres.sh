@@ -98,7 +98,7 @@ ensure_tools() {
 client_bin() {
     local tool="$1" d
     if [[ -x "$BINDIR/$tool" ]]; then echo "$BINDIR/$tool"; return; fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
         if [[ -x "$d/$tool" ]]; then echo "$d/$tool"; return; fi
     done
     echo "$tool"

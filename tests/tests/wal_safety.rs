@@ -3,8 +3,12 @@
 //! (`outbox_relay_slot_safe_wal_size_bytes` shrinking, `slot_wal_status`), and when the
 //! slot is lost it stops with `source.on_slot_lost = halt` instead of re-creating it.
 //!
+//! PostgreSQL 18's `idle_replication_slot_timeout` invalidates a slot nobody reads; the
+//! relay's next start reports that loss the same way.
+//!
 //! Runs on a private cluster: a small `max_slot_wal_keep_size` on the shared one would
-//! invalidate every other lagging slot on it.
+//! invalidate every other lagging slot on it. The tests take turns on it (`SERVER`), since
+//! each changes a server-wide setting.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,8 @@ use outbox_relay_tests::{pg, unique};
 use tokio_postgres::Client;
 
 const KEEP_MB: i64 = 64;
+
+static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Writes about `mb` MiB of WAL outside the publication.
 async fn write_wal(client: &Client, filler: &str, mb: usize) {
@@ -45,6 +51,7 @@ async fn wait_metric(relay: &Relay, what: &str, ok: impl Fn(f64) -> bool) -> f64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_relays_slot_is_shown_shrinking_then_lost_and_the_relay_halts() {
+    let _turn = SERVER.lock().await;
     let cluster = PrivateCluster::start();
     let client = cluster.connect().await;
     for sql in [
@@ -136,4 +143,76 @@ async fn a_stalled_relays_slot_is_shown_shrinking_then_lost_and_the_relay_halts(
         client.batch_execute(sql).await.unwrap();
     }
     pg::cleanup(&client, &slot, &setup.publication(), &[&table, &filler]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_idle_past_idle_replication_slot_timeout_is_reported_lost_on_18() {
+    let _turn = SERVER.lock().await;
+    let cluster = PrivateCluster::start();
+    let client = cluster.connect().await;
+    let major = pg::server_major(&client).await;
+    if major < 18 {
+        // The setting is 18's: older servers keep an idle slot forever.
+        let err = client
+            .batch_execute("SHOW idle_replication_slot_timeout")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.as_db_error().map(|e| e.message()),
+            Some("unrecognized configuration parameter \"idle_replication_slot_timeout\"")
+        );
+        return;
+    }
+    let name = unique("idleslot");
+    let table = format!("{name}_outbox");
+    pg::create_outbox_table(&client, &table, "jsonb", false).await;
+    let port = cluster.port.to_string();
+    let setup = RelaySetup::new(&name, &table).with_env(&[("RELAY__SOURCE__PORT", port.as_str())]);
+    let slot = setup.slot();
+    let mut relay = Relay::start(&setup);
+    wait_metric(&relay, "outbox_relay_replicating", |v| v == 1.0).await;
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", relay.log_tail());
+    pg::confirmed_flush_when_inactive(&client, &slot).await;
+
+    for sql in [
+        "ALTER SYSTEM SET idle_replication_slot_timeout = '1s'",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    // Invalidation happens at a checkpoint once the slot has been idle long enough.
+    let mut reason: Option<String> = None;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        client.batch_execute("CHECKPOINT").await.unwrap();
+        reason = client
+            .query_one(
+                "SELECT invalidation_reason FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if reason.is_some() {
+            break;
+        }
+    }
+    for sql in [
+        "ALTER SYSTEM RESET idle_replication_slot_timeout",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    assert_eq!(reason.as_deref(), Some("idle_timeout"));
+
+    let mut relay = Relay::start(&setup);
+    let status = relay.wait(Duration::from_secs(30));
+    let log = relay.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let expected = format!(
+        "replication slot \"{slot}\" was lost: PostgreSQL invalidated it (wal_status = lost, invalidation_reason = idle_timeout)"
+    );
+    assert!(log.contains(&expected), "no {expected:?} in:\n{log}");
+    pg::cleanup(&client, &slot, &setup.publication(), &[&table]).await;
 }
