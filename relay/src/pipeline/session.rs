@@ -208,13 +208,16 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         None => resume_at,
     };
 
+    let messages = setup::pgoutput_messages(setup::server_version_num(&sql).await?, config)?;
     let proto = src.proto_version.to_string();
     let publications = setup::quote_ident(&src.publication);
-    let options = [
+    let mut options = vec![
         ("proto_version", proto.as_str()),
         ("publication_names", publications.as_str()),
-        ("messages", "true"),
     ];
+    if messages {
+        options.push(("messages", "true"));
+    }
     let (stream, status) = repl
         .start_logical_replication(&src.slot, Lsn::ZERO, &options)
         .await?;

@@ -25,6 +25,32 @@ pub async fn check_wal_level(client: &Client) -> Result<String, RelayError> {
     Ok(level)
 }
 
+/// `server_version_num`, e.g. 170005.
+pub async fn server_version_num(client: &Client) -> Result<i32, RelayError> {
+    Ok(client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0))
+}
+
+/// Whether to ask pgoutput for logical messages (`messages 'true'`, PostgreSQL 14+).
+/// PostgreSQL 13's pgoutput refuses the option, and sends no messages at all: the
+/// heartbeats still reach the relay as (empty) transactions, but outbox events written
+/// with `pg_logical_emit_message` cannot be read there.
+pub fn pgoutput_messages(version: i32, config: &Config) -> Result<bool, RelayError> {
+    if version >= 140000 {
+        return Ok(true);
+    }
+    if config.outbox.messages.is_some() {
+        return Err(RelayError::Setup(format!(
+            "outbox.messages needs PostgreSQL 14 or newer (pgoutput sends logical messages from 14 on; the server is {}.{}); write outbox rows instead, or remove outbox.messages",
+            version / 10000,
+            version % 10000
+        )));
+    }
+    Ok(false)
+}
+
 /// Checks an outbox table's columns with the same rules the Relation messages are held to.
 pub async fn check_table(client: &Client, table: &TableConfig) -> Result<String, RelayError> {
     let (schema, name) = table.qualified();

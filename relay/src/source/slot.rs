@@ -63,7 +63,7 @@ pub async fn ensure(
         )));
     }
     let created = if src.slot_failover {
-        let version = server_version_num(sql).await?;
+        let version = setup::server_version_num(sql).await?;
         if version < 170000 {
             return Err(RelayError::Setup(format!(
                 "source.slot_failover is true but the server cannot create slot {:?} with FAILOVER: failover slots need PostgreSQL 17 or newer (the server is {}.{}); set source.slot_failover: false on older servers",
@@ -151,19 +151,12 @@ fn lost_message(
     )
 }
 
-async fn server_version_num(sql: &Client) -> Result<i32, RelayError> {
-    Ok(sql
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await?
-        .get(0))
-}
-
 /// `outbox-relay check` with `source.slot_failover`: what the primary can tell about
 /// failover readiness. The standby's side (`sync_replication_slots = on`,
 /// `hot_standby_feedback = on`, `primary_slot_name`) is not visible from here.
 pub async fn failover_readiness(sql: &Client, config: &Config) -> Result<String, RelayError> {
     let slot = &config.source.slot;
-    let version = server_version_num(sql).await?;
+    let version = setup::server_version_num(sql).await?;
     if version < 170000 {
         return Err(RelayError::Setup(format!(
             "source.slot_failover needs PostgreSQL 17 or newer (the server is {}.{}): older servers do not synchronize slots to standbys; set source.slot_failover: false",
