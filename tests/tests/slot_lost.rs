@@ -231,6 +231,35 @@ async fn a_slot_dropped_while_the_relay_is_down_stops_the_next_start() {
             .unwrap();
     seen.sort();
     assert_eq!(seen, vec!["after".to_string(), "before".to_string()]);
+
+    // Heartbeats (every second here) are transactions: delivered, they date the
+    // acknowledged position, and the lag in seconds stays within a few intervals.
+    let mut acked = 0.0;
+    for _ in 0..50 {
+        acked = relay
+            .metric("outbox_relay_last_acked_commit_timestamp_seconds")
+            .unwrap_or(0.0);
+        if acked > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        acked > now - 10.0 && acked <= now + 1.0,
+        "last acked heartbeat at {acked}, now {now}"
+    );
+    let lag = relay.metric("outbox_relay_source_lag_seconds").unwrap();
+    assert!((0.0..5.0).contains(&lag), "source lag {lag} s");
+    let info = format!(
+        "outbox_relay_info{{database=\"{}\",publication=\"{}\",sink=\"kafka\",slot=\"{slot}\"}}",
+        outbox_relay_tests::env::pg_database(),
+        setup.publication()
+    );
+    assert_eq!(relay.metric(&info), Some(1.0), "{}", relay.metrics());
     relay.terminate(Duration::from_secs(30));
     pg::cleanup(&client, &slot, &setup.publication(), &[&table]).await;
 }
