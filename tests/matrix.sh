@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The PostgreSQL version matrix: the tests that depend on the server (end to end, crash,
-# server restarts, slot loss, WAL safety, failover slots) against each supported major,
+# server restarts, slot loss, WAL safety, failover slots, pgoutput versions) against each supported major,
 # each on its own cluster from deploy/local/pg-versions.sh (never the main one on 54329,
 # which pg_restart would restart). Prints a Markdown table (the one in
 # docs/compatibility.md) and "N passed, M failed".
@@ -19,7 +19,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 majors=("$@")
 ((${#majors[@]})) || majors=(13 14 15 16 17 18)
-read -r -a tests <<<"${MATRIX_TESTS:-e2e crash pg_restart slot_lost wal_safety failover_slot}"
+read -r -a tests <<<"${MATRIX_TESTS:-e2e crash pg_restart slot_lost wal_safety failover_slot pgoutput_versions}"
 logs="$OUTBOX_RELAY_RUN/matrix"
 mkdir -p "$logs"
 

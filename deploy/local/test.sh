@@ -33,7 +33,7 @@ set -e
 
 # The server-dependent tests again on the newest PostgreSQL (its own cluster, from the
 # embedded server build on Maven Central); the whole matrix 13–18 is tests/matrix.sh.
-echo "== PostgreSQL 18: e2e, crash, pg_restart, slot_lost, wal_safety, failover_slot"
+echo "== PostgreSQL 18: e2e, crash, pg_restart, slot_lost, wal_safety, failover_slot, pgoutput_versions"
 set +e
 "$root/tests/matrix.sh" 18 2>&1 | tee -a "$log"
 newest_status=${PIPESTATUS[0]}

@@ -208,7 +208,9 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         None => resume_at,
     };
 
-    let messages = setup::pgoutput_messages(setup::server_version_num(&sql).await?, config)?;
+    let version = setup::server_version_num(&sql).await?;
+    setup::check_proto_version(version, config)?;
+    let messages = setup::pgoutput_messages(version, config)?;
     let proto = src.proto_version.to_string();
     let publications = setup::quote_ident(&src.publication);
     let mut options = vec![

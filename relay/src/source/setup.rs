@@ -33,6 +33,20 @@ pub async fn server_version_num(client: &Client) -> Result<i32, RelayError> {
         .get(0))
 }
 
+/// pgoutput protocol 2 (streaming-capable) exists from PostgreSQL 14 on; 13 refuses it
+/// with an error that does not name the relay's setting.
+pub fn check_proto_version(version: i32, config: &Config) -> Result<(), RelayError> {
+    if config.source.proto_version >= 2 && version < 140000 {
+        return Err(RelayError::Setup(format!(
+            "source.proto_version {} needs PostgreSQL 14 or newer (the server is {}.{}); use proto_version: 1",
+            config.source.proto_version,
+            version / 10000,
+            version % 10000
+        )));
+    }
+    Ok(())
+}
+
 /// Whether to ask pgoutput for logical messages (`messages 'true'`, PostgreSQL 14+).
 /// PostgreSQL 13's pgoutput refuses the option, and sends no messages at all: the
 /// heartbeats still reach the relay as (empty) transactions, but outbox events written
