@@ -193,6 +193,15 @@ async fn a_slot_dropped_while_the_relay_is_down_stops_the_next_start() {
         .unwrap();
     insert(&client, &table, "while-down").await;
 
+    // `check` says the same before anything runs.
+    let mut check = Relay::start_with_args(&setup, &["check"]);
+    let status = check.wait(Duration::from_secs(60));
+    let report = check.log_text();
+    assert!(!status.success(), "{report}");
+    let expected = format!("FAIL slot: replication slot \"{slot}\" was lost: it no longer exists");
+    assert!(report.contains(&expected), "no {expected:?} in:\n{report}");
+    std::fs::remove_file(&check.log).unwrap();
+
     let mut relay = Relay::start(&setup);
     let status = relay.wait(Duration::from_secs(30));
     assert_halted_on_lost_slot(&mut relay, status, &slot, recorded);
