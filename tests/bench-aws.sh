@@ -6,7 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-# shellcheck source=../deploy/local/env.sh
+# shellcheck source=SCRIPTDIR/../deploy/local/env.sh
 source "$root/deploy/local/env.sh"
 export PATH="$HOME/.cargo/bin:$PATH"
 "$root/deploy/local/deps.sh"

@@ -27,7 +27,8 @@ pub struct OutboxEvent {
     pub commit_lsn: u64,
     /// Commit time in Unix microseconds, for end-to-end latency.
     pub commit_time_us: i64,
-    /// Position of the event in the relay's stream; strictly increasing within a run.
+    /// Position of the event in its transaction (1, 2, …), the same when the transaction
+    /// is replayed: `(commit_lsn, seq)` is the event's place in commit order.
     pub seq: u64,
 }
 

@@ -45,6 +45,15 @@ pub trait Publisher: Send + Sync + 'static {
     /// to it. The error names what is wrong.
     fn validate_destination(&self, destination: &str) -> Result<(), String>;
 
+    /// Pre-flight: whether `event`, as it is, would certainly be rejected (too large for
+    /// the sink, a body the sink cannot carry). The relay asks before handing the event
+    /// over, so such an event takes its policy's outcome (park, dead letter, halt) in
+    /// commit order, before any later event of its aggregate is published. `Ok` promises
+    /// nothing; the broker may still reject.
+    fn check(&self, _event: &OutboxEvent) -> Result<(), PublishError> {
+        Ok(())
+    }
+
     /// Takes a batch in order; see the trait docs.
     async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError>;
 
@@ -58,6 +67,12 @@ pub trait Publisher: Send + Sync + 'static {
     /// it started (for metrics). Connectors whose client retries internally (Kafka)
     /// report nothing.
     fn retries_by_destination(&self) -> Vec<(std::sync::Arc<str>, u64)> {
+        Vec::new()
+    }
+
+    /// The circuit of every destination that has one, with its transitions since the
+    /// connector started (for metrics).
+    fn circuits(&self) -> Vec<crate::policy::CircuitReport> {
         Vec::new()
     }
 

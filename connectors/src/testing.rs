@@ -34,6 +34,8 @@ struct State {
     accept_errors: VecDeque<PublishError>,
     /// Destinations `validate_destination` rejects.
     invalid_destinations: Vec<String>,
+    /// Event ids the pre-flight `check` rejects, with the error.
+    precheck_rejects: Vec<(String, PublishError)>,
     /// Every event accepted, in accept order (a consumer's view of what was handed over).
     log: Vec<OutboxEvent>,
 }
@@ -120,6 +122,13 @@ impl ScriptedPublisher {
             .push(destination.to_owned());
     }
 
+    /// The pre-flight `check` rejects the event with this id.
+    pub fn reject_in_check(&self, event_id: &str, error: PublishError) {
+        self.lock()
+            .precheck_rejects
+            .push((event_id.to_owned(), error));
+    }
+
     /// Every event accepted so far, in accept order.
     pub fn accepted(&self) -> Vec<OutboxEvent> {
         self.lock().log.clone()
@@ -146,6 +155,18 @@ impl Publisher for ScriptedPublisher {
             return Err(format!("{destination:?} is rejected by the script"));
         }
         Ok(())
+    }
+
+    fn check(&self, event: &OutboxEvent) -> Result<(), PublishError> {
+        match self
+            .lock()
+            .precheck_rejects
+            .iter()
+            .find(|(id, _)| *id == event.id)
+        {
+            Some((_, e)) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {

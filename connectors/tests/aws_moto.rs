@@ -403,12 +403,18 @@ async fn oversized_event_fails_permanently_and_later_events_succeed() {
     assert_exact_and_ordered(&received, &run, 1, 2);
 }
 
+/// With `transient_error_window_ms: 0` a missing queue is permanent at once.
 #[tokio::test]
 async fn unknown_queue_is_a_permanent_error_naming_the_event() {
     let sdk = setup().await;
     let _ = sdk;
     let queue = format!("{}/123456789012/{}", endpoint(), unique("missing"));
-    let publisher = SqsPublisher::new(&config(endpoint(), false)).await.unwrap();
+    let publisher = SqsPublisher::new(&AwsConfig {
+        transient_error_window_ms: 0,
+        ..config(endpoint(), false)
+    })
+    .await
+    .unwrap();
     let run = unique("r");
     let outcomes = publisher
         .accept(vec![event(&run, &queue, "agg-0", 0)])
@@ -419,6 +425,110 @@ async fn unknown_queue_is_a_permanent_error_naming_the_event() {
     assert_eq!(err.class, ErrorClass::Permanent, "{err}");
     assert_eq!(err.kind, "destination_not_found", "{err}");
     assert!(err.message.contains(&format!("{run}-agg-0-0")), "{err}");
+}
+
+/// Issue 9: a queue that does not exist yet (infrastructure as code re-creating it) is
+/// retried within the transient-error window (default 5 minutes): nothing fails, and
+/// once it exists every event arrives, in order.
+#[tokio::test]
+async fn a_queue_created_after_the_first_event_gets_everything_in_order() {
+    let sdk = setup().await;
+    let name = unique("late");
+    let queue = format!("{}/123456789012/{name}", endpoint());
+    let publisher = SqsPublisher::new(&AwsConfig {
+        retry_max_backoff_ms: 500,
+        ..config(endpoint(), false)
+    })
+    .await
+    .unwrap();
+    let run = unique("r");
+    let started = Instant::now();
+    let delivery = publisher
+        .accept(workload(&run, &queue, 3, 4))
+        .await
+        .unwrap();
+    let creator = {
+        let sdk = sdk.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            create_queue(&sdk, &name).await.0
+        })
+    };
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), delivery)
+        .await
+        .expect("delivered within 60 s");
+    assert_eq!(creator.await.unwrap(), queue);
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    for o in &outcomes {
+        assert!(o.result.is_ok(), "{}: {:?}", o.event.id, o.result);
+    }
+    let received = receive(&sdk, &queue, 12).await;
+    assert_exact_and_ordered(&received, &run, 3, 4);
+    assert!(publisher.retries() > 0, "retries counted");
+}
+
+/// A queue that never appears: the events are retried for the window, then fail
+/// permanently (the relay dead-letters them); after that, the destination's clock has
+/// run out, so an event of another aggregate fails at its first attempt.
+#[tokio::test]
+async fn a_queue_that_never_appears_fails_permanently_after_the_window() {
+    let sdk = setup().await;
+    let _ = sdk;
+    let queue = format!("{}/123456789012/{}", endpoint(), unique("never"));
+    let publisher = SqsPublisher::new(&AwsConfig {
+        transient_error_window_ms: 1_500,
+        ..config(endpoint(), false)
+    })
+    .await
+    .unwrap();
+    let run = unique("r");
+    let started = Instant::now();
+    let outcomes = publisher
+        .accept(workload(&run, &queue, 2, 2))
+        .await
+        .unwrap()
+        .await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1_500), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.event.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{run}-agg-0-0"),
+            format!("{run}-agg-1-0"),
+            format!("{run}-agg-0-1"),
+            format!("{run}-agg-1-1")
+        ]
+    );
+    for o in &outcomes {
+        let err = o.result.as_ref().unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+        assert_eq!(err.kind, "destination_not_found", "{err}");
+        assert!(err.message.contains(&o.event.id), "{err}");
+        assert!(
+            err.message
+                .contains("longer than transient_error_window_ms"),
+            "{err}"
+        );
+    }
+    assert!(publisher.retries() > 0);
+    // The destination's window has passed: an aggregate that only now reaches it fails
+    // at its first attempt, without a retry (counted, not timed: moto's latency varies).
+    let retries_before = publisher.retries();
+    let outcomes = publisher
+        .accept(vec![event(&run, &queue, "agg-2", 0)])
+        .await
+        .unwrap()
+        .await;
+    assert_eq!(
+        publisher.retries(),
+        retries_before,
+        "retried after the window"
+    );
+    let err = outcomes[0].result.as_ref().unwrap_err();
+    assert_eq!(err.kind, "destination_not_found", "{err}");
+    assert_eq!(publisher.pending(), 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -438,6 +548,10 @@ enum Fault {
     /// SQS only: forwarded whole, then one `Successful` entry turned into a retryable
     /// `Failed` one (an acknowledgement lost: the resend is a duplicate).
     LostAck,
+    /// SQS only: the first entry removed before forwarding and reported in `Failed` with
+    /// `InternalError` / `SenderFault: false`; the later entries, whatever their message
+    /// group, are stored (a partial batch).
+    FailFirst,
 }
 
 struct Proxy {
@@ -647,12 +761,13 @@ async fn serve(
         } else {
             None
         };
-        let fault = match fault {
-            Some(Fault::DropEntry | Fault::LostAck | Fault::BadCredentials) if !sqs_json => {
-                Some(Fault::ServerError)
-            }
-            f => f,
-        };
+        let fault =
+            match fault {
+                Some(
+                    Fault::DropEntry | Fault::LostAck | Fault::BadCredentials | Fault::FailFirst,
+                ) if !sqs_json => Some(Fault::ServerError),
+                f => f,
+            };
         if fault.is_some() {
             injected.fetch_add(1, Ordering::Relaxed);
         }
@@ -704,6 +819,9 @@ async fn serve(
                     .len()
                     - 1;
                 fail_entries(&mut request, |i, _| i == last, "InternalError").await?
+            }
+            Some(Fault::FailFirst) => {
+                fail_entries(&mut request, |i, _| i == 0, "InternalError").await?
             }
             Some(Fault::LostAck) => {
                 let mut response = forward(&request).await?;
@@ -812,6 +930,27 @@ async fn sqs_fifo_retries_throttling_5xx_and_lost_acks_in_order() {
     assert!(publisher.retries() > 0, "retries counted");
 }
 
+/// Issue 9: a FIFO batch whose first entry fails retryably while the later ones are
+/// stored. If the batch held two entries of one message group, the later one is already in
+/// the queue ahead of the earlier one's resend (and its own resend is deduplicated away):
+/// the consumer would see the group out of order.
+#[tokio::test]
+async fn sqs_fifo_partial_batch_failure_never_reorders_a_group() {
+    let sdk = setup().await;
+    let (queue, _) = create_queue(&sdk, &format!("{}.fifo", unique("q"))).await;
+    let proxy = Proxy::start(2, vec![Fault::FailFirst]).await;
+    let publisher = SqsPublisher::new(&config(proxy.endpoint(), true))
+        .await
+        .unwrap();
+    let run = unique("r");
+    // All accepted at once, so every lane has several events queued.
+    publish_all(&publisher, workload(&run, &queue, 3, 8), 24).await;
+    let received = receive(&sdk, &queue, 24).await;
+    assert_exact_and_ordered(&received, &run, 3, 8);
+    assert!(proxy.faults.load(Ordering::Relaxed) > 0);
+    assert!(publisher.retries() > 0, "retries counted");
+}
+
 #[tokio::test]
 async fn sqs_standard_partial_batch_failure_is_retried_in_order() {
     let sdk = setup().await;
@@ -881,31 +1020,37 @@ async fn a_failing_aggregate_does_not_hold_up_others_and_gives_up_after_max_elap
     assert_eq!(publisher.pending(), 0);
 }
 
-/// Rough throughput against the emulator: `cargo test -p outbox-connectors --test aws_moto
-/// -- --ignored --nocapture throughput`.
+/// Rough throughput of the connector alone (no relay), SendMessageBatch to a standard and
+/// a FIFO queue, for three shapes of workload: many aggregates (requests fill with ten
+/// different groups), ten aggregates, and one hot aggregate (one message group).
+/// Against fauxqs (fast): `OUTBOX_RELAY_AWS_ENDPOINT=http://127.0.0.1:19325 cargo test -p
+/// outbox-connectors --test aws_moto -- --ignored --nocapture throughput`.
 #[tokio::test]
 #[ignore]
 async fn throughput_sqs_fifo_and_standard() {
     let sdk = setup().await;
-    for fifo in [false, true] {
-        let suffix = if fifo { ".fifo" } else { "" };
-        let (queue, _) = create_queue(&sdk, &format!("{}{suffix}", unique("q"))).await;
-        let publisher = SqsPublisher::new(&AwsConfig {
-            max_concurrency: 16,
-            ..config(endpoint(), fifo)
-        })
-        .await
-        .unwrap();
-        let run = unique("r");
-        let events = workload(&run, &queue, 50, 4);
-        let count = events.len();
-        let started = Instant::now();
-        publish_all(&publisher, events, 100).await;
-        let elapsed = started.elapsed();
-        eprintln!(
-            "sqs fifo={fifo}: {count} events in {elapsed:?} ({:.0}/s), {} requests",
-            count as f64 / elapsed.as_secs_f64(),
-            publisher.requests()
-        );
+    for (aggregates, per_aggregate) in [(1000, 10), (10, 200), (1, 500)] {
+        for fifo in [false, true] {
+            let suffix = if fifo { ".fifo" } else { "" };
+            let (queue, _) = create_queue(&sdk, &format!("{}{suffix}", unique("q"))).await;
+            let publisher = SqsPublisher::new(&AwsConfig {
+                max_concurrency: 16,
+                ..config(endpoint(), fifo)
+            })
+            .await
+            .unwrap();
+            let run = unique("r");
+            let events = workload(&run, &queue, aggregates, per_aggregate);
+            let count = events.len();
+            let started = Instant::now();
+            publish_all(&publisher, events, 100).await;
+            let elapsed = started.elapsed();
+            eprintln!(
+                "sqs fifo={fifo:<5} {aggregates:>4} aggregates x {per_aggregate:>3}: {count} events in {:>7.3} s ({:>6.0}/s), {:.2} events per request",
+                elapsed.as_secs_f64(),
+                count as f64 / elapsed.as_secs_f64(),
+                count as f64 / publisher.requests() as f64
+            );
+        }
     }
 }

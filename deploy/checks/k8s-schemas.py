@@ -8,6 +8,7 @@ additionalProperties: false wherever properties are listed.
 Usage: k8s-schemas.py SWAGGER_JSON OUT_DIR
 Writes OUT_DIR/<kind><-group>-<version>.json, kubeconform's {{ .ResourceKind }}{{ .KindSuffix }}.
 """
+
 import copy
 import json
 import os

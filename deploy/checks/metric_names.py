@@ -5,6 +5,7 @@ Usage: metric_names.py DASHBOARD_JSON RULES_YAML   -> one name per line
        metric_names.py --exprs DASHBOARD_JSON        -> the dashboard's PromQL, one per line,
                                                       with Grafana variables replaced
 """
+
 import json
 import re
 import sys
@@ -13,20 +14,42 @@ import yaml
 
 # A metric name is an identifier that is not a PromQL function/keyword, a label name
 # (followed by = != =~ !~) or inside a string or {…}/by (…) clause.
-KEYWORDS = {"sum", "by", "without", "rate", "increase", "irate", "histogram_quantile",
-            "changes", "absent", "or", "and", "unless", "on", "ignoring", "group_left",
-            "group_right", "max", "min", "avg", "count", "label_values", "offset", "bool"}
+KEYWORDS = {
+    "sum",
+    "by",
+    "without",
+    "rate",
+    "increase",
+    "irate",
+    "histogram_quantile",
+    "changes",
+    "absent",
+    "or",
+    "and",
+    "unless",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "label_values",
+    "offset",
+    "bool",
+}
 
 
 def names(expr):
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)          # strings
-    expr = re.sub(r"\{[^}]*\}", "{}", expr)                    # label matchers
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
+    expr = re.sub(r"\{[^}]*\}", "{}", expr)  # label matchers
     expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)
-    expr = re.sub(r"\[[^\]]*\]", "", expr)                     # ranges
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
     found = set()
     for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
         tok = m.group(0)
-        if tok in KEYWORDS or tok.startswith("$") or expr[m.end():].lstrip().startswith("("):
+        if tok in KEYWORDS or tok.startswith("$") or expr[m.end() :].lstrip().startswith("("):
             continue
         if tok in ("job", "instance", "le", "e") or re.fullmatch(r"\d.*", tok):
             continue
@@ -51,7 +74,7 @@ def dashboard_exprs(path):
 
 
 def grafana_to_promql(expr):
-    return (expr.replace("$__rate_interval", "1m").replace("$job", ".+").replace("$instance", ".+"))
+    return expr.replace("$__rate_interval", "1m").replace("$job", ".+").replace("$instance", ".+")
 
 
 if sys.argv[1] == "--exprs":

@@ -5,7 +5,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-# shellcheck source=env.sh
+# shellcheck source=SCRIPTDIR/env.sh
 source "$here/env.sh"
 export PATH="$HOME/.cargo/bin:$PATH"
 pidfile="$OUTBOX_RELAY_RUN/relay.pid"

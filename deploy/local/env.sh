@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings for the local infrastructure scripts. Source it; do not run it.
 # Everything is overridable from the environment so that two checkouts can coexist.
 

@@ -89,6 +89,10 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
                     slot::failover_readiness(&sql, config).await,
                 ));
             }
+            out.push(CheckResult::new(
+                "state",
+                crate::state::inspect(&sql, config).await,
+            ));
             conn.abort();
         }
     }

@@ -91,6 +91,18 @@ impl RelayError {
         }
     }
 
+    /// The server refused the relay's credentials (SQLSTATE 28P01 invalid password, 28000
+    /// invalid authorization). Usually final, but during a password rotation the server
+    /// may change before the relay's secret does, so the supervisor retries it for a while.
+    pub fn is_auth_failure(&self) -> bool {
+        let code = match self {
+            RelayError::Postgres(e) => e.sqlstate(),
+            RelayError::Sql(e) => e.code().map(|c| c.code()),
+            _ => None,
+        };
+        matches!(code, Some("28P01" | "28000"))
+    }
+
     /// The event a delivery failure is about, if it is about one.
     pub fn failed_event(&self) -> Option<&FailedEvent> {
         match self {

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod outbox;
+pub mod parked;
 pub mod pipeline;
 pub mod source;
 pub mod state;

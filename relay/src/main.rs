@@ -47,6 +47,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Check => check(config).await,
             Command::Run => run(config).await,
+            Command::Parked { action } => match outbox_relay::parked::run(&config, action).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    error!(error = %e, "parked");
+                    ExitCode::from(2)
+                }
+            },
         }
     })
 }

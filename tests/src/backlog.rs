@@ -3,6 +3,41 @@
 
 use tokio_postgres::Client;
 
+/// The backlog's shape, the same flags in every benchmark binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BacklogArgs {
+    /// Events in the backlog.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Distinct aggregate ids (`order-<n>`), round robin.
+    #[arg(long, default_value_t = 10_000)]
+    pub aggregates: usize,
+    /// Rows per transaction in the backlog.
+    #[arg(long, default_value_t = 100)]
+    pub txn_rows: usize,
+}
+
+impl BacklogArgs {
+    /// Writes the backlog with `procedure` (defined by [`define_fill`]).
+    pub async fn write(&self, client: &Client, procedure: &str, who: &str) {
+        eprintln!(
+            "{who}: writing {} events ({} per transaction, {} aggregates)",
+            self.events, self.txn_rows, self.aggregates
+        );
+        client
+            .execute(
+                &format!("CALL {procedure}($1, $2, $3)"),
+                &[
+                    &(self.events as i32),
+                    &(self.txn_rows as i32),
+                    &(self.aggregates as i32),
+                ],
+            )
+            .await
+            .expect("fill");
+    }
+}
+
 /// Defines `procedure(total int, per_txn int, aggs int)` writing into `table`.
 pub async fn define_fill(client: &Client, procedure: &str, table: &str) {
     client

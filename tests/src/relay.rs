@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::env;
+use crate::process::ProcessUsage;
 
 /// Settings that differ between tests; everything else is the harness default.
 #[derive(Debug, Clone)]
@@ -262,12 +263,9 @@ impl Relay {
 
     /// Peak resident memory of the process so far, in kB (`VmHWM`).
     pub fn peak_rss_kb(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
+        ProcessUsage::of(self.child.id())
+            .ok()
+            .map(|u| u.peak_rss_kb)
     }
 
     pub fn log_tail(&self) -> String {

@@ -16,6 +16,7 @@ use tokio_postgres::Client;
 
 use crate::kafka::Record;
 use crate::pg;
+use crate::relay::Relay;
 
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
@@ -290,6 +291,31 @@ pub struct Verdict {
     pub problems: Vec<String>,
     pub duplicates: Vec<(String, usize)>,
     pub distinct: usize,
+}
+
+/// The end of every delivery test: [`verify`] found no problem and every committed event
+/// arrived (`context` and the relay's log tail explain a failure). The duplicates are
+/// returned for the caller to judge against what the test did to the relay.
+pub fn assert_delivered(
+    records: &[Record],
+    expected: &HashMap<String, Expected>,
+    topic_prefix: &str,
+    context: &str,
+    relay: &Relay,
+) -> Verdict {
+    let verdict = verify(records, expected, topic_prefix);
+    assert!(
+        verdict.problems.is_empty(),
+        "{context}: problems: {:#?}\nrelay log:\n{}",
+        verdict.problems,
+        relay.log_tail()
+    );
+    assert_eq!(
+        verdict.distinct,
+        expected.len(),
+        "{context}: distinct events delivered"
+    );
+    verdict
 }
 
 /// Compares consumed records with the committed rows: exact set (nothing lost, nothing

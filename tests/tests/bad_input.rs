@@ -34,7 +34,8 @@ async fn invalid_rows_are_dead_lettered_counted_and_do_not_stop_the_stream() {
     pg::create_outbox_table(&client, &table, "text", true).await;
     let mut setup = RelaySetup::new(&name, &table);
     setup.validate_json = true;
-    setup.outbox_extra = "  messages:\n    prefix: bad-input-test\n".into();
+    setup.outbox_extra =
+        "  on_invalid: dead_letter\n  messages:\n    prefix: bad-input-test\n".into();
     let mut relay = Relay::start(&setup);
     relay.wait_ready(Duration::from_secs(60));
 
@@ -178,7 +179,7 @@ async fn halt_policy_stops_without_acknowledging_and_a_restart_loses_nothing() {
 
     // The operator switches to dead-lettering: the held-back row and the one after it
     // are still there, because nothing past them was acknowledged.
-    setup.outbox_extra = String::new();
+    setup.outbox_extra = "  on_invalid: dead_letter\n".into();
     let mut relay = Relay::start(&setup);
     relay.wait_ready(Duration::from_secs(60));
     let dlq = read(&setup.dead_letter_topic(), 1);
@@ -212,7 +213,7 @@ async fn a_rolled_back_non_transactional_message_is_never_published() {
     let client = pg::connect().await;
     pg::create_outbox_table(&client, &table, "text", true).await;
     let mut setup = RelaySetup::new(&name, &table);
-    setup.outbox_extra = "  messages:\n    prefix: nontx-test\n".into();
+    setup.outbox_extra = "  on_invalid: dead_letter\n  messages:\n    prefix: nontx-test\n".into();
     let mut relay = Relay::start(&setup);
     relay.wait_ready(Duration::from_secs(60));
 

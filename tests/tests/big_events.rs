@@ -24,7 +24,7 @@ async fn rows_and_messages_above_max_event_bytes_are_dead_lettered_as_too_large(
     pg::create_outbox_table(&client, &table, "jsonb", false).await;
     let mut setup =
         RelaySetup::new(&name, &table).with_env(&[("RELAY__OUTBOX__MAX_EVENT_BYTES", "65536")]);
-    setup.outbox_extra = "  messages:\n    prefix: big-test\n".into();
+    setup.outbox_extra = "  on_invalid: dead_letter\n  messages:\n    prefix: big-test\n".into();
     let mut relay = Relay::start(&setup);
     relay.wait_ready(Duration::from_secs(60));
 

@@ -46,13 +46,8 @@ async fn delivers_exactly_the_committed_events_in_commit_order_per_aggregate() {
     .await
     .unwrap();
 
-    let verdict = workload::verify(&records, &expected, &setup.topic_prefix);
-    assert!(
-        verdict.problems.is_empty(),
-        "problems: {:#?}\nrelay log:\n{}",
-        verdict.problems,
-        relay.log_tail()
-    );
+    let verdict =
+        workload::assert_delivered(&records, &expected, &setup.topic_prefix, "e2e", &relay);
     assert!(
         verdict.duplicates.is_empty(),
         "duplicates without a crash: {:?}",

@@ -56,7 +56,7 @@ async fn two_tables_messages_headers_trace_context_over_verified_tls_with_proto_
              INSERT INTO {t2} (aggregatetype, aggregateid, type, payload) VALUES ('Invoice', 'i-1', 'InvoiceIssued', '\\x00ff7b7d');
              SELECT pg_logical_emit_message(true, '{name}', '{{\"id\": \"m-1\", \"aggregatetype\": \"Order\", \"aggregateid\": \"o-1\", \"type\": \"OrderPaid\", \"payload\": {{\"paid\":  true}}}}');
              COMMIT;
-             SELECT pg_logical_emit_message(false, '{name}', '{{\"id\": \"m-2\", \"aggregatetype\": \"Order\", \"aggregateid\": \"o-1\", \"type\": \"OrderShipped\", \"payload\": \"as text\"}}');"
+             SELECT pg_logical_emit_message(true, '{name}', '{{\"id\": \"m-2\", \"aggregatetype\": \"Order\", \"aggregateid\": \"o-1\", \"type\": \"OrderShipped\", \"payload\": \"as text\"}}');"
         ))
         .await
         .unwrap();

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outbox_relay_tests::kafka::TopicReader;
+use outbox_relay_tests::process::ProcessUsage;
 use outbox_relay_tests::relay::{http_get, Relay, RelaySetup};
 use outbox_relay_tests::{pg, unique};
 use tokio::io::AsyncWriteExt;
@@ -100,29 +101,12 @@ async fn time_to_fresh_scrape(port: u16, give_up: Duration) -> Option<Duration> 
     None
 }
 
-/// CPU seconds (user + system) the process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("relay /proc stat");
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let hz: f64 = String::from_utf8(
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap();
-    ticks as f64 / hz
+    ProcessUsage::of(pid).expect("relay /proc").cpu_seconds
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+    ProcessUsage::of(pid).map_or(0, |u| u.open_fds)
 }
 
 async fn insert_events(client: &Client, table: &str, ids: std::ops::Range<usize>) {

@@ -55,6 +55,25 @@ pub struct AwsConfig {
     /// events, like the Kafka connector's `message.timeout.ms=0`.
     #[serde(default)]
     pub max_retry_elapsed_ms: u64,
+    /// How long errors that are usually permanent but can be transient are retried before
+    /// they count as permanent (and the relay dead-letters the event), in ms: not
+    /// authorized (403), topic or queue not found (404), KMS key disabled / not found /
+    /// pending, unknown 4xx such as a proxy's 407 — what infrastructure as code re-creating
+    /// a topic, or a key or policy rotation, look like for a while. They are retried like
+    /// throttling (per aggregate, in order, with the same backoff) until the window has
+    /// passed since the aggregate's first such failure, or since the destination's first
+    /// such failure with nothing delivered to it in between; later failures then count as
+    /// permanent at once, until something is delivered again. `0` = permanent at once.
+    /// Errors about the message itself (too large, invalid parameter) are never retried.
+    /// Default 300000 (5 minutes).
+    #[serde(default = "default_transient_error_window_ms")]
+    pub transient_error_window_ms: u64,
+    /// The circuit breaker per destination (topic / queue): after `failure_threshold`
+    /// consecutive failed requests nothing is sent there for a cool-down (from
+    /// `open_initial_ms`, doubling up to `open_max_ms`, jittered), then one probe request.
+    /// Defaults 5 / 1000 / 60000; `failure_threshold: 0` turns it off.
+    #[serde(default)]
+    pub circuit_breaker: crate::policy::BreakerConfig,
     /// Timeout of one HTTP attempt, in ms. Default 30000.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -77,6 +96,9 @@ fn default_retry_initial_backoff_ms() -> u64 {
 }
 fn default_retry_max_backoff_ms() -> u64 {
     20_000
+}
+fn default_transient_error_window_ms() -> u64 {
+    300_000
 }
 fn default_request_timeout_ms() -> u64 {
     30_000
@@ -102,6 +124,8 @@ impl Default for AwsConfig {
             retry_initial_backoff_ms: default_retry_initial_backoff_ms(),
             retry_max_backoff_ms: default_retry_max_backoff_ms(),
             max_retry_elapsed_ms: 0,
+            transient_error_window_ms: default_transient_error_window_ms(),
+            circuit_breaker: crate::policy::BreakerConfig::default(),
             request_timeout_ms: default_request_timeout_ms(),
             connect_timeout_ms: default_connect_timeout_ms(),
         }
@@ -158,6 +182,9 @@ impl AwsConfig {
     pub(crate) fn retry_max_backoff(&self) -> Duration {
         Duration::from_millis(self.retry_max_backoff_ms)
     }
+    pub(crate) fn transient_error_window(&self) -> Duration {
+        Duration::from_millis(self.transient_error_window_ms)
+    }
     pub(crate) fn max_retry_elapsed(&self) -> Option<Duration> {
         (self.max_retry_elapsed_ms > 0).then(|| Duration::from_millis(self.max_retry_elapsed_ms))
     }
@@ -174,6 +201,7 @@ mod tests {
         assert!(config.raw_payload);
         assert!(!config.fifo);
         assert_eq!(config.max_retry_elapsed_ms, 0);
+        assert_eq!(config.transient_error_window_ms, 300_000);
         assert!(config.validate("sink.sns").is_ok());
         let err = serde_json::from_str::<AwsConfig>(r#"{"regoin":"x"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");

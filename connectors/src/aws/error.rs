@@ -2,29 +2,50 @@
 //!
 //! Every failure, whether of a whole request (an `SdkError`) or of one entry of a batch
 //! response (`Failed[]` with a code and `SenderFault`), goes through [`classify_code`] or
-//! [`classify_sdk_error`]:
+//! [`classify_sdk_error`]. The last column says whether the error may be **transient**
+//! ([`may_be_transient`]): conditions that usually mean "this will never work" but are
+//! also what a passing change looks like — infrastructure as code deleting and re-creating
+//! a topic or queue, a policy or KMS key being rotated, a proxy answering 407. Those are
+//! retried like Retryable ones for `transient_error_window_ms` (default 5 minutes) before
+//! they count as Permanent (see the module docs).
 //!
-//! | AWS code (or condition) | Class | `kind` |
-//! |---|---|---|
-//! | `Throttling`, `ThrottlingException`, `ThrottledException`, `RequestThrottled`, `TooManyRequestsException`, `RequestLimitExceeded`, `SlowDown`, `KMSThrottling*` | Retryable | `throttled` |
-//! | `InternalError`, `InternalFailure`, `InternalServerError`, `ServiceUnavailable*`, `RequestTimeout*`, `KMSInternal*`, any HTTP 5xx, unknown code with `SenderFault=false` | Retryable | `server_error` |
-//! | timeouts, connection errors, unparseable responses | Retryable | `timeout` / `dispatch` / `bad_response` |
-//! | `InvalidClientTokenId`, `UnrecognizedClientException`, `SignatureDoesNotMatch`, `IncompleteSignature`, `MissingAuthenticationToken`, `InvalidAccessKeyId`, `ExpiredToken*`, `InvalidSecurity`, no credentials found | Fatal | `invalid_credentials` |
-//! | `AuthorizationError`, `AccessDenied*`, `KMSAccessDenied*` | Permanent | `not_authorized` |
-//! | `NotFound*`, `QueueDoesNotExist`, `NonExistentQueue`, `KMSNotFound*`, `KMSDisabled*`, `QueueDeletedRecently` | Permanent | `destination_not_found` |
-//! | `MessageTooLong`, `BatchRequestTooLong`, `BatchEntryTooLong`, detected before sending | Permanent | `message_too_large` |
-//! | `InvalidParameter*`, `ValidationError`, `ValidationException`, `InvalidMessageContents`, `InvalidAttribute*`, `InvalidBatchEntryId`, `UnsupportedOperation` | Permanent | `invalid_parameter` |
-//! | any other code with `SenderFault=true` or HTTP 4xx (429 is throttling) | Permanent | `client_error` |
-//! | any other code without `SenderFault` or status | Retryable | `unknown` |
+//! | AWS code (or condition) | Class | `kind` | transient |
+//! |---|---|---|---|
+//! | `Throttling`, `ThrottlingException`, `ThrottledException`, `RequestThrottled`, `TooManyRequestsException`, `RequestLimitExceeded`, `SlowDown`, `KMSThrottling*`, HTTP 429 | Retryable | `throttled` | (always retried) |
+//! | `InternalError`, `InternalFailure`, `InternalServerError`, `ServiceUnavailable*`, `RequestTimeout*`, `KMSInternal*`, any HTTP 5xx, unknown code with `SenderFault=false` | Retryable | `server_error` | (always retried) |
+//! | timeouts (also HTTP 408), connection errors, unparseable responses | Retryable | `timeout` / `dispatch` / `bad_response` | (always retried) |
+//! | `InvalidClientTokenId`, `UnrecognizedClientException`, `SignatureDoesNotMatch`, `IncompleteSignature`, `MissingAuthenticationToken`, `InvalidAccessKeyId`, `ExpiredToken*`, `InvalidSecurity`, no credentials found | Fatal | `invalid_credentials` | no |
+//! | `AuthorizationError`, `AccessDenied*`, `KMSAccessDenied*` (HTTP 403) | Permanent | `not_authorized` | **yes** |
+//! | `NotFound*`, `QueueDoesNotExist`, `NonExistentQueue`, `ResourceNotFoundException`, `QueueDeletedRecently` (HTTP 404) | Permanent | `destination_not_found` | **yes** |
+//! | `KMSDisabled*`, `KMSNotFound*`, `KMSInvalidState*`, `KMSOptInRequired`, `KMSInvalidKeyUsage*` | Permanent | `kms_key_unusable` | **yes** |
+//! | `MessageTooLong`, `BatchRequestTooLong`, `BatchEntryTooLong`, detected before sending | Permanent | `message_too_large` | no |
+//! | `InvalidParameter*`, `ValidationError`, `ValidationException`, `InvalidMessageContents`, `InvalidAttribute*`, `InvalidBatchEntryId`, `UnsupportedOperation` | Permanent | `invalid_parameter` | no |
+//! | any other code with `SenderFault=true` or HTTP 4xx (e.g. a proxy's 407) | Permanent | `client_error` | **yes** |
+//! | any other code without `SenderFault` or status | Retryable | `unknown` | (always retried) |
 //!
 //! Retryable errors are retried inside the connector (see the module docs); Permanent ones
 //! fail only the event (its message names the event id and the destination); Fatal ones
-//! stop the publisher.
+//! stop the publisher. Errors about the message itself (too large, invalid parameter) are
+//! never transient: the same bytes will be refused again.
 
 use aws_sdk_sns::config::http::HttpResponse;
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 
 use crate::{ErrorClass, PublishError};
+
+/// The `kind`s of Permanent errors that may be transient (the table's last column): they
+/// are retried for `transient_error_window_ms` before they count as Permanent.
+pub const TRANSIENT_KINDS: &[&str] = &[
+    "not_authorized",
+    "destination_not_found",
+    "kms_key_unusable",
+    "client_error",
+];
+
+/// Whether `err` is a Permanent error that may be transient (see the table).
+pub fn may_be_transient(err: &PublishError) -> bool {
+    err.class == ErrorClass::Permanent && TRANSIENT_KINDS.contains(&err.kind)
+}
 
 /// Classifies an AWS error code (`Failed[].Code` of a batch response, or the code of an
 /// error response), with the entry's `SenderFault` and the HTTP status when known.
@@ -82,11 +103,16 @@ pub fn classify_code(
         | "QueueDoesNotExist"
         | "NonExistentQueue"
         | "ResourceNotFoundException"
+        | "QueueDeletedRecently" => (Permanent, "destination_not_found"),
+        "KMSDisabled"
+        | "KMSDisabledException"
         | "KMSNotFound"
         | "KMSNotFoundException"
-        | "KMSDisabled"
-        | "KMSDisabledException"
-        | "QueueDeletedRecently" => (Permanent, "destination_not_found"),
+        | "KMSInvalidState"
+        | "KMSInvalidStateException"
+        | "KMSOptInRequired"
+        | "KMSInvalidKeyUsage"
+        | "KMSInvalidKeyUsageException" => (Permanent, "kms_key_unusable"),
         "MessageTooLong"
         | "BatchRequestTooLong"
         | "BatchEntryTooLong"
@@ -114,6 +140,7 @@ pub fn classify_code(
             (Some(false), _) => (Retryable, "server_error"),
             (Some(true), _) => (Permanent, "client_error"),
             (_, Some(429)) => (Retryable, "throttled"),
+            (_, Some(408)) => (Retryable, "timeout"),
             (_, Some(s)) if (400..500).contains(&s) => (Permanent, "client_error"),
             // Nothing known about it: retrying may duplicate but never loses an event.
             _ => (Retryable, "unknown"),
@@ -156,10 +183,11 @@ where
         }
         SdkError::ResponseError(response) => {
             let status = response.raw().status().as_u16();
-            let (class, kind) = if (400..500).contains(&status) && status != 429 {
-                (Permanent, "client_error")
-            } else {
-                (Retryable, "bad_response")
+            let (class, kind) = match status {
+                429 => (Retryable, "throttled"),
+                408 => (Retryable, "timeout"),
+                400..=499 => (Permanent, "client_error"),
+                _ => (Retryable, "bad_response"),
             };
             PublishError::new(
                 class,
@@ -392,12 +420,92 @@ mod tests {
             ("SomethingNew", Some(true), None, Permanent, "client_error"),
             ("SomethingNew", None, Some(400), Permanent, "client_error"),
             ("", None, Some(429), Retryable, "throttled"),
+            ("", None, Some(408), Retryable, "timeout"),
+            ("", None, Some(407), Permanent, "client_error"),
+            ("", None, Some(404), Permanent, "client_error"),
+            (
+                "KMSDisabledException",
+                Some(true),
+                None,
+                Permanent,
+                "kms_key_unusable",
+            ),
+            (
+                "KMSInvalidStateException",
+                None,
+                Some(400),
+                Permanent,
+                "kms_key_unusable",
+            ),
+            (
+                "KMSNotFound",
+                Some(true),
+                None,
+                Permanent,
+                "kms_key_unusable",
+            ),
+            (
+                "KMSOptInRequired",
+                Some(true),
+                None,
+                Permanent,
+                "kms_key_unusable",
+            ),
+            (
+                "QueueDeletedRecently",
+                None,
+                Some(400),
+                Permanent,
+                "destination_not_found",
+            ),
         ];
         for (code, sender_fault, status, class, kind) in table {
             assert_eq!(
                 classify_code(code, *sender_fault, *status),
                 (*class, *kind),
                 "{code} sender_fault={sender_fault:?} status={status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transient_marker() {
+        // (code, sender_fault, status, may be transient)
+        let table: &[(&str, Option<bool>, Option<u16>, bool)] = &[
+            // 403 / 404 / KMS / unknown 4xx: retried for the window.
+            ("AuthorizationError", None, Some(403), true),
+            ("AccessDeniedException", None, Some(400), true),
+            ("KMSAccessDeniedException", Some(true), None, true),
+            ("NotFound", None, Some(404), true),
+            (
+                "AWS.SimpleQueueService.NonExistentQueue",
+                None,
+                Some(400),
+                true,
+            ),
+            ("com.amazonaws.sqs#QueueDoesNotExist", None, Some(400), true),
+            ("KMSDisabled", Some(true), None, true),
+            ("KMSInvalidStateException", Some(true), None, true),
+            ("SomethingNew", Some(true), None, true),
+            ("", None, Some(407), true),
+            // About the message itself: refused again, whenever.
+            ("MessageTooLong", None, Some(400), false),
+            ("InvalidParameterValue", None, Some(400), false),
+            ("InvalidMessageContents", Some(true), None, false),
+            ("ValidationError", None, Some(400), false),
+            // Not Permanent at all.
+            ("ThrottlingException", None, Some(400), false),
+            ("InternalError", Some(false), None, false),
+            ("", None, Some(408), false),
+            ("InvalidClientTokenId", None, Some(403), false),
+        ];
+        for (code, sender_fault, status, transient) in table {
+            let (class, kind) = classify_code(code, *sender_fault, *status);
+            let err = PublishError::new(class, kind, "x");
+            assert_eq!(
+                may_be_transient(&err),
+                *transient,
+                "{code} sender_fault={sender_fault:?} status={status:?} -> {class:?} {kind}"
             );
         }
     }

@@ -9,7 +9,7 @@ pub const MAX_ATTRIBUTES: usize = 10;
 
 /// One message ready to be put into a batch entry.
 #[derive(Debug, Clone)]
-pub(crate) struct Message {
+pub struct Message {
     pub body: String,
     /// `(name, value)`, all of data type `String`.
     pub attributes: Vec<(String, String)>,

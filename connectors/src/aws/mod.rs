@@ -1,12 +1,14 @@
-//! Amazon SNS and SQS connectors: one implementation, two thin front ends.
+//! Amazon SNS and SQS connectors: one publisher over a client trait implemented twice.
 //!
 //! [`SnsPublisher`] publishes to SNS topics (the event's `destination` is a topic ARN,
 //! `arn:aws:sns:<region>:<account>:<topic>`), [`SqsPublisher`] sends to SQS queues (the
 //! destination is a queue URL, `https://sqs.<region>.amazonaws.com/<account>/<queue>`).
-//! Both take the same [`AwsConfig`] (`sink.sns` / `sink.sqs`) and share everything but the
-//! request they send: `config` (settings), `message` (event → body, attributes, FIFO ids),
-//! `service` (PublishBatch / SendMessageBatch and per-entry results), `error` (the one
-//! classification table), `sink` (ordering, batching, retries).
+//! Both are an [`AwsPublisher`] over a [`Client`] ([`SnsClient`], [`SqsClient`]), take the
+//! same [`AwsConfig`] (`sink.sns` / `sink.sqs`) and share everything but the request they
+//! send: `config` (settings), `message` (event → body, attributes, FIFO ids), `client`
+//! (the trait, SDK loading, per-entry results), `sns` / `sqs` (PublishBatch /
+//! SendMessageBatch), `error` (the one classification table), `sink` (ordering, batching,
+//! retries).
 //!
 //! # Ordering
 //!
@@ -15,33 +17,52 @@
 //! in accept order, retries included, while different aggregates proceed concurrently up
 //! to `max_concurrency` requests in flight.
 //!
-//! - **Standard** topics and queues do not order anything, so the connector holds at most
-//!   **one message in flight per aggregate**: the next event of an aggregate is sent only
-//!   after AWS acknowledged the previous one.
+//! The rule is the same for both kinds of destination: **at most one message in flight
+//! per aggregate** (per message group). The next event of an aggregate is sent only after
+//! AWS acknowledged the previous one. Different aggregates proceed concurrently, and a
+//! batch request (PublishBatch / SendMessageBatch: at most 10 entries, at most
+//! `max_message_bytes` in total, one destination) carries the heads of up to ten
+//! different aggregates.
+//!
+//! - **Standard** topics and queues order nothing themselves; the rule is what orders an
+//!   aggregate.
 //! - **FIFO** topics and queues order per message group: `MessageGroupId` is the aggregate
 //!   id and `MessageDeduplicationId` the event id, both mapped by [`fifo_id`] (valid ids
-//!   unchanged, anything else `h-` + hex SHA-256). The connector keeps at most **one
-//!   batch in flight per message group**, with up to ten consecutive events of the group
-//!   in it (AWS keeps entry order inside a batch).
-//! - A batch request (PublishBatch / SendMessageBatch: at most 10 entries, at most
-//!   `max_message_bytes` in total, one destination) mixes aggregates freely, since each
-//!   aggregate has at most one request in flight.
+//!   unchanged, anything else `h-` + hex SHA-256).
+//!
+//! Why not several consecutive events of a FIFO group in one batch (AWS keeps entry order
+//! inside a batch)? Because a batch can *partially* fail: entry *i* `Failed` (retryable:
+//! `InternalError`, throttling) while entry *i+1* of the same group is `Successful`. Then
+//! *i+1* is already stored, ahead of *i*, and nothing the connector does afterwards can
+//! undo that: re-sending *i+1* with the same deduplication id is dropped as a duplicate
+//! (the stored copy, before *i*, is what consumers get), re-sending it with a new id
+//! delivers it twice (before and after *i*), and failing or parking the group comes too
+//! late. AWS documents no rule that a failed entry fails the later entries of its group,
+//! and a timed-out request may have stored any subset. The only order-preserving choice
+//! is never to have a later event of a group stored while an earlier one is
+//! unacknowledged: one entry per group per request, one request per group in flight. The
+//! cost is throughput per *group*: one event per round trip (on fauxqs, one hot group
+//! went from ≈ 2,600 to ≈ 480 events/s; many groups are unaffected, since a request still
+//! carries ten of them). Against AWS, with round trips of a few to a few tens of
+//! milliseconds, a single group is bounded to very roughly 30–300 events/s.
 //!
 //! # Results, retries and backpressure
 //!
 //! Every entry of a batch response is checked (`Successful` / `Failed`), not only the HTTP
-//! status. Entries are settled per aggregate from the front:
+//! status. Each entry is settled for its aggregate:
 //!
 //! - success: delivered;
-//! - **Permanent** failure (not authorized, topic/queue not found, invalid parameter,
-//!   message too large — detected before sending by measuring body + attributes): that
-//!   event fails with a message naming the event id and the destination; the aggregate's
-//!   later events go on;
-//! - **Retryable** failure (throttling, 5xx, timeouts, connection errors): that entry and
-//!   *every later entry of the same aggregate* are sent again after an exponential backoff
-//!   with jitter (`retry_initial_backoff_ms` doubling up to `retry_max_backoff_ms`); a later
-//!   entry of the aggregate that AWS accepted in the same batch is not reported before the
-//!   failed one succeeds (on FIFO destinations its resend is deduplicated);
+//! - **Permanent** failure (invalid parameter, message too large — detected before
+//!   sending by measuring body + attributes): that event fails with a message naming the
+//!   event id and the destination; the aggregate's later events go on;
+//! - Permanent failure that **may be transient** (not authorized, topic/queue not found,
+//!   KMS key unusable, unknown 4xx: the `error` table's last column): retried like a
+//!   retryable one until `transient_error_window_ms` (default 5 minutes) has passed since
+//!   the aggregate's first such failure, or the destination's first one with nothing
+//!   delivered to it since; then it fails the event as above;
+//! - **Retryable** failure (throttling, 5xx, timeouts, connection errors): the aggregate's
+//!   later events wait, and the entry is sent again after an exponential backoff with
+//!   jitter (`retry_initial_backoff_ms` doubling up to `retry_max_backoff_ms`);
 //! - **Fatal** failure (invalid credentials): every undelivered event fails with it and
 //!   every later `accept` returns it; the relay restarts from its last confirmed position.
 //!
@@ -72,97 +93,29 @@
 //! about them is ever logged. TLS is rustls with ring, the same stack as the rest of the
 //! relay.
 
+#[cfg(test)]
+mod breaker_tests;
+mod client;
 mod config;
 mod destination;
 mod error;
 mod message;
-mod service;
 mod sink;
+mod sns;
+mod sqs;
 
-use std::time::Duration;
-
+pub use client::Client;
 pub use config::{AwsConfig, SnsConfig, SqsConfig};
-pub use error::{classify_code, classify_sdk_error};
+pub use error::{classify_code, classify_sdk_error, may_be_transient};
 pub use message::{fifo_id, MAX_ATTRIBUTES};
-pub use service::Service;
 pub use sink::AwsPublisher;
+pub use sns::SnsClient;
+pub use sqs::SqsClient;
 
-use crate::{Delivery, OutboxEvent, PublishError, Publisher};
+/// Publishes to SNS topics with PublishBatch; `kind()` is `"sns"`. Destinations are topic
+/// ARNs. See the [module docs](self).
+pub type SnsPublisher = AwsPublisher<SnsClient>;
 
-macro_rules! front_end {
-    ($(#[$doc:meta])* $name:ident, $service:expr, $config:ty) => {
-        $(#[$doc])*
-        pub struct $name(AwsPublisher);
-
-        impl $name {
-            /// Validates `config`, resolves region and credentials from it and the AWS
-            /// default chain, and starts the dispatcher. Must run inside a Tokio runtime.
-            /// Errors are `Fatal` (`config`, `invalid_credentials`).
-            pub async fn new(config: &$config) -> Result<Self, PublishError> {
-                AwsPublisher::new($service, config).await.map($name)
-            }
-
-            /// Entries sent again after a retryable failure, since start (for metrics).
-            pub fn retries(&self) -> u64 {
-                self.0.retries()
-            }
-
-            /// Batch requests sent, since start (for metrics).
-            pub fn requests(&self) -> u64 {
-                self.0.requests()
-            }
-
-            /// Events accepted and not yet delivered or failed.
-            pub fn pending(&self) -> usize {
-                self.0.pending()
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl Publisher for $name {
-            fn kind(&self) -> &'static str {
-                self.0.kind()
-            }
-
-            fn validate_destination(&self, destination: &str) -> Result<(), String> {
-                self.0.validate_destination(destination)
-            }
-
-            async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
-                self.0.accept(batch).await
-            }
-
-            async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
-                self.0.flush(timeout).await
-            }
-
-            async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
-                self.0.probe(timeout).await
-            }
-
-            fn retries_by_destination(&self) -> Vec<(std::sync::Arc<str>, u64)> {
-                self.0.retries_by_destination()
-            }
-
-            fn requests(&self) -> u64 {
-                self.0.requests()
-            }
-        }
-    };
-}
-
-front_end!(
-    /// Publishes to SNS topics with PublishBatch; `kind()` is `"sns"`. Destinations are
-    /// topic ARNs. See the [module docs](self).
-    SnsPublisher,
-    Service::Sns,
-    SnsConfig
-);
-
-front_end!(
-    /// Sends to SQS queues with SendMessageBatch; `kind()` is `"sqs"`. Destinations are
-    /// queue URLs. See the [module docs](self).
-    SqsPublisher,
-    Service::Sqs,
-    SqsConfig
-);
+/// Sends to SQS queues with SendMessageBatch; `kind()` is `"sqs"`. Destinations are queue
+/// URLs. See the [module docs](self).
+pub type SqsPublisher = AwsPublisher<SqsClient>;

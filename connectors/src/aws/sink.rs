@@ -4,12 +4,11 @@
 //! over in accept order; the dispatcher appends each to its aggregate's *lane* (a queue)
 //! and repeatedly builds batch requests out of the lanes that have nothing in flight and
 //! are not backing off, oldest head first, one destination per request, up to
-//! `max_concurrency` requests at once. A lane contributes its first entry (standard) or
-//! up to ten consecutive entries (FIFO: one message group, SNS/SQS keep the entry order
-//! inside a batch). When the response comes back, the lane's entries are settled from the
-//! front: successes and permanent failures leave the lane; the first retryable failure
-//! stops there and the rest of the lane (including entries AWS already accepted, which a
-//! FIFO destination deduplicates on the resend) waits for the backoff and goes again.
+//! `max_concurrency` requests at once. A lane contributes only its head: one message in
+//! flight per aggregate, standard or FIFO (the module docs say why FIFO groups are not
+//! batched). When the response comes back the head is settled: a success or a permanent
+//! failure leaves the lane and the next event becomes the head; a retryable failure keeps
+//! it at the head, and the lane waits for its backoff and sends it again.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -23,21 +22,23 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::client::{self, Client, EntryResult};
+use super::error::may_be_transient;
 use super::message::{self, Message};
-use super::service::{self, Client, EntryResult, Service};
-use super::{destination, AwsConfig};
-use crate::policy::Backoff;
+use super::AwsConfig;
+use crate::policy::{Backoff, RateLimiter, LOG_WINDOW};
+use crate::policy::{Breaker, CircuitReport, CircuitState};
 use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
 
 /// Entries per PublishBatch / SendMessageBatch request (the AWS limit).
 const MAX_BATCH_ENTRIES: usize = 10;
 
-/// The shared implementation behind [`SnsPublisher`](super::SnsPublisher) and
-/// [`SqsPublisher`](super::SqsPublisher).
-pub struct AwsPublisher {
-    service: Service,
+/// The SNS / SQS publisher, over either service's [`Client`]:
+/// [`SnsPublisher`](super::SnsPublisher) and [`SqsPublisher`](super::SqsPublisher). See
+/// the [module docs](super).
+pub struct AwsPublisher<C: Client> {
     config: AwsConfig,
-    client: Client,
+    client: C,
     commands: mpsc::UnboundedSender<Vec<Job>>,
     pending: watch::Receiver<usize>,
     shared: Arc<Shared>,
@@ -45,6 +46,8 @@ pub struct AwsPublisher {
 }
 
 struct Shared {
+    /// Per destination: its circuit and its transitions (for metrics).
+    circuits: Mutex<HashMap<Arc<str>, CircuitReport>>,
     retries: AtomicU64,
     /// The same, per destination.
     retries_by_destination: Mutex<std::collections::HashMap<Arc<str>, u64>>,
@@ -60,17 +63,24 @@ struct Job {
     done: oneshot::Sender<EntryResult>,
 }
 
-impl AwsPublisher {
-    /// Validates `config`, loads the AWS configuration (region, credentials chain,
-    /// endpoint) and starts the dispatcher task. Must be called inside a Tokio runtime.
-    pub async fn new(service: Service, config: &AwsConfig) -> Result<Self, PublishError> {
+impl<C: Client> AwsPublisher<C> {
+    /// Validates `config`, resolves region and credentials from it and the AWS default
+    /// chain (endpoint, credentials chain) and starts the dispatcher task. Must be called
+    /// inside a Tokio runtime. Errors are `Fatal` (`config`, `invalid_credentials`).
+    pub async fn new(config: &AwsConfig) -> Result<Self, PublishError> {
         config
-            .validate(&format!("sink.{}", service.name()))
+            .validate(&format!("sink.{}", C::NAME))
             .map_err(|e| PublishError::new(ErrorClass::Fatal, "config", e))?;
-        let client = service::client(service, config).await?;
+        let client = C::new(&client::load(C::NAME, config).await?);
+        Ok(Self::start(config, client))
+    }
+
+    /// Starts the dispatcher on `client` (tests pass a scripted one).
+    pub(crate) fn start(config: &AwsConfig, client: C) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let (pending_tx, pending) = watch::channel(0);
         let shared = Arc::new(Shared {
+            circuits: Mutex::new(HashMap::new()),
             retries: AtomicU64::new(0),
             retries_by_destination: Mutex::new(std::collections::HashMap::new()),
             requests: AtomicU64::new(0),
@@ -82,26 +92,23 @@ impl AwsPublisher {
             shared: shared.clone(),
             pending: pending_tx,
             lanes: HashMap::new(),
+            transient_since: HashMap::new(),
+            breakers: HashMap::new(),
+            log_limiter: RateLimiter::new(LOG_WINDOW),
             ready: BTreeMap::new(),
             waiting: BinaryHeap::new(),
             next_order: 0,
             queued: 0,
         };
         let dispatcher = tokio::spawn(dispatcher.run(rx));
-        Ok(AwsPublisher {
-            service,
+        AwsPublisher {
             config: config.clone(),
             client,
             commands,
             pending,
             shared,
             dispatcher,
-        })
-    }
-
-    /// Which service this publisher talks to.
-    pub fn service(&self) -> Service {
-        self.service
+        }
     }
 
     /// Entries sent again after a retryable failure, since start (for metrics).
@@ -134,7 +141,7 @@ impl AwsPublisher {
     }
 }
 
-impl Drop for AwsPublisher {
+impl<C: Client> Drop for AwsPublisher<C> {
     fn drop(&mut self) {
         // Undelivered events resolve as Fatal `publisher_closed` (their senders drop).
         self.dispatcher.abort();
@@ -142,16 +149,34 @@ impl Drop for AwsPublisher {
 }
 
 #[async_trait::async_trait]
-impl Publisher for AwsPublisher {
+impl<C: Client> Publisher for AwsPublisher<C> {
     fn kind(&self) -> &'static str {
-        self.service.name()
+        C::NAME
     }
 
     fn validate_destination(&self, destination: &str) -> Result<(), String> {
-        match self.service {
-            Service::Sns => destination::validate_topic_arn(destination, self.config.fifo),
-            Service::Sqs => destination::validate_queue_url(destination, self.config.fifo),
-        }
+        C::validate_destination(destination, self.config.fifo)
+    }
+
+    fn circuits(&self) -> Vec<CircuitReport> {
+        let circuits = self
+            .shared
+            .circuits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        circuits.values().cloned().collect()
+    }
+
+    /// The message checks `accept` makes (size with attributes, a body for raw payloads),
+    /// made early so the relay can take the event's policy outcome in commit order.
+    fn check(&self, event: &OutboxEvent) -> Result<(), PublishError> {
+        message::build(
+            event,
+            self.config.raw_payload,
+            self.config.fifo,
+            self.config.max_message_bytes,
+        )
+        .map(|_| ())
     }
 
     async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
@@ -226,9 +251,17 @@ impl Publisher for AwsPublisher {
             Err(_) => Err(PublishError::new(
                 ErrorClass::Retryable,
                 "unreachable",
-                format!("{} did not answer within {timeout:?}", self.service.name()),
+                format!("{} did not answer within {timeout:?}", C::NAME),
             )),
         }
+    }
+
+    fn retries_by_destination(&self) -> Vec<(Arc<str>, u64)> {
+        AwsPublisher::retries_by_destination(self)
+    }
+
+    fn requests(&self) -> u64 {
+        AwsPublisher::requests(self)
     }
 }
 
@@ -244,20 +277,30 @@ fn closed() -> PublishError {
 #[derive(Default)]
 struct Lane {
     queue: VecDeque<(u64, Job)>,
-    /// How many entries from the front are in flight (0 = none).
-    in_flight: usize,
+    /// The head is in a request in flight.
+    in_flight: bool,
     /// Consecutive retryable failures of the head.
     attempt: u32,
     first_failure: Option<Instant>,
+    /// The first failure that may be transient (error.rs) since the lane last delivered.
+    transient_since: Option<Instant>,
     not_before: Option<Instant>,
 }
 
-struct Dispatcher {
+struct Dispatcher<C> {
     config: AwsConfig,
-    client: Client,
+    client: C,
     shared: Arc<Shared>,
     pending: watch::Sender<usize>,
     lanes: HashMap<String, Lane>,
+    /// Per destination, the first failure that may be transient since something was last
+    /// delivered to it: a topic that is gone fails every aggregate's events, and after the
+    /// window even an aggregate that only just started failing gets no new window.
+    transient_since: HashMap<Arc<str>, Instant>,
+    /// The circuit breaker of each destination (the connectors' shared policy).
+    breakers: HashMap<Arc<str>, Breaker>,
+    /// Holds back repeats of the warnings below (the connectors' shared limiter).
+    log_limiter: RateLimiter,
     /// Lanes that can send now, by the accept order of their head.
     ready: BTreeMap<u64, String>,
     /// Lanes backing off, by when they may send again.
@@ -266,10 +309,11 @@ struct Dispatcher {
     queued: usize,
 }
 
-/// A request in flight: which lanes, how many entries each, in entry order.
-type Sent = (Vec<(String, usize)>, Vec<EntryResult>);
+/// A request in flight: its destination, the lanes whose heads it carries, in entry order,
+/// and one result per entry.
+type Sent = (Arc<str>, Vec<String>, Vec<EntryResult>);
 
-impl Dispatcher {
+impl<C: Client> Dispatcher<C> {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Vec<Job>>) {
         let mut in_flight: FuturesUnordered<BoxFuture<'static, Sent>> = FuturesUnordered::new();
         let mut open = true;
@@ -284,13 +328,22 @@ impl Dispatcher {
             if !open && in_flight.is_empty() && self.lanes.is_empty() {
                 return;
             }
-            let wake = self.waiting.peek().map(|Reverse((at, _))| *at);
+            // Wake for the next lane whose backoff ends, or the next open circuit that lets
+            // a probe through.
+            let wake = self
+                .waiting
+                .peek()
+                .map(|Reverse((at, _))| *at)
+                .into_iter()
+                .chain(self.breakers.values().filter_map(Breaker::reopens_at))
+                .min();
             tokio::select! {
                 jobs = commands.recv(), if open => match jobs {
                     Some(jobs) => self.enqueue(jobs),
                     None => open = false,
                 },
-                Some((lanes, results)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((destination, lanes, results)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.record_circuit(&destination, &results);
                     self.settle(lanes, results);
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
@@ -308,7 +361,7 @@ impl Dispatcher {
             let order = self.next_order;
             self.next_order += 1;
             let lane = self.lanes.entry(job.key.clone()).or_default();
-            if lane.queue.is_empty() && lane.in_flight == 0 && lane.not_before.is_none() {
+            if lane.queue.is_empty() && !lane.in_flight && lane.not_before.is_none() {
                 self.ready.insert(order, job.key.clone());
             }
             lane.queue.push_back((order, job));
@@ -324,7 +377,7 @@ impl Dispatcher {
             }
             let Reverse((at, key)) = self.waiting.pop().expect("peeked");
             if let Some(lane) = self.lanes.get_mut(&key) {
-                if lane.not_before == Some(at) && lane.in_flight == 0 {
+                if lane.not_before == Some(at) && !lane.in_flight {
                     lane.not_before = None;
                     if let Some((order, _)) = lane.queue.front() {
                         self.ready.insert(*order, key);
@@ -334,53 +387,64 @@ impl Dispatcher {
         }
     }
 
-    /// Builds the next request out of ready lanes, or `None` if no lane is ready.
+    /// Builds the next request out of ready lanes, or `None` if no lane is ready: the head
+    /// of each ready lane, oldest first, all to the destination of the first one, up to
+    /// ten entries and `max_message_bytes` in total. Never two entries of one lane (see
+    /// the module docs: that is what keeps a FIFO group in order through a partial
+    /// failure).
     fn next_batch(&mut self) -> Option<BoxFuture<'static, Sent>> {
-        let per_lane = if self.config.fifo {
-            MAX_BATCH_ENTRIES
-        } else {
-            1
-        };
         let mut destination: Option<Arc<str>> = None;
-        let mut taken: Vec<(u64, String, usize)> = Vec::new();
+        let mut taken: Vec<(u64, String)> = Vec::new();
         let mut messages: Vec<Arc<Message>> = Vec::new();
         let mut bytes = 0;
+        // Destinations whose open circuit refused a request in this call.
+        let mut refused: Vec<Arc<str>> = Vec::new();
+        let now = Instant::now();
         for (&order, key) in &self.ready {
             if messages.len() == MAX_BATCH_ENTRIES {
                 break;
             }
-            let lane = &self.lanes[key];
-            let head = &lane.queue.front().expect("ready lanes are not empty").1;
+            let head = &self.lanes[key]
+                .queue
+                .front()
+                .expect("ready lanes are not empty")
+                .1;
             match &destination {
-                None => destination = Some(head.destination.clone()),
+                None if refused.contains(&head.destination) => continue,
+                None => {
+                    if let Some(settings) = self.config.circuit_breaker.settings() {
+                        let breaker = self
+                            .breakers
+                            .entry(head.destination.clone())
+                            .or_insert_with(|| Breaker::new(settings));
+                        let (allowed, transition) = breaker.try_acquire(now);
+                        if let Some(state) = transition {
+                            report_transition(&self.shared, &head.destination, state);
+                        }
+                        if !allowed {
+                            refused.push(head.destination.clone());
+                            continue;
+                        }
+                    }
+                    destination = Some(head.destination.clone())
+                }
                 Some(d) if *d != head.destination => continue,
                 Some(_) => {}
             }
-            let mut n = 0;
-            for (_, job) in &lane.queue {
-                if n == per_lane
-                    || messages.len() == MAX_BATCH_ENTRIES
-                    || job.destination != head.destination
-                    || (!messages.is_empty()
-                        && bytes + job.message.size > self.config.max_message_bytes)
-                {
-                    break;
-                }
-                bytes += job.message.size;
-                messages.push(job.message.clone());
-                n += 1;
-            }
-            if n == 0 {
+            if !messages.is_empty() && bytes + head.message.size > self.config.max_message_bytes {
                 break;
             }
-            taken.push((order, key.clone(), n));
+            bytes += head.message.size;
+            messages.push(head.message.clone());
+            taken.push((order, key.clone()));
         }
         let destination = destination?;
+        let sent_to = destination.clone();
         let mut lanes = Vec::with_capacity(taken.len());
-        for (order, key, n) in taken {
+        for (order, key) in taken {
             self.ready.remove(&order);
-            self.lanes.get_mut(&key).expect("ready lane").in_flight = n;
-            lanes.push((key, n));
+            self.lanes.get_mut(&key).expect("ready lane").in_flight = true;
+            lanes.push(key);
         }
         self.shared.requests.fetch_add(1, Ordering::Relaxed);
         let client = self.client.clone();
@@ -388,51 +452,120 @@ impl Dispatcher {
             async move {
                 let refs: Vec<&Message> = messages.iter().map(|m| m.as_ref()).collect();
                 let results = client.send_batch(&destination, &refs).await;
-                (lanes, results)
+                (sent_to, lanes, results)
             }
             .boxed(),
         )
     }
 
-    fn settle(&mut self, lanes: Vec<(String, usize)>, results: Vec<EntryResult>) {
+    /// Feeds a request's outcome to its destination's breaker: any entry delivered is a
+    /// success; a request whose entries all failed retryably (or may-be-transiently) is a
+    /// failure. Entries refused for what they are (too large, invalid) say nothing about
+    /// the destination.
+    fn record_circuit(&mut self, destination: &Arc<str>, results: &[EntryResult]) {
+        let Some(breaker) = self.breakers.get_mut(destination) else {
+            return;
+        };
+        let delivered = results.iter().any(Result::is_ok);
+        let failed = results.iter().all(|r| {
+            r.as_ref()
+                .is_err_and(|e| e.class == ErrorClass::Retryable || may_be_transient(e))
+        });
+        let transition = if delivered {
+            breaker.on_success()
+        } else if failed && !results.is_empty() {
+            breaker.on_failure(Instant::now())
+        } else {
+            None
+        };
+        if let Some(state) = transition {
+            report_transition(&self.shared, destination, state);
+        }
+    }
+
+    fn settle(&mut self, lanes: Vec<String>, results: Vec<EntryResult>) {
         let mut results = results.into_iter();
         let now = Instant::now();
-        for (key, n) in lanes {
-            let lane_results: Vec<EntryResult> = results.by_ref().take(n).collect();
+        for key in lanes {
+            let result = results.next().unwrap_or_else(|| {
+                Err(PublishError::new(
+                    ErrorClass::Retryable,
+                    "bad_response",
+                    "fewer results than entries",
+                ))
+            });
             let Some(lane) = self.lanes.get_mut(&key) else {
                 continue;
             };
-            lane.in_flight = 0;
-            let mut retry: Option<(PublishError, usize)> = None;
+            lane.in_flight = false;
+            let destination = lane
+                .queue
+                .front()
+                .expect("in-flight entry")
+                .1
+                .destination
+                .clone();
+            let mut retry: Option<PublishError> = None;
             let mut fatal: Option<PublishError> = None;
-            for (i, result) in lane_results.into_iter().enumerate() {
-                match result {
-                    Err(e) if e.class == ErrorClass::Retryable => {
-                        retry = Some((e, n - i));
-                        break;
-                    }
-                    Err(e) if e.class == ErrorClass::Fatal => {
-                        fatal = Some(e);
-                        break;
-                    }
-                    result => {
-                        let (_, job) = lane.queue.pop_front().expect("in-flight entry");
-                        self.queued -= 1;
-                        lane.attempt = 0;
-                        lane.first_failure = None;
-                        let result = result.map_err(|e| name_event(e, &job));
-                        if let Err(e) = &result {
-                            tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}", e.message);
-                        }
-                        let _ = job.done.send(result);
+            let window = self.config.transient_error_window();
+            let settled = match result {
+                Err(e) if e.class == ErrorClass::Retryable => {
+                    retry = Some(e);
+                    None
+                }
+                Err(e) if e.class == ErrorClass::Fatal => {
+                    fatal = Some(e);
+                    None
+                }
+                // Retried like a Retryable error until the window has passed since the
+                // lane's or the destination's first such failure, whichever is earlier.
+                Err(e) if may_be_transient(&e) && !window.is_zero() => {
+                    let lane_since = *lane.transient_since.get_or_insert(now);
+                    let destination_since = *self
+                        .transient_since
+                        .entry(destination.clone())
+                        .or_insert(now);
+                    let failing = now.duration_since(lane_since.min(destination_since));
+                    if failing < window {
+                        retry = Some(e);
+                        None
+                    } else {
+                        Some(Err(PublishError::new(
+                            e.class,
+                            e.kind,
+                            format!(
+                                "{} (failing for {:.1} s, longer than transient_error_window_ms)",
+                                e.message,
+                                failing.as_secs_f64()
+                            ),
+                        )))
                     }
                 }
+                result => Some(result),
+            };
+            if let Some(result) = settled {
+                if result.is_ok() {
+                    lane.transient_since = None;
+                    self.transient_since.remove(&destination);
+                }
+                let (_, job) = lane.queue.pop_front().expect("in-flight entry");
+                self.queued -= 1;
+                lane.attempt = 0;
+                lane.first_failure = None;
+                let result = result.map_err(|e| name_event(e, &job));
+                if let Err(e) = &result {
+                    let kind = format!("failed {} {}", job.destination, e.kind);
+                    if let Some(more) = self.log_limiter.admit_suffix(&kind, now.into_std()) {
+                        tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}{more}", e.message);
+                    }
+                }
+                let _ = job.done.send(result);
             }
             if let Some(e) = fatal {
                 self.fail_everything(e);
                 return;
             }
-            if let Some((err, resend)) = retry {
+            if let Some(err) = retry {
                 lane.attempt += 1;
                 let first = *lane.first_failure.get_or_insert(now);
                 let give_up = self
@@ -440,7 +573,10 @@ impl Dispatcher {
                     .max_retry_elapsed()
                     .is_some_and(|limit| now.duration_since(first) >= limit);
                 if give_up {
-                    tracing::warn!(aggregate_id = %key, attempts = lane.attempt, "giving up retrying: {err}");
+                    let kind = format!("giving up {destination} {}", err.kind);
+                    if let Some(more) = self.log_limiter.admit_suffix(&kind, now.into_std()) {
+                        tracing::warn!(aggregate_id = %key, attempts = lane.attempt, "giving up retrying: {err}{more}");
+                    }
                     let lane = self.lanes.remove(&key).expect("lane");
                     self.queued -= lane.queue.len();
                     for (_, job) in lane.queue {
@@ -459,27 +595,36 @@ impl Dispatcher {
                     }
                     continue;
                 }
-                self.shared
-                    .retries
-                    .fetch_add(resend as u64, Ordering::Relaxed);
+                self.shared.retries.fetch_add(1, Ordering::Relaxed);
                 if let Some((_, head)) = lane.queue.front() {
                     let mut by_dest = self
                         .shared
                         .retries_by_destination
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
-                    *by_dest.entry(head.destination.clone()).or_default() += resend as u64;
+                    *by_dest.entry(head.destination.clone()).or_default() += 1;
                 }
                 let delay = Backoff::delay(
                     lane.attempt,
                     self.config.retry_initial_backoff(),
                     self.config.retry_max_backoff(),
                 );
-                // Quiet for a blip, loud for a stall (and then every 10th attempt).
-                if lane.attempt == 3 || (lane.attempt > 3 && lane.attempt % 10 == 0) {
-                    tracing::warn!(aggregate_id = %key, attempt = lane.attempt, ?delay, "still retrying: {err}");
+                // Quiet for a blip, loud for a stall: from the third attempt on, one warning
+                // per destination and kind of error per log window (many aggregates hit by
+                // one outage make one line, with the number held back).
+                let kind = format!("retrying {destination} {}", err.kind);
+                let loud = if lane.attempt >= 3 {
+                    self.log_limiter.admit_suffix(&kind, now.into_std())
                 } else {
-                    tracing::debug!(aggregate_id = %key, attempt = lane.attempt, ?delay, "retrying: {err}");
+                    None
+                };
+                match loud {
+                    Some(more) => {
+                        tracing::warn!(aggregate_id = %key, attempt = lane.attempt, ?delay, "still retrying: {err}{more}")
+                    }
+                    None => {
+                        tracing::debug!(aggregate_id = %key, attempt = lane.attempt, ?delay, "retrying: {err}")
+                    }
                 }
                 let at = now + delay;
                 lane.not_before = Some(at);
@@ -507,6 +652,31 @@ impl Dispatcher {
         self.queued = 0;
         self.pending.send_replace(0);
     }
+}
+
+/// Records a circuit's transition for the metrics, with a log line.
+fn report_transition(shared: &Shared, destination: &Arc<str>, state: CircuitState) {
+    match state {
+        CircuitState::Open => {
+            tracing::warn!(%destination, "circuit open: requests to the destination keep failing; sending only a probe after each cool-down")
+        }
+        CircuitState::HalfOpen => {
+            tracing::info!(%destination, "circuit half-open: sending a probe")
+        }
+        CircuitState::Closed => {
+            tracing::info!(%destination, "circuit closed: the destination answers again")
+        }
+    }
+    let mut circuits = shared.circuits.lock().unwrap_or_else(|p| p.into_inner());
+    let report = circuits
+        .entry(destination.clone())
+        .or_insert_with(|| CircuitReport {
+            destination: destination.clone(),
+            state: CircuitState::Closed,
+            transitions: [0; 3],
+        });
+    report.state = state;
+    report.transitions[state as usize] += 1;
 }
 
 /// Prefixes the event id (and the destination, unless the message names it already).

@@ -2,5 +2,9 @@
 //! implementation each, not one per connector.
 
 mod backoff;
+mod breaker;
+mod rate_limit;
 
 pub use backoff::Backoff;
+pub use breaker::{Breaker, BreakerConfig, BreakerSettings, CircuitReport, CircuitState};
+pub use rate_limit::{RateLimiter, LOG_WINDOW};

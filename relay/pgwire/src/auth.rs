@@ -113,7 +113,7 @@ impl Policy<'_> {
         }
     }
 
-    fn check_method(&self, method: AuthMethod) -> Result<(), PgWireError> {
+    pub(crate) fn check_method(&self, method: AuthMethod) -> Result<(), PgWireError> {
         if !self.require_auth.allows(method) {
             return Err(self.refuse(format!(
                 "the server asks for authentication method {method}, which require_auth={} does not allow",
@@ -125,7 +125,7 @@ impl Policy<'_> {
 
     /// Cleartext and MD5 hand the listener something it can log in with
     /// (the password, or an answer to a salt it chose and may relay).
-    fn check_password_method(
+    pub(crate) fn check_password_method(
         &self,
         method: AuthMethod,
         channel: &Channel,

@@ -17,6 +17,7 @@ mod error;
 mod frame;
 mod silence;
 mod sql;
+mod sql_guard;
 mod stream;
 pub mod tls;
 mod transport;

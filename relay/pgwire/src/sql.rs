@@ -5,7 +5,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ChannelBinding, ConnectOptions, SslMode};
 use crate::error::PgWireError;
-use crate::tls::MakeRustlsConnect;
+use crate::sql_guard::{GuardPolicy, Guarded};
+use crate::tls::{MakeRustlsConnect, RustlsConnect, RustlsStream};
+use crate::transport::connect_tcp;
 
 /// The tokio-postgres configuration for `opts`. tokio-postgres only knows
 /// disable/prefer/require; certificate verification for verify-ca/verify-full
@@ -76,20 +78,48 @@ pub async fn connect_sql(
             opts.host
         )));
     }
-    let tls = MakeRustlsConnect::from_options(opts)?;
-    let (client, connection) = tokio_postgres_config(opts)
-        .connect(tls)
-        .await
-        .map_err(|e| {
-            let e = PgWireError::from(e);
-            match e {
-                PgWireError::Tls { source, .. } => PgWireError::Tls {
-                    addr: opts.addr(),
-                    source,
-                },
-                other => other,
-            }
-        })?;
+    // The authentication policy is enforced on the bytes tokio-postgres reads (see
+    // sql_guard): below TLS when there is none, inside it when there is.
+    let guard = GuardPolicy::new(opts);
+    let make_tls = MakeRustlsConnect::from_options(opts)?;
+    let connect = async {
+        let tcp = connect_tcp(&opts.host, opts.port, &opts.liveness).await?;
+        let outer = Guarded::new(tcp, guard.outer(opts.sslmode != SslMode::Disable));
+        let tls = GuardedTls {
+            inner: tokio_postgres::tls::MakeTlsConnect::<Guarded<tokio::net::TcpStream>>::make_tls_connect(
+                &mut make_tls.clone(),
+                &opts.host,
+            )?,
+            guard: guard.clone(),
+        };
+        tokio_postgres_config(opts)
+            .connect_raw(outer, tls)
+            .await
+            .map_err(PgWireError::from)
+    };
+    let connected = match tokio::time::timeout(opts.connect_timeout, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(PgWireError::ConnectTimeout {
+            addr: opts.addr(),
+            timeout: opts.connect_timeout,
+        }),
+    };
+    let refused = guard
+        .refused
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let (client, connection) = match (connected, refused) {
+        (_, Some(refusal)) => return Err(refusal),
+        (Ok(c), None) => c,
+        (Err(PgWireError::Tls { source, .. }), None) => {
+            return Err(PgWireError::Tls {
+                addr: opts.addr(),
+                source,
+            })
+        }
+        (Err(e), None) => return Err(e),
+    };
     let addr = opts.addr();
     let handle = tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -97,4 +127,36 @@ pub async fn connect_sql(
         }
     });
     Ok((client, handle))
+}
+
+/// TLS for tokio-postgres with a guard on the stream inside it.
+struct GuardedTls {
+    inner: RustlsConnect,
+    guard: GuardPolicy,
+}
+
+impl<S> tokio_postgres::tls::TlsConnect<S> for GuardedTls
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = Guarded<RustlsStream<S>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Guarded<RustlsStream<S>>>> + Send>,
+    >;
+
+    fn connect(self, stream: S) -> Self::Future {
+        let inner = self.guard.inner();
+        let tls = tokio_postgres::tls::TlsConnect::<S>::connect(self.inner, stream);
+        Box::pin(async move { tls.await.map(|s| Guarded::new(s, inner)) })
+    }
+}
+
+impl<S> tokio_postgres::tls::TlsStream for Guarded<RustlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
+        tokio_postgres::tls::TlsStream::channel_binding(self.get_ref())
+    }
 }

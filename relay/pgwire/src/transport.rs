@@ -125,7 +125,11 @@ pub(crate) async fn establish(opts: &ConnectOptions) -> Result<Established, PgWi
 /// options of `liveness` so that a silently vanished server is noticed on
 /// idle connections (keepalive) and on unacknowledged writes
 /// (`TCP_USER_TIMEOUT`).
-async fn connect_tcp(host: &str, port: u16, liveness: &Liveness) -> Result<TcpStream, PgWireError> {
+pub(crate) async fn connect_tcp(
+    host: &str,
+    port: u16,
+    liveness: &Liveness,
+) -> Result<TcpStream, PgWireError> {
     if host.is_empty() || host.starts_with('/') {
         return Err(PgWireError::Config(format!(
             "host {host:?} is not a TCP host name or address (Unix sockets are not supported)"

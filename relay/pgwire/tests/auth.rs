@@ -46,6 +46,9 @@ async fn check_sql_login(user: &str, password: Option<&str>) {
     for sslmode in [SslMode::Disable, SslMode::Require] {
         let mut o = opts(user, password);
         o.sslmode = sslmode;
+        // These logins are about the methods, not about the channel policy (see
+        // sql_connection_refuses_md5_on_unverified_connections_by_default).
+        o.allow_password_without_verified_tls = true;
         let (client, task) = connect_sql(&o)
             .await
             .unwrap_or_else(|e| panic!("{user} ({sslmode}) should log in: {e}"));
@@ -129,6 +132,8 @@ async fn wrong_password_is_final() {
 
         let mut o = opts(user, Some(WRONG));
         o.sslmode = sslmode;
+        // MD5 over plaintext is refused before any password goes out unless allowed.
+        o.allow_password_without_verified_tls = true;
         let e = connect_sql(&o).await.unwrap_err();
         assert_rejected(&e, user);
     }
@@ -255,4 +260,52 @@ async fn sql_connection_honours_channel_binding() {
     o.channel_binding = ChannelBinding::Require;
     let e = connect_sql(&o).await.unwrap_err();
     assert!(format!("{e} {e:?}").contains("channel binding"), "{e:?}");
+}
+
+/// The SQL connection (tokio-postgres) is held to the same rule as the replication
+/// client: no cleartext or MD5 password over plaintext or unverified TLS unless allowed.
+/// Before, tokio-postgres answered the MD5 request on every sslmode.
+#[tokio::test]
+async fn sql_connection_refuses_md5_on_unverified_connections_by_default() {
+    let _ = admin().await;
+    for sslmode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
+        let mut o = opts("relay_md5", Some("relay_md5"));
+        o.sslmode = sslmode;
+        let e = connect_sql(&o).await.unwrap_err();
+        assert!(matches!(&e, PgWireError::Auth { .. }), "{sslmode}: {e:?}");
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.contains("MD5") && text.contains("allow_password_without_verified_tls"),
+            "{sslmode}: {text}"
+        );
+    }
+    // Allowed explicitly, or over verified TLS, it logs in.
+    let mut o = opts("relay_md5", Some("relay_md5"));
+    o.allow_password_without_verified_tls = true;
+    let (client, _task) = connect_sql(&o).await.unwrap();
+    let row = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "relay_md5");
+    let mut o = opts("relay_md5", Some("relay_md5"));
+    o.host = "localhost".into();
+    o.sslmode = SslMode::VerifyFull;
+    o.sslrootcert = Some(tls_dir().join("ca.crt"));
+    let (client, _task) = connect_sql(&o).await.unwrap();
+    assert!(sql_uses_ssl(&client).await);
+}
+
+#[tokio::test]
+async fn sql_connection_honours_require_auth() {
+    let _ = admin().await;
+    let mut o = opts("relay_md5", Some("relay_md5"));
+    o.allow_password_without_verified_tls = true;
+    o.require_auth = "scram-sha-256".parse().unwrap();
+    let e = connect_sql(&o).await.unwrap_err();
+    assert!(matches!(&e, PgWireError::Auth { .. }), "{e:?}");
+    let mut o = opts("relay_scram", Some("relay_scram"));
+    o.require_auth = "scram-sha-256".parse().unwrap();
+    connect_sql(&o).await.unwrap();
 }

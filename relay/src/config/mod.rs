@@ -1,8 +1,8 @@
 //! Configuration: a YAML or TOML file overlaid by `RELAY__SECTION__KEY` environment
 //! variables, validated once at start with errors that name the offending key.
 //!
-//! The doc comments on the structs below are the configuration reference
-//! (docs/configuration.md mirrors them).
+//! The doc comments on the structs below are the configuration reference; the README's
+//! table names the same keys (relay/tests/config_reference compares them).
 
 mod outbox;
 mod runtime;
@@ -94,6 +94,11 @@ impl Config {
         self.pipeline.validate()?;
         self.telemetry.validate()?;
         self.state.validate()?;
+        if self.outbox.on_invalid == InvalidEventPolicy::Park && self.state.mode == StateMode::Off {
+            return Err(err(
+                "outbox.on_invalid: park needs the state tables, but state.mode is off; set on_invalid to dead_letter or halt, or enable state",
+            ));
+        }
         Ok(())
     }
 }

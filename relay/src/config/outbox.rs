@@ -180,9 +180,13 @@ pub struct RouteOverride {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum InvalidEventPolicy {
-    /// Publish the row, with the error in headers, to `dead_letter_destination`, count it,
-    /// and go on.
+    /// Write the event, and every later event of its aggregate, to the parking table
+    /// (`<state.schema>.parked`) in commit order until it is redriven or discarded
+    /// (`outbox-relay parked …`); other aggregates go on, and the slot advances.
     #[default]
+    Park,
+    /// Publish the row, with the error in headers, to `dead_letter_destination`, count it,
+    /// and go on (Debezium's behaviour: later events of the aggregate are published).
     DeadLetter,
     /// Stop the relay without acknowledging the row; it is read again at the next start.
     Halt,

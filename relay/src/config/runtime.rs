@@ -26,6 +26,9 @@ pub struct PipelineConfig {
     /// destination both refusing it, a connector that breaks on it) stops the relay with
     /// an error naming the event, instead of restarting forever.
     pub max_repeated_failures: u32,
+    /// How long an authentication failure (a password rotated on the server before the
+    /// relay's secret) is retried before the relay stops; 0 = stop at once.
+    pub auth_failure_retry_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -37,6 +40,7 @@ impl Default for PipelineConfig {
             restart_backoff_ms: 500,
             restart_backoff_max_ms: 30_000,
             max_repeated_failures: 5,
+            auth_failure_retry_ms: 60_000,
         }
     }
 }

@@ -1,4 +1,8 @@
 //! `sink`: the broker.
+//!
+//! The file keeps the shape `sink: {kind: kafka, kafka: {...}}`; deserializing turns it
+//! into a [`SinkConfig`] that holds exactly the chosen connector's settings, so no code
+//! after loading asks "is `sink.kafka` there?" again.
 
 use outbox_connectors::aws::AwsConfig;
 use outbox_connectors::kafka::KafkaConfig;
@@ -49,45 +53,72 @@ impl TryFrom<Option<String>> for SinkKind {
     }
 }
 
-/// `sink`
+/// `sink`: the connector named by `sink.kind`, with its settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "SinkSection")]
+pub enum SinkConfig {
+    /// `sink.kafka`
+    Kafka(KafkaConfig),
+    /// `sink.sns`: region, endpoint, FIFO, concurrency, retries; see the README.
+    Sns(AwsConfig),
+    /// `sink.sqs`: the same keys as `sink.sns`.
+    Sqs(AwsConfig),
+    /// Acknowledges everything immediately.
+    Null,
+}
+
+/// The `sink` section as written: the kind and one section per connector. Sections of
+/// other kinds are allowed and ignored, so that `RELAY__SINK__KIND=null` can switch a
+/// file that configures Kafka to the null sink.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    pub kind: SinkKind,
+struct SinkSection {
+    kind: SinkKind,
     #[serde(default)]
-    pub kafka: Option<KafkaConfig>,
-    /// SNS settings (region, endpoint, FIFO, concurrency, retries); see the README.
+    kafka: Option<KafkaConfig>,
     #[serde(default)]
-    pub sns: Option<AwsConfig>,
-    /// SQS settings, the same keys as `sns`.
+    sns: Option<AwsConfig>,
     #[serde(default)]
-    pub sqs: Option<AwsConfig>,
+    sqs: Option<AwsConfig>,
+}
+
+/// The section that `sink.kind` names is absent.
+#[derive(Debug, thiserror::Error)]
+#[error("sink.{key}: required when sink.kind is {key}")]
+pub struct MissingSinkSection {
+    key: &'static str,
+}
+
+impl TryFrom<SinkSection> for SinkConfig {
+    type Error = MissingSinkSection;
+
+    fn try_from(s: SinkSection) -> Result<Self, Self::Error> {
+        let missing = |key| MissingSinkSection { key };
+        Ok(match s.kind {
+            SinkKind::Kafka => SinkConfig::Kafka(s.kafka.ok_or_else(|| missing("kafka"))?),
+            SinkKind::Sns => SinkConfig::Sns(s.sns.ok_or_else(|| missing("sns"))?),
+            SinkKind::Sqs => SinkConfig::Sqs(s.sqs.ok_or_else(|| missing("sqs"))?),
+            SinkKind::Null => SinkConfig::Null,
+        })
+    }
 }
 
 impl SinkConfig {
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        match self.kind {
-            SinkKind::Kafka => {
-                let kafka = self
-                    .kafka
-                    .as_ref()
-                    .ok_or_else(|| err("sink.kafka: required when sink.kind is kafka"))?;
-                kafka.producer_properties().map_err(err)?;
-            }
-            SinkKind::Sns => self
-                .sns
-                .as_ref()
-                .ok_or_else(|| err("sink.sns: required when sink.kind is sns"))?
-                .validate("sink.sns")
-                .map_err(err)?,
-            SinkKind::Sqs => self
-                .sqs
-                .as_ref()
-                .ok_or_else(|| err("sink.sqs: required when sink.kind is sqs"))?
-                .validate("sink.sqs")
-                .map_err(err)?,
-            SinkKind::Null => {}
+    pub fn kind(&self) -> SinkKind {
+        match self {
+            SinkConfig::Kafka(_) => SinkKind::Kafka,
+            SinkConfig::Sns(_) => SinkKind::Sns,
+            SinkConfig::Sqs(_) => SinkKind::Sqs,
+            SinkConfig::Null => SinkKind::Null,
         }
-        Ok(())
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            SinkConfig::Kafka(kafka) => kafka.producer_properties().map(drop).map_err(err),
+            SinkConfig::Sns(sns) => sns.validate("sink.sns").map_err(err),
+            SinkConfig::Sqs(sqs) => sqs.validate("sink.sqs").map_err(err),
+            SinkConfig::Null => Ok(()),
+        }
     }
 }

@@ -66,7 +66,9 @@ fn defaults_are_debezium_compatible() {
     assert_eq!(c.outbox.tables[0].qualified(), ("public", "outbox"));
     assert_eq!(c.outbox.tables[0].columns.aggregate_id, "aggregateid");
     assert_eq!(c.outbox.route.template, "outbox.event.{aggregatetype}");
-    let kafka = c.sink.kafka.unwrap();
+    let SinkConfig::Kafka(kafka) = c.sink else {
+        panic!("kafka sink expected: {:?}", c.sink)
+    };
     assert_eq!(kafka.properties["compression.type"], "lz4");
 }
 
@@ -100,7 +102,7 @@ fn environment_sets_librdkafka_properties_with_underscores_for_dots() {
         ]),
     )
     .unwrap();
-    let props = c.sink.kafka.unwrap().producer_properties().unwrap();
+    let props = kafka_of(&c).producer_properties().unwrap();
     assert_eq!(props["sasl.password"], "s3cret");
     assert_eq!(props["linger.ms"], "20");
     assert_eq!(props["compression.type"], "lz4", "file properties stay");
@@ -114,7 +116,7 @@ fn toml_files_work_too() {
         "toml",
     );
     let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
-    assert_eq!(c.sink.kind, SinkKind::Null);
+    assert_eq!(c.sink.kind(), SinkKind::Null);
 }
 
 #[test]
@@ -277,7 +279,7 @@ fn environment_values_reach_string_keys_byte_for_byte() {
             Some(value),
             "source.password"
         );
-        let props = c.sink.kafka.unwrap().producer_properties().unwrap();
+        let props = kafka_of(&c).producer_properties().unwrap();
         assert_eq!(props["sasl.password"], value, "sasl.password");
     }
 }
@@ -302,7 +304,7 @@ fn environment_values_still_parse_into_numeric_and_boolean_keys() {
     assert!(!c.source.create_slot);
     assert!(!c.source.create_publication);
     assert!(c.outbox.commit_lsn_header);
-    assert_eq!(c.sink.kind, SinkKind::Null);
+    assert_eq!(c.sink.kind(), SinkKind::Null);
 
     let e = Config::load_from(
         Some(f.path()),
@@ -324,7 +326,7 @@ fn sink_kind_null_is_spelled_quoted_or_none() {
             "yaml",
         );
         let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
-        assert_eq!(c.sink.kind, SinkKind::Null, "kind: {kind}");
+        assert_eq!(c.sink.kind(), SinkKind::Null, "kind: {kind}");
     }
     for kind in ["null", "~", ""] {
         let f = write(
@@ -389,6 +391,43 @@ fn dead_connection_settings_default_and_override() {
             .unwrap_err()
             .to_string();
         assert!(e.contains(key), "error {e:?} should name {key}");
+    }
+}
+
+fn kafka_of(c: &Config) -> &outbox_connectors::kafka::KafkaConfig {
+    match &c.sink {
+        SinkConfig::Kafka(kafka) => kafka,
+        other => panic!("kafka sink expected: {other:?}"),
+    }
+}
+
+/// `sink.kind` names the section that must be present; after loading, the sink holds
+/// exactly that connector's settings.
+#[test]
+fn sink_kind_selects_its_section() {
+    for kind in ["kafka", "sns", "sqs"] {
+        let yaml =
+            format!("source:\n  host: db\n  database: app\n  user: relay\nsink:\n  kind: {kind}\n");
+        let f = write(&yaml, "yaml");
+        let e = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("sink.{kind}: required when sink.kind is {kind}")),
+            "kind {kind}: {e}"
+        );
+    }
+    let f = write(
+        &MINIMAL.replace(
+            "kind: kafka",
+            "kind: sqs\n  sqs:\n    region: eu-west-1\n    max_concurrency: 3",
+        ),
+        "yaml",
+    );
+    let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+    match c.sink {
+        SinkConfig::Sqs(sqs) => assert_eq!(sqs.max_concurrency, 3),
+        other => panic!("sqs sink expected: {other:?}"),
     }
 }
 

@@ -16,12 +16,15 @@ use super::Progress;
 use crate::config::InvalidEventPolicy;
 use crate::error::{FailedEvent, RelayError};
 use crate::outbox::{dead_letter_of_rejected, dead_letter_summary, HEADER_REASON};
+use crate::state::{ParkRequest, Parking};
 use crate::telemetry::Metrics;
 
 /// One entry of the acknowledgement queue: a batch handed to the sink, a position that
 /// becomes durable once everything queued before it is, or both.
 pub struct AckItem {
     pub delivery: Option<Delivery>,
+    /// Events for the parking table, written once the delivery is settled.
+    pub parks: Vec<ParkRequest>,
     pub accepted_at: Instant,
     pub events: usize,
     pub bytes: usize,
@@ -36,6 +39,7 @@ impl AckItem {
     pub fn mark(lsn: Lsn) -> Self {
         AckItem {
             delivery: None,
+            parks: Vec::new(),
             accepted_at: Instant::now(),
             events: 0,
             bytes: 0,
@@ -52,12 +56,15 @@ pub struct Acker {
     pub policy: InvalidEventPolicy,
     pub dead_letter: Arc<str>,
     pub rejections: Arc<Rejections>,
+    pub parking: Option<Arc<Parking>>,
 }
 
 impl Acker {
     pub async fn run(self, mut rx: mpsc::Receiver<AckItem>) -> Result<(), RelayError> {
         let sink = self.publisher.kind();
         while let Some(item) = rx.recv().await {
+            // Rejected events of this batch, to park (with `on_invalid: park`).
+            let mut rejected: Vec<ParkRequest> = Vec::new();
             if let Some(delivery) = item.delivery {
                 self.progress.set_oldest_inflight(Some(item.accepted_at));
                 let outcomes = delivery.await;
@@ -101,11 +108,25 @@ impl Acker {
                                 h.observe((now_us - e.commit_time_us).max(0) as f64 / 1e6);
                             }
                         }
-                        Err(err) => self.failed(outcome.event, err).await?,
+                        Err(err) => {
+                            if let Some(park) = self.failed(outcome.event, err).await? {
+                                rejected.push(park);
+                            }
+                        }
                     }
                 }
                 if let Some((d, n, _)) = run {
                     self.count(sink, &d, "ok", n);
+                }
+            }
+            if !rejected.is_empty() || !item.parks.is_empty() {
+                let parking = self.parking.as_ref().ok_or_else(|| {
+                    RelayError::Setup("events to park but no parking table".into())
+                })?;
+                parking.park(&rejected, false).await?;
+                parking.park(&item.parks, true).await?;
+                for p in rejected.iter().chain(&item.parks) {
+                    self.count(sink, &p.event.destination, "parked", 1);
                 }
             }
             if let Some(w) = item.watermark {
@@ -125,9 +146,14 @@ impl Acker {
             .inc_by(n);
     }
 
-    /// A permanent rejection takes the dead-letter outcome (or halts); anything else
-    /// ends the session without acknowledging the event, so it is replayed.
-    async fn failed(&self, event: OutboxEvent, err: PublishError) -> Result<(), RelayError> {
+    /// A permanent rejection takes the policy's outcome: parking (returned, for the
+    /// caller to write with the batch), a dead letter, or a halt. Anything else ends the
+    /// session without acknowledging the event, so it is replayed.
+    async fn failed(
+        &self,
+        event: OutboxEvent,
+        err: PublishError,
+    ) -> Result<Option<ParkRequest>, RelayError> {
         let sink = self.publisher.kind();
         self.metrics
             .errors
@@ -148,6 +174,19 @@ impl Acker {
             )));
         }
         self.rejections.remember(&event, &err);
+        if self.policy == InvalidEventPolicy::Park {
+            if let Some(parking) = &self.parking {
+                // Parked now, so the reader parks the aggregate's later events.
+                parking.mark(&event.aggregate_id);
+            }
+            error!(event_id = %event.id, destination = %event.destination, error = %err,
+                "the broker rejected the event permanently; parking it and every later event of its aggregate");
+            return Ok(Some(ParkRequest {
+                reason: err.kind.into(),
+                error: err.to_string(),
+                event,
+            }));
+        }
         let is_dead_letter = *event.destination == *self.dead_letter;
         if !is_dead_letter {
             error!(event_id = %event.id, destination = %event.destination, dead_letter = %self.dead_letter, error = %err,
@@ -169,7 +208,7 @@ impl Acker {
                         .with_label_values(&[err.kind])
                         .inc();
                     self.count(sink, &event.destination, "dead_lettered", 1);
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(e) if e.class == ErrorClass::Permanent => {
                     warn!(event_id = %event.id, error = %e, "the dead-letter destination rejected the record; trying a summary of it");

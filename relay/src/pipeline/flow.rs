@@ -24,6 +24,7 @@ use super::Progress;
 use crate::config::InvalidEventPolicy;
 use crate::error::RelayError;
 use crate::outbox::Mapper;
+use crate::state::Parking;
 use crate::telemetry::Metrics;
 
 /// Batches queued for acknowledgement at most; the byte budget is the real bound.
@@ -46,6 +47,14 @@ pub struct FlowMemory {
     pub rejections: Arc<Rejections>,
 }
 
+/// What the flow keeps beyond its own batches: memory across sessions, and the
+/// session's parking (when the state tables are usable).
+#[derive(Default, Clone)]
+pub struct FlowState {
+    pub memory: FlowMemory,
+    pub parking: Option<Arc<Parking>>,
+}
+
 pub struct Flow {
     reader: Reader,
     acker: JoinHandle<Result<(), RelayError>>,
@@ -63,7 +72,7 @@ impl Flow {
         progress: Arc<Progress>,
         metrics: Metrics,
         settings: FlowSettings,
-        memory: FlowMemory,
+        state: FlowState,
         shutdown: watch::Receiver<bool>,
     ) -> Flow {
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
@@ -74,7 +83,8 @@ impl Flow {
                 metrics: metrics.clone(),
                 policy: settings.policy,
                 dead_letter: mapper.dead_letter_destination(),
-                rejections: memory.rejections.clone(),
+                rejections: state.memory.rejections.clone(),
+                parking: state.parking.clone(),
             }
             .run(ack_rx),
         );
@@ -92,7 +102,8 @@ impl Flow {
             shutdown,
             skip_before: settings.skip_before,
             skipping: false,
-            rejections: memory.rejections,
+            rejections: state.memory.rejections,
+            parking: state.parking,
         };
         Flow {
             reader,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use outbox_connectors::{OutboxEvent, Publisher};
+use outbox_connectors::{ErrorClass, OutboxEvent, PublishError, Publisher};
 use outbox_pgoutput::{pg_timestamp_to_unix_micros, LogicalReplicationMessage as M, Lsn};
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
@@ -15,11 +15,14 @@ use super::rejections::Rejections;
 use crate::config::InvalidEventPolicy;
 use crate::error::RelayError;
 use crate::outbox::{dead_letter_of_rejected, Mapped, Mapper, TxContext};
+use crate::state::{ParkRequest, Parking, BEHIND_PARKED};
 use crate::telemetry::Metrics;
 
 #[derive(Default)]
 pub(super) struct Batch {
     pub(super) events: Vec<OutboxEvent>,
+    /// Events for the parking table instead of the sink, in commit order.
+    pub(super) parks: Vec<ParkRequest>,
     pub(super) bytes: usize,
     pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -45,6 +48,8 @@ pub(super) struct Reader {
     /// The open transaction is such a replay.
     pub(super) skipping: bool,
     pub(super) rejections: Arc<Rejections>,
+    /// Present when the state tables are usable; required by `on_invalid: park`.
+    pub(super) parking: Option<Arc<Parking>>,
 }
 
 impl Reader {
@@ -143,7 +148,11 @@ impl Reader {
     /// once what we hold is durable, `lsn` is a safe flush position. This is what lets
     /// the slot advance when nothing the publication covers is being written.
     pub(super) async fn on_idle_position(&mut self, lsn: Lsn) -> Result<bool, RelayError> {
-        if self.tx.is_none() && self.batch.events.is_empty() && lsn > self.last_mark {
+        if self.tx.is_none()
+            && self.batch.events.is_empty()
+            && self.batch.parks.is_empty()
+            && lsn > self.last_mark
+        {
             self.send(AckItem::mark(lsn)).await?;
             self.last_mark = lsn;
         }
@@ -152,16 +161,32 @@ impl Reader {
 
     async fn on_mapped(&mut self, mapped: Mapped) -> Result<bool, RelayError> {
         match mapped {
-            Mapped::Event(e) => match self.rejections.get(&e) {
-                // Rejected permanently in an earlier session (whose connector it broke):
-                // straight to the dead-letter destination, not to the broker again.
-                Some(err) => {
-                    let dl =
-                        dead_letter_of_rejected(&e, &err, self.mapper.dead_letter_destination());
-                    self.push(dl).await
+            Mapped::Event(e) => {
+                if self
+                    .parking
+                    .as_ref()
+                    .is_some_and(|p| p.is_parked(&e.aggregate_id))
+                {
+                    let error = format!(
+                        "an earlier event of aggregate {:?} is parked",
+                        e.aggregate_id
+                    );
+                    return self.park(e, BEHIND_PARKED.into(), error).await;
                 }
-                None => self.push(e).await,
-            },
+                // Rejected permanently in an earlier session (whose connector it broke), or
+                // certain to be rejected: the policy's outcome now, in commit order, rather
+                // than offering it to the broker.
+                let rejected = self.rejections.get(&e).or_else(|| {
+                    self.publisher
+                        .check(&e)
+                        .err()
+                        .filter(|err| err.class == ErrorClass::Permanent)
+                });
+                match rejected {
+                    Some(err) => self.rejected(e, err).await,
+                    None => self.push(e).await,
+                }
+            }
             Mapped::NotOutbox => Ok(true),
             Mapped::Invalid(inv) => {
                 self.metrics
@@ -178,13 +203,86 @@ impl Reader {
                         let dl = self.mapper.dead_letter(&inv);
                         self.push(dl).await
                     }
+                    InvalidEventPolicy::Park => {
+                        // The record describes the row; it has no destination, so a redrive
+                        // of it fails until the row is fixed or the event discarded.
+                        let mut record = self.mapper.dead_letter(&inv);
+                        record.destination = Arc::from("");
+                        self.park(record, inv.reason.label().into(), inv.message.clone())
+                            .await
+                    }
                 }
             }
         }
     }
 
+    /// An event the sink would reject permanently: park it, dead-letter it, or halt.
+    async fn rejected(
+        &mut self,
+        event: OutboxEvent,
+        err: PublishError,
+    ) -> Result<bool, RelayError> {
+        warn!(event_id = %event.id, destination = %event.destination, error = %err, policy = ?self.policy, "the sink cannot take the event");
+        match self.policy {
+            InvalidEventPolicy::Halt => Err(RelayError::Halted(format!(
+                "event {} for {} would be rejected: {err}",
+                event.id, event.destination
+            ))),
+            InvalidEventPolicy::DeadLetter => {
+                let dl =
+                    dead_letter_of_rejected(&event, &err, self.mapper.dead_letter_destination());
+                self.push(dl).await
+            }
+            InvalidEventPolicy::Park => self.park(event, err.kind.into(), err.to_string()).await,
+        }
+    }
+
+    /// Routes `event` to the parking table, in order with the batch.
+    async fn park(
+        &mut self,
+        event: OutboxEvent,
+        reason: String,
+        error: String,
+    ) -> Result<bool, RelayError> {
+        let Some(parking) = &self.parking else {
+            return Err(RelayError::Setup(
+                "outbox.on_invalid is park but the state tables are not usable".into(),
+            ));
+        };
+        parking.route(&event.aggregate_id);
+        let cost = event.budget_bytes();
+        let go_on = self.take_budget(cost).await?;
+        if !go_on {
+            return Ok(false);
+        }
+        self.batch.bytes += cost;
+        self.batch.parks.push(ParkRequest {
+            event,
+            reason,
+            error,
+        });
+        if self.batch.events.len() + self.batch.parks.len() >= self.max_batch {
+            self.dispatch(None).await?;
+        }
+        Ok(true)
+    }
+
     async fn push(&mut self, event: OutboxEvent) -> Result<bool, RelayError> {
         let cost = event.budget_bytes();
+        if !self.take_budget(cost).await? {
+            return Ok(false);
+        }
+        self.batch.bytes += cost;
+        self.batch.events.push(event);
+        if self.batch.events.len() + self.batch.parks.len() >= self.max_batch {
+            self.dispatch(None).await?;
+        }
+        Ok(true)
+    }
+
+    /// Takes `cost` from the budget into the batch's permit, waiting if it is used up;
+    /// `Ok(false)` when shutdown came while waiting.
+    async fn take_budget(&mut self, cost: usize) -> Result<bool, RelayError> {
         let permit = match self.budget.try_take(cost) {
             Some(p) => p,
             None => {
@@ -201,11 +299,6 @@ impl Reader {
             Some(p) => p.merge(permit),
             slot => *slot = Some(permit),
         }
-        self.batch.bytes += cost;
-        self.batch.events.push(event);
-        if self.batch.events.len() >= self.max_batch {
-            self.dispatch(None).await?;
-        }
         Ok(true)
     }
 
@@ -216,23 +309,40 @@ impl Reader {
         if let Some(w) = watermark {
             self.last_mark = self.last_mark.max(w);
         }
-        if batch.events.is_empty() {
+        if batch.events.is_empty() && batch.parks.is_empty() {
             if let Some(w) = watermark {
                 self.send(AckItem::mark(w)).await?;
             }
             return Ok(());
         }
-        let events = batch.events.len();
+        if batch.events.is_empty() {
+            let events = batch.parks.len();
+            self.metrics.inflight_events.add(events as i64);
+            self.metrics.inflight_bytes.add(batch.bytes as i64);
+            return self
+                .send(AckItem {
+                    delivery: None,
+                    parks: batch.parks,
+                    accepted_at: Instant::now(),
+                    events,
+                    bytes: batch.bytes,
+                    permit: batch.permit,
+                    watermark,
+                })
+                .await;
+        }
         self.metrics
             .batch_events
             .with_label_values(&[self.publisher.kind()])
-            .observe(events as f64);
+            .observe(batch.events.len() as f64);
+        let events = batch.events.len() + batch.parks.len();
         self.metrics.inflight_events.add(events as i64);
         self.metrics.inflight_bytes.add(batch.bytes as i64);
         let accepted_at = Instant::now();
         let delivery = self.publisher.accept(batch.events).await?;
         self.send(AckItem {
             delivery: Some(delivery),
+            parks: batch.parks,
             accepted_at,
             events,
             bytes: batch.bytes,

@@ -12,13 +12,14 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use super::flow::{Flow, FlowMemory, FlowSettings};
+use super::flow::{Flow, FlowMemory, FlowSettings, FlowState};
 use super::{status, Progress};
 use crate::config::Config;
+use crate::config::InvalidEventPolicy;
 use crate::error::RelayError;
 use crate::outbox::{Mapper, Router};
 use crate::source::{heartbeat, setup, slot, slot_metrics, wal_position};
-use crate::state::{self, StateStore};
+use crate::state::{self, Parking, StateStore};
 use crate::telemetry::{Health, Metrics};
 
 /// Everything a session shares with the process.
@@ -82,6 +83,13 @@ async fn session(
         Duration::from_millis(config.source.status_interval_ms),
     ));
     let mut background = start_background(config, &source.sql, &progress, &ctx.metrics);
+    if let Some(parking) = &source.parking {
+        background.push(AbortOnDrop(tokio::spawn(state::report_parked(
+            parking.clone(),
+            ctx.metrics.clone(),
+            Duration::from_millis(config.source.status_interval_ms.max(1000)),
+        ))));
+    }
     if let Some(store) = &source.state {
         background.push(AbortOnDrop(tokio::spawn(state::run_writer(
             store.clone(),
@@ -102,7 +110,10 @@ async fn session(
             max_batch_events: config.pipeline.max_batch_events,
             skip_before: source.resume_at,
         },
-        memory,
+        FlowState {
+            memory,
+            parking: source.parking.clone(),
+        },
         shutdown.clone(),
     );
     ctx.health.set_replicating(true);
@@ -164,6 +175,9 @@ struct PreparedSource {
     sql: Arc<Client>,
     _sql_connection: AbortOnDrop<()>,
     state: Option<Arc<StateStore>>,
+    /// Parked aggregates and the parking writer (with `on_invalid: park`).
+    parking: Option<Arc<Parking>>,
+    _parking_connection: Option<AbortOnDrop<()>>,
     stream: ReplicationStream,
     status: outbox_pgwire::StatusSender,
     resume_at: Lsn,
@@ -208,6 +222,21 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         None => resume_at,
     };
 
+    let (parking, parking_connection) = match (&state, config.outbox.on_invalid) {
+        (Some(store), InvalidEventPolicy::Park) => {
+            let (writer, connection) = connect_sql(&opts).await?;
+            let parking = Parking::load(store.clone(), writer).await?;
+            (Some(Arc::new(parking)), Some(AbortOnDrop(connection)))
+        }
+        (None, InvalidEventPolicy::Park) => {
+            return Err(RelayError::Setup(format!(
+                "outbox.on_invalid is park, but the state tables in schema {:?} cannot be used (see the warning above); grant the role access to them, or set outbox.on_invalid to dead_letter or halt",
+                config.state.schema
+            )))
+        }
+        _ => (None, None),
+    };
+
     let version = setup::server_version_num(&sql).await?;
     setup::check_proto_version(version, config)?;
     let messages = setup::pgoutput_messages(version, config)?;
@@ -228,6 +257,8 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         sql,
         _sql_connection: sql_connection,
         state,
+        parking,
+        _parking_connection: parking_connection,
         stream,
         status,
         resume_at,
@@ -261,7 +292,7 @@ fn start_background(
             &src.slot,
             &src.publication,
             &src.database,
-            &format!("{:?}", config.sink.kind).to_lowercase(),
+            &format!("{:?}", config.sink.kind()).to_lowercase(),
         ])
         .set(1);
     tasks.push(AbortOnDrop(tokio::spawn(slot_metrics::run(
@@ -303,8 +334,15 @@ async fn stream(
         {
             reply_now.notify_one();
         }
-        if !flow.on_message(msg).await? {
-            return Ok(()); // shutdown while waiting for budget
+        // Handing a batch over can wait (a full producer queue, a budget held by an
+        // unreachable broker); a shutdown request ends that wait. Whatever was not
+        // acknowledged is replayed by the next start.
+        let go_on = tokio::select! {
+            go_on = flow.on_message(msg) => go_on?,
+            _ = shutdown.changed() => false,
+        };
+        if !go_on {
+            return Ok(()); // shutdown while waiting
         }
     }
 }

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use outbox_connectors::aws::{SnsPublisher, SqsPublisher};
 use outbox_connectors::kafka::KafkaPublisher;
 use outbox_connectors::null::NullPublisher;
-use outbox_connectors::policy::Backoff;
+use outbox_connectors::policy::{Backoff, CircuitState};
 use outbox_connectors::Publisher;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::flow::FlowMemory;
 use super::session::{run_session, SessionContext, SessionEnd};
-use crate::config::{Config, SinkKind};
+use crate::config::{Config, SinkConfig};
 use crate::error::{FailedEvent, RelayError};
 use crate::telemetry::{Health, Metrics};
 
@@ -33,32 +33,11 @@ pub async fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, Rela
 }
 
 async fn build(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
-    let missing =
-        |key: &str| RelayError::Config(crate::config::ConfigError(format!("{key}: required")));
-    Ok(match config.sink.kind {
-        SinkKind::Null => Arc::new(NullPublisher),
-        SinkKind::Kafka => {
-            let kafka = config.sink.kafka.as_ref().ok_or_else(|| {
-                RelayError::Config(crate::config::ConfigError("sink.kafka: required".into()))
-            })?;
-            Arc::new(KafkaPublisher::new(kafka)?)
-        }
-        SinkKind::Sns => {
-            let sns = config
-                .sink
-                .sns
-                .as_ref()
-                .ok_or_else(|| missing("sink.sns"))?;
-            Arc::new(SnsPublisher::new(sns).await?)
-        }
-        SinkKind::Sqs => {
-            let sqs = config
-                .sink
-                .sqs
-                .as_ref()
-                .ok_or_else(|| missing("sink.sqs"))?;
-            Arc::new(SqsPublisher::new(sqs).await?)
-        }
+    Ok(match &config.sink {
+        SinkConfig::Null => Arc::new(NullPublisher),
+        SinkConfig::Kafka(kafka) => Arc::new(KafkaPublisher::new(kafka)?),
+        SinkConfig::Sns(sns) => Arc::new(SnsPublisher::new(sns).await?),
+        SinkConfig::Sqs(sqs) => Arc::new(SqsPublisher::new(sqs).await?),
     })
 }
 
@@ -85,6 +64,7 @@ pub async fn run(
             Duration::from_millis(config.pipeline.restart_backoff_max_ms),
         ),
         max_repeated_failures: config.pipeline.max_repeated_failures,
+        auth_failure_retry: Duration::from_millis(config.pipeline.auth_failure_retry_ms),
     };
     let sessions = shutdown.clone();
     supervise(policy, &metrics, shutdown, || {
@@ -92,11 +72,21 @@ pub async fn run(
         let (ctx, memory, metrics, health) =
             (&ctx, memory.clone(), metrics.clone(), health.clone());
         async move {
-            let publisher = match build_publisher(&ctx.config).await {
-                Ok(p) => p,
-                Err(e) => {
+            // A credentials provider or region lookup that does not answer gives way to
+            // a shutdown request.
+            let publisher = tokio::select! {
+                built = build_publisher(&ctx.config) => match built {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return SessionEnd {
+                            result: Err(e),
+                            progressed: false,
+                        }
+                    }
+                },
+                _ = shutdown.changed() => {
                     return SessionEnd {
-                        result: Err(e),
+                        result: Ok(()),
                         progressed: false,
                     }
                 }
@@ -115,6 +105,8 @@ pub(super) struct RestartPolicy {
     pub backoff: Backoff,
     /// The same event failing this many sessions in a row stops the relay.
     pub max_repeated_failures: u32,
+    /// Authentication failures are retried this long (from the first of a run of them).
+    pub auth_failure_retry: Duration,
 }
 
 /// Runs `session` until it ends cleanly (shutdown) or with an error that a restart
@@ -131,6 +123,7 @@ where
     Fut: Future<Output = SessionEnd>,
 {
     let mut repeated: Option<(FailedEvent, u32)> = None;
+    let mut auth_failing_since: Option<tokio::time::Instant> = None;
     loop {
         let started = Instant::now();
         let end = session().await;
@@ -142,7 +135,14 @@ where
             Err(e) => e,
         };
         metrics.errors.with_label_values(&[e.kind()]).inc();
-        if !e.is_retryable() {
+        let auth_retry = if e.is_auth_failure() {
+            let since = *auth_failing_since.get_or_insert_with(tokio::time::Instant::now);
+            since.elapsed() < policy.auth_failure_retry
+        } else {
+            auth_failing_since = None;
+            false
+        };
+        if !e.is_retryable() && !auth_retry {
             error!(error = %e, "stopping");
             return Err(e);
         }
@@ -180,6 +180,8 @@ async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc
     // The publisher counts from zero; the metrics count over the process's life.
     let mut counted: std::collections::HashMap<Arc<str>, u64> = std::collections::HashMap::new();
     let mut requested = 0;
+    let mut transitions: std::collections::HashMap<(Arc<str>, CircuitState), u64> =
+        std::collections::HashMap::new();
     let mut last_probe: Option<Instant> = None;
     loop {
         if last_probe.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL) {
@@ -196,6 +198,30 @@ async fn probe_loop(publisher: Arc<dyn Publisher>, metrics: Metrics, health: Arc
                     .with_label_values(&[&destination])
                     .inc_by(retries - *seen);
                 *seen = retries;
+            }
+        }
+        for circuit in publisher.circuits() {
+            let d: &str = &circuit.destination;
+            metrics
+                .circuit_state
+                .with_label_values(&[d])
+                .set(circuit.state as i64);
+            for state in [
+                CircuitState::Closed,
+                CircuitState::HalfOpen,
+                CircuitState::Open,
+            ] {
+                let total = circuit.transitions[state as usize];
+                let counter = metrics
+                    .circuit_transitions
+                    .with_label_values(&[d, state.as_str()]);
+                let seen = transitions
+                    .entry((circuit.destination.clone(), state))
+                    .or_default();
+                if total > *seen {
+                    counter.inc_by(total - *seen);
+                    *seen = total;
+                }
             }
         }
         let requests = publisher.requests();

@@ -7,9 +7,15 @@
 //! already delivered when the server replays it. The record follows the flush watermark
 //! (never the received position), so a lagging or failed write means duplicates, never a
 //! skipped event.
+//!
+//! The same schema holds the parked events (`<state.schema>.parked`, see [`Parking`]).
 
+mod parking;
 mod progress;
 mod store;
 
-pub use progress::run_writer;
-pub use store::{open, peek_record, ProgressRecord, StateStore};
+pub use parking::{
+    ParkRequest, ParkStore, ParkedEvent, ParkedFilter, ParkedStats, Parking, BEHIND_PARKED,
+};
+pub use progress::{report_parked, run_writer};
+pub use store::{create_sql, inspect, open, peek_record, ProgressRecord, StateStore};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::StateStore;
+use super::{Parking, StateStore};
 use crate::pipeline::Progress;
 use crate::telemetry::Metrics;
 
@@ -36,6 +36,38 @@ pub async fn run_writer(
                 metrics.errors.with_label_values(&["state"]).inc();
                 if !warned {
                     warn!(error = %e, "could not record progress; a restart may replay more than needed");
+                    warned = true;
+                }
+            }
+        }
+    }
+}
+
+/// Every `interval`, re-reads which aggregates are parked (a redrive or discard may have
+/// emptied some, which unparks them) and exports the parking gauges.
+pub async fn report_parked(parking: Arc<Parking>, metrics: Metrics, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        match parking.refresh().await {
+            Ok(stats) => {
+                warned = false;
+                metrics.parked_events.reset();
+                for (destination, n) in &stats.by_destination {
+                    metrics
+                        .parked_events
+                        .with_label_values(&[destination])
+                        .set(*n);
+                }
+                metrics.parked_aggregates.set(stats.aggregates);
+                metrics.parked_oldest_age.set(stats.oldest_age_seconds);
+            }
+            Err(e) => {
+                metrics.errors.with_label_values(&["state"]).inc();
+                if !warned {
+                    warn!(error = %e, "could not read the parked events");
                     warned = true;
                 }
             }

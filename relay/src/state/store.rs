@@ -20,11 +20,14 @@ pub struct ProgressRecord {
     pub updated_at: String,
 }
 
-/// Access to `<schema>.progress` for one slot on one PostgreSQL system.
+/// Access to `<schema>.progress` and `<schema>.parked` for one slot on one PostgreSQL
+/// system.
 pub struct StateStore {
-    client: Arc<Client>,
+    pub(super) client: Arc<Client>,
     table: String,
-    slot: String,
+    /// `<schema>.parked`, quoted.
+    pub(super) parked: String,
+    pub(super) slot: String,
     /// IDENTIFY_SYSTEM's system identifier: a record from another cluster (a restored
     /// copy, a different server behind the same name) is never trusted.
     system_id: String,
@@ -40,7 +43,28 @@ CREATE TABLE IF NOT EXISTS {s}.progress (
   system_identifier text NOT NULL,
   confirmed_lsn     pg_lsn NOT NULL,
   updated_at        timestamptz NOT NULL DEFAULT now()
-);"
+);
+CREATE TABLE IF NOT EXISTS {s}.parked (
+  slot            text NOT NULL,
+  commit_lsn      pg_lsn NOT NULL,
+  seq             bigint NOT NULL,
+  event_id        text NOT NULL,
+  aggregate_type  text NOT NULL,
+  aggregate_id    text NOT NULL,
+  event_type      text NOT NULL,
+  destination     text NOT NULL,
+  payload         bytea,
+  header_names    text[] NOT NULL,
+  header_values   bytea[] NOT NULL,
+  timestamp_ms    bigint NOT NULL,
+  commit_time_us  bigint NOT NULL,
+  reason          text NOT NULL,
+  error           text NOT NULL,
+  attempts        integer NOT NULL DEFAULT 0,
+  parked_at       timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (slot, commit_lsn, seq)
+);
+CREATE INDEX IF NOT EXISTS parked_by_aggregate ON {s}.parked (slot, aggregate_id, commit_lsn, seq);"
     )
 }
 
@@ -59,6 +83,7 @@ pub async fn open(
         Ok(()) => Ok(Some(StateStore {
             client: client.clone(),
             table: format!("{}.progress", quote_ident(&config.state.schema)),
+            parked: format!("{}.parked", quote_ident(&config.state.schema)),
             slot: config.source.slot.clone(),
             system_id: system_id.to_owned(),
         })),
@@ -122,11 +147,72 @@ async fn read_record(
     }))
 }
 
+/// For `check`: whether the state tables are usable or creatable, changing nothing.
+pub async fn inspect(client: &Client, config: &Config) -> Result<String, RelayError> {
+    let schema = &config.state.schema;
+    let parking_needed = config.outbox.on_invalid == crate::config::InvalidEventPolicy::Park;
+    if config.state.mode == StateMode::Off {
+        return Ok(
+            "state.mode is off: PostgreSQL restarts replay delivered events; no parking".into(),
+        );
+    }
+    let table = format!("{}.progress", quote_ident(schema));
+    let parked = format!("{}.parked", quote_ident(schema));
+    let row = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL,
+                    has_database_privilege(current_database(), 'CREATE')",
+            &[&table, &parked],
+        )
+        .await?;
+    let (exists, can_create): (bool, bool) = (row.get(0), row.get(1));
+    let problem = if exists {
+        let mut missing = None;
+        for t in [&table, &parked] {
+            let ok: bool = client
+                .query_one(
+                    "SELECT has_table_privilege($1, 'SELECT, INSERT, UPDATE, DELETE')",
+                    &[t],
+                )
+                .await?
+                .get(0);
+            if !ok {
+                missing = Some(format!(
+                    "the role lacks SELECT, INSERT, UPDATE or DELETE on {t}"
+                ));
+            }
+        }
+        match missing {
+            None => return Ok(format!("state tables {table} and {parked} are usable")),
+            Some(m) => m,
+        }
+    } else if can_create {
+        return Ok(format!(
+            "state tables in schema {schema:?} do not exist yet; run will create them"
+        ));
+    } else {
+        format!("state tables in schema {schema:?} do not exist and the role may not create them")
+    };
+    if parking_needed || config.state.mode == StateMode::Required {
+        Err(RelayError::Setup(format!(
+            "{problem}; outbox.on_invalid: park (the default) and state.mode: required need them: create them as a privileged role (README, \"State tables\") or set on_invalid to dead_letter or halt"
+        )))
+    } else {
+        Ok(format!(
+            "{problem}: running without them (PostgreSQL restarts replay delivered events; only dead_letter and halt are available)"
+        ))
+    }
+}
+
 /// Creates the tables if missing, then checks the role may read and write them.
 async fn usable(client: &Client, schema: &str) -> Result<(), String> {
     let table = format!("{}.progress", quote_ident(schema));
+    let parked = format!("{}.parked", quote_ident(schema));
     let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+            &[&table, &parked],
+        )
         .await
         .map_err(|e| format!("cannot look up {table}: {e}"))?
         .get(0);
@@ -139,18 +225,20 @@ async fn usable(client: &Client, schema: &str) -> Result<(), String> {
             .map_err(|e| format!("cannot create {table}: {e}"))?;
         info!(%table, "created the relay's state table");
     }
-    let writable: bool = client
-        .query_one(
-            "SELECT has_table_privilege($1, 'SELECT, INSERT, UPDATE')",
-            &[&table],
-        )
-        .await
-        .map_err(|e| format!("cannot check privileges on {table}: {e}"))?
-        .get(0);
-    if !writable {
-        return Err(format!(
-            "the role lacks SELECT, INSERT or UPDATE on {table}"
-        ));
+    for t in [&table, &parked] {
+        let writable: bool = client
+            .query_one(
+                "SELECT has_table_privilege($1, 'SELECT, INSERT, UPDATE, DELETE')",
+                &[t],
+            )
+            .await
+            .map_err(|e| format!("cannot check privileges on {t}: {e}"))?
+            .get(0);
+        if !writable {
+            return Err(format!(
+                "the role lacks SELECT, INSERT, UPDATE or DELETE on {t}"
+            ));
+        }
     }
     Ok(())
 }

@@ -31,6 +31,16 @@ pub struct Metrics {
     /// Transactions the server resent that the relay had already delivered (at or below
     /// its recorded progress) and skipped.
     pub replayed_transactions_skipped: IntCounter,
+    /// Each destination's circuit: 0 closed, 1 half-open, 2 open.
+    pub circuit_state: IntGaugeVec,
+    /// Circuit transitions by destination and the state entered.
+    pub circuit_transitions: IntCounterVec,
+    /// Events in the parking table, by original destination.
+    pub parked_events: IntGaugeVec,
+    /// Aggregates with parked events (their later events are parked too).
+    pub parked_aggregates: IntGauge,
+    /// Seconds since the oldest parked event was parked (0 when none).
+    pub parked_oldest_age: Gauge,
     pub replication_bytes: IntCounter,
     /// Changes on published tables that are not outbox inserts (updates, deletes, truncates).
     pub ignored_changes: IntCounterVec,
@@ -108,6 +118,11 @@ impl Metrics {
             )
             .unwrap(),
             transactions: IntCounter::new("transactions_total", "Committed transactions received from the replication stream.").unwrap(),
+            circuit_state: IntGaugeVec::new(Opts::new("circuit_state", "Circuit breaker state per destination: 0 closed, 1 half-open, 2 open."), &["destination"]).unwrap(),
+            circuit_transitions: IntCounterVec::new(Opts::new("circuit_transitions_total", "Circuit breaker transitions by destination and the state entered (closed, half_open, open)."), &["destination", "state"]).unwrap(),
+            parked_events: IntGaugeVec::new(Opts::new("parked_events", "Events in the parking table, by original destination."), &["destination"]).unwrap(),
+            parked_aggregates: IntGauge::new("parked_aggregates", "Aggregates with parked events; their later events are parked behind them until redrive.").unwrap(),
+            parked_oldest_age: Gauge::new("parked_oldest_age_seconds", "Seconds since the oldest parked event was parked (0 when none).").unwrap(),
             replayed_transactions_skipped: IntCounter::new("replayed_transactions_skipped_total", "Transactions the server resent that were already delivered (at or below the recorded progress), skipped.").unwrap(),
             replication_bytes: IntCounter::new("replication_received_bytes_total", "Bytes of pgoutput data received.").unwrap(),
             ignored_changes: IntCounterVec::new(
@@ -162,6 +177,11 @@ impl Metrics {
         r.register(Box::new(m.invalid_events.clone())).unwrap();
         r.register(Box::new(m.dead_letter_events.clone())).unwrap();
         r.register(Box::new(m.transactions.clone())).unwrap();
+        r.register(Box::new(m.circuit_state.clone())).unwrap();
+        r.register(Box::new(m.circuit_transitions.clone())).unwrap();
+        r.register(Box::new(m.parked_events.clone())).unwrap();
+        r.register(Box::new(m.parked_aggregates.clone())).unwrap();
+        r.register(Box::new(m.parked_oldest_age.clone())).unwrap();
         r.register(Box::new(m.replayed_transactions_skipped.clone()))
             .unwrap();
         r.register(Box::new(m.replication_bytes.clone())).unwrap();

@@ -9,18 +9,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use outbox_relay_tests::backlog::BacklogArgs;
+use outbox_relay_tests::process::ProcessUsage;
 use outbox_relay_tests::relay::{http_get, metric_sum};
 use outbox_relay_tests::{backlog, env, pg};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, default_value_t = 1_000_000)]
-    events: usize,
-    #[arg(long, default_value_t = 10_000)]
-    aggregates: usize,
-    /// Rows per transaction in the backlog.
-    #[arg(long, default_value_t = 100)]
-    txn_rows: usize,
+    #[command(flatten)]
+    backlog: BacklogArgs,
     /// The relay binary (release build).
     #[arg(long)]
     relay_bin: PathBuf,
@@ -67,22 +64,8 @@ async fn main() {
         .expect("bench schema");
     backlog::define_fill(&client, "bench_fill", TABLE).await;
     backlog::create_slots(&client, &SLOTS).await;
-    eprintln!(
-        "bench: writing {} events ({} per transaction, {} aggregates)",
-        args.events, args.txn_rows, args.aggregates
-    );
     let t = Instant::now();
-    client
-        .execute(
-            "CALL bench_fill($1, $2, $3)",
-            &[
-                &(args.events as i32),
-                &(args.txn_rows as i32),
-                &(args.aggregates as i32),
-            ],
-        )
-        .await
-        .expect("fill");
+    args.backlog.write(&client, "bench_fill", "bench").await;
     let end_lsn: String = client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await
@@ -107,11 +90,11 @@ async fn main() {
         eprintln!("bench: {:?}", runs.last().unwrap());
     }
 
-    let ceiling = args.events as f64 / runs[0].wall;
+    let ceiling = args.backlog.events as f64 / runs[0].wall;
     println!("| reader | events/s | % of pg_recvlogical | wall s | CPU s | CPU s per 1M events | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in &runs {
-        let rate = args.events as f64 / r.wall;
+        let rate = args.backlog.events as f64 / r.wall;
         println!(
             "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1} |",
             r.name,
@@ -119,11 +102,11 @@ async fn main() {
             100.0 * rate / ceiling,
             r.wall,
             r.cpu,
-            r.cpu * 1e6 / args.events as f64,
+            r.cpu * 1e6 / args.backlog.events as f64,
             r.peak_rss_kb as f64 / 1024.0
         );
     }
-    println!("\n{} events, {} aggregates, {} rows per transaction, average payload {avg_payload:.0} bytes", args.events, args.aggregates, args.txn_rows);
+    println!("\n{} events, {} aggregates, {} rows per transaction, average payload {avg_payload:.0} bytes", args.backlog.events, args.backlog.aggregates, args.backlog.txn_rows);
 
     for slot in SLOTS {
         let _ = client
@@ -235,7 +218,7 @@ async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
                 "outbox_relay_events_published_total",
                 &["result=\"ok\""],
             ) as usize
-                >= args.events
+                >= args.backlog.events
             {
                 break started.elapsed().as_secs_f64();
             }
@@ -249,18 +232,7 @@ async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name: utime and stime are the 12th and 13th.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let usage = ProcessUsage::of(pid).expect("relay /proc");
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -268,17 +240,7 @@ async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
     Run {
         name: format!("outbox-relay → {sink}"),
         wall,
-        cpu: ticks / clock_ticks(),
-        peak_rss_kb,
+        cpu: usage.cpu_seconds,
+        peak_rss_kb: usage.peak_rss_kb,
     }
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }

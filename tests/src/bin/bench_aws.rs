@@ -24,18 +24,20 @@ use aws_sdk_sqs::types::{
 };
 use clap::Parser;
 use futures::StreamExt;
+use outbox_relay_tests::backlog::BacklogArgs;
+use outbox_relay_tests::process::ProcessUsage;
 use outbox_relay_tests::relay::{http_get, metric_sum};
 use outbox_relay_tests::{aws, backlog, env, pg};
 
 #[derive(Parser)]
+// A smaller default backlog than the Kafka benchmarks: the emulator is far slower.
+#[command(
+    mut_arg("events", |a| a.default_value("50000")),
+    mut_arg("aggregates", |a| a.default_value("1000"))
+)]
 struct Args {
-    #[arg(long, default_value_t = 50_000)]
-    events: usize,
-    #[arg(long, default_value_t = 1_000)]
-    aggregates: usize,
-    /// Rows per transaction in the backlog.
-    #[arg(long, default_value_t = 100)]
-    txn_rows: usize,
+    #[command(flatten)]
+    backlog: BacklogArgs,
     /// The relay binary (release build).
     #[arg(long)]
     relay_bin: PathBuf,
@@ -177,21 +179,9 @@ async fn main() {
         .expect("bench schema");
     backlog::define_fill(&client, "bench_aws_fill", TABLE).await;
     backlog::create_slots(&client, &SLOTS).await;
-    eprintln!(
-        "bench-aws: writing {} events ({} per transaction, {} aggregates)",
-        args.events, args.txn_rows, args.aggregates
-    );
-    client
-        .execute(
-            "CALL bench_aws_fill($1, $2, $3)",
-            &[
-                &(args.events as i32),
-                &(args.txn_rows as i32),
-                &(args.aggregates as i32),
-            ],
-        )
-        .await
-        .expect("fill");
+    args.backlog
+        .write(&client, "bench_aws_fill", "bench-aws")
+        .await;
     let avg_payload: f64 = client
         .query_one(
             &format!("SELECT avg(octet_length(payload::text))::float8 FROM {TABLE}"),
@@ -209,11 +199,15 @@ async fn main() {
     let (sqs_dlq, _) = aws::create_queue(&sdk, &format!("{tag}-sqs-dlq.fifo")).await;
     let sqs_template = sqs_url.replace("Order.fifo", "{aggregatetype}.fifo");
     let mut relay = start_relay(&args, "sqs", SLOTS[0], &sqs_template, &sqs_dlq);
-    let wall = relay.wait_published(args.events, "sqs");
-    let (cpu, peak_rss_kb) = proc_usage(relay.child.id());
+    let wall = relay.wait_published(args.backlog.events, "sqs");
+    let ProcessUsage {
+        cpu_seconds: cpu,
+        peak_rss_kb,
+        ..
+    } = usage(relay.child.id());
     eprintln!("bench-aws: SQS drain {wall:.2}s, reading the queue back");
-    let got = receive_all(&sdk, &sqs_url, args.receivers, args.events, None).await;
-    let check = verify_backlog(&got, args.events);
+    let got = receive_all(&sdk, &sqs_url, args.receivers, args.backlog.events, None).await;
+    let check = verify_backlog(&got, args.backlog.events);
     eprintln!("bench-aws: SQS drain check: {check}");
     // After the read-back: the connector's request counter is exported once a second.
     let per_request = relay.events_per_request();
@@ -240,19 +234,23 @@ async fn main() {
         aws::create_topic_into(&sdk, &format!("{tag}-sns-dlq.fifo"), &dlq_sub_arn).await;
     let sns_template = topic.replace("Order.fifo", "{aggregatetype}.fifo");
     let mut relay = start_relay(&args, "sns", SLOTS[1], &sns_template, &dlq_topic);
-    let wall = relay.wait_published(args.events, "sns");
-    let (cpu, peak_rss_kb) = proc_usage(relay.child.id());
-    relay.wait_published(args.events + sqs_steady, "sns");
+    let wall = relay.wait_published(args.backlog.events, "sns");
+    let ProcessUsage {
+        cpu_seconds: cpu,
+        peak_rss_kb,
+        ..
+    } = usage(relay.child.id());
+    relay.wait_published(args.backlog.events + sqs_steady, "sns");
     eprintln!("bench-aws: SNS drain {wall:.2}s, reading the subscribed queue back");
     let got = receive_all(
         &sdk,
         &sub_url,
         args.receivers,
-        args.events + sqs_steady,
+        args.backlog.events + sqs_steady,
         None,
     )
     .await;
-    let check = verify_backlog(&got, args.events);
+    let check = verify_backlog(&got, args.backlog.events);
     eprintln!("bench-aws: SNS drain check: {check}");
     // After the read-back: the connector's request counter is exported once a second.
     let per_request = relay.events_per_request();
@@ -280,7 +278,7 @@ async fn main() {
     }
 
     // Report.
-    let n = args.events as f64;
+    let n = args.backlog.events as f64;
     println!("| run | events/s | % of the client's ceiling | wall s | CPU s | CPU s per 1M events | peak RSS MiB | events per request | received back |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     println!(
@@ -330,7 +328,7 @@ async fn main() {
     }
     println!(
         "\n{} events, {} aggregates, {} rows per transaction, average payload {avg_payload:.0} bytes, max_concurrency {}, {} receivers",
-        args.events, args.aggregates, args.txn_rows, args.concurrency, args.receivers
+        args.backlog.events, args.backlog.aggregates, args.backlog.txn_rows, args.concurrency, args.receivers
     );
 }
 
@@ -344,15 +342,15 @@ fn fmt_bound(seconds: f64) -> String {
 
 async fn ceiling_sqs(sdk: &aws_config::SdkConfig, url: &str, args: &Args, body: &str) -> f64 {
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let batches = args.events.div_ceil(10);
+    let batches = args.backlog.events.div_ceil(10);
     let started = Instant::now();
     futures::stream::iter(0..batches)
         .map(|b| {
             let sqs = sqs.clone();
             async move {
                 let mut req = sqs.send_message_batch().queue_url(url);
-                for i in b * 10..((b + 1) * 10).min(args.events) {
-                    let agg = format!("order-{}", i % args.aggregates);
+                for i in b * 10..((b + 1) * 10).min(args.backlog.events) {
+                    let agg = format!("order-{}", i % args.backlog.aggregates);
                     let attr = |v: &str| {
                         SqsAttr::builder()
                             .data_type("String")
@@ -381,20 +379,20 @@ async fn ceiling_sqs(sdk: &aws_config::SdkConfig, url: &str, args: &Args, body: 
         .buffer_unordered(args.concurrency)
         .collect::<Vec<()>>()
         .await;
-    args.events as f64 / started.elapsed().as_secs_f64()
+    args.backlog.events as f64 / started.elapsed().as_secs_f64()
 }
 
 async fn ceiling_sns(sdk: &aws_config::SdkConfig, arn: &str, args: &Args, body: &str) -> f64 {
     let sns = aws_sdk_sns::Client::new(sdk);
-    let batches = args.events.div_ceil(10);
+    let batches = args.backlog.events.div_ceil(10);
     let started = Instant::now();
     futures::stream::iter(0..batches)
         .map(|b| {
             let sns = sns.clone();
             async move {
                 let mut req = sns.publish_batch().topic_arn(arn);
-                for i in b * 10..((b + 1) * 10).min(args.events) {
-                    let agg = format!("order-{}", i % args.aggregates);
+                for i in b * 10..((b + 1) * 10).min(args.backlog.events) {
+                    let agg = format!("order-{}", i % args.backlog.aggregates);
                     let attr = |v: &str| {
                         SnsAttr::builder()
                             .data_type("String")
@@ -427,7 +425,7 @@ async fn ceiling_sns(sdk: &aws_config::SdkConfig, arn: &str, args: &Args, body: 
         .buffer_unordered(args.concurrency)
         .collect::<Vec<()>>()
         .await;
-    args.events as f64 / started.elapsed().as_secs_f64()
+    args.backlog.events as f64 / started.elapsed().as_secs_f64()
 }
 
 fn start_relay(args: &Args, service: &str, slot: &str, template: &str, dlq: &str) -> RelayProc {
@@ -458,32 +456,6 @@ fn start_relay(args: &Args, service: &str, slot: &str, template: &str, dlq: &str
         port,
         started,
     }
-}
-
-/// CPU seconds and peak RSS (KiB) of a live process.
-fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    (ticks / clock_ticks(), peak_rss_kb)
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Receives (and deletes) messages with `receivers` concurrent long-polling clients until
@@ -624,12 +596,12 @@ async fn steady(
     let mut writers = Vec::new();
     for w in 0..STEADY_WRITERS {
         let per_writer = args.rate as f64 / STEADY_WRITERS as f64;
-        let aggs = args.aggregates;
+        let aggs = args.backlog.aggregates;
         writers.push(tokio::spawn(async move {
             let c = pg::connect().await;
             // The project's cluster runs synchronous_commit=off: a commit would reach the
             // walsender only at the WAL writer's next flush (wal_writer_delay, 200 ms),
-            // adding ≈ 100 ms on average to every latency (as in compare.rs).
+            // adding ≈ 100 ms on average to every latency (as in compare).
             c.batch_execute("SET synchronous_commit = on")
                 .await
                 .expect("synchronous_commit");
@@ -837,4 +809,8 @@ async fn cleanup_pg(client: &tokio_postgres::Client) {
         ))
         .await
         .expect("cleanup");
+}
+
+fn usage(pid: u32) -> ProcessUsage {
+    ProcessUsage::of(pid).unwrap_or_else(|e| panic!("/proc/{pid}: {e}"))
 }

@@ -44,6 +44,8 @@ pub struct Mapper {
     router: Router,
     dead_letter: Arc<str>,
     seq: u64,
+    /// The transaction `seq` counts in.
+    seq_tx: Lsn,
 }
 
 impl Mapper {
@@ -55,6 +57,7 @@ impl Mapper {
             router,
             dead_letter,
             seq: 0,
+            seq_tx: Lsn::ZERO,
         }
     }
 
@@ -75,7 +78,14 @@ impl Mapper {
         Ok(())
     }
 
-    fn next_seq(&mut self) -> u64 {
+    /// The event's place in its transaction (1, 2, …): with the commit LSN it orders
+    /// events in commit order, and it is the same when the server replays the
+    /// transaction (parked events are keyed and ordered by it).
+    fn next_seq(&mut self, tx: &TxContext) -> u64 {
+        if self.seq_tx != tx.commit_lsn {
+            self.seq_tx = tx.commit_lsn;
+            self.seq = 0;
+        }
         self.seq += 1;
         self.seq
     }
@@ -231,7 +241,7 @@ impl Mapper {
             timestamp_ms,
             commit_lsn: tx.commit_lsn.0,
             commit_time_us: tx.commit_time_us,
-            seq: self.next_seq(),
+            seq: self.next_seq(tx),
         })
     }
 
@@ -339,13 +349,13 @@ impl Mapper {
             timestamp_ms: parsed.timestamp.unwrap_or(tx.commit_time_us / 1000),
             commit_lsn: tx.commit_lsn.0,
             commit_time_us: tx.commit_time_us,
-            seq: self.next_seq(),
+            seq: self.next_seq(tx),
         })
     }
 
     /// The dead-letter record for an invalid row or message.
     pub fn dead_letter(&mut self, invalid: &InvalidEvent) -> OutboxEvent {
-        let seq = self.next_seq();
+        let seq = self.next_seq(&invalid.tx);
         invalid.to_dead_letter(self.dead_letter.clone(), seq)
     }
 

@@ -5,6 +5,7 @@
 
 mod acknowledgement;
 mod outcomes;
+mod parking;
 mod replay;
 mod supervisor;
 
@@ -22,11 +23,12 @@ use outbox_pgoutput::{
 use outbox_pgwire::ReplicationMessage;
 use tokio::sync::watch;
 
-use super::flow::{Flow, FlowMemory, FlowSettings};
+use super::flow::{Flow, FlowMemory, FlowSettings, FlowState};
 use super::Progress;
 use crate::config::{InvalidEventPolicy, MessagesConfig, OutboxConfig};
 use crate::error::RelayError;
 use crate::outbox::{Mapper, Router};
+use crate::state::{ParkRequest, ParkStore, Parking};
 use crate::telemetry::Metrics;
 
 pub const PREFIX: &str = "outbox-test";
@@ -39,6 +41,7 @@ const JSONB: u32 = 3802;
 /// A flow over a scripted publisher, and the pgoutput frames to feed it.
 pub struct Harness {
     pub flow: Flow,
+    pub parking: Option<Arc<Parking>>,
     pub publisher: ScriptedPublisher,
     pub progress: Arc<Progress>,
     pub metrics: Metrics,
@@ -58,6 +61,8 @@ pub struct Setup {
     pub skip_before: Lsn,
     /// Shared with an earlier harness to model a session restart in the same process.
     pub memory: FlowMemory,
+    /// A parking table in memory (for `on_invalid: park`).
+    pub parked: Option<MemoryParkStore>,
 }
 
 impl Default for Setup {
@@ -69,14 +74,23 @@ impl Default for Setup {
             resume_at: Lsn(0x1000),
             skip_before: Lsn(0x1000),
             memory: FlowMemory::default(),
+            parked: None,
         }
     }
 }
 
 /// One event of a scripted transaction: an outbox row, or a logical message.
 pub enum Change {
-    Row { aggregate_id: Option<&'static str> },
-    Message { transactional: bool },
+    Row {
+        aggregate_id: Option<&'static str>,
+    },
+    /// A row of a known aggregate that is invalid (its `type` is NULL).
+    InvalidRow {
+        aggregate_id: &'static str,
+    },
+    Message {
+        transactional: bool,
+    },
 }
 
 pub fn row(aggregate_id: &'static str) -> Change {
@@ -106,6 +120,12 @@ impl Harness {
         progress.advance_flushed(setup.resume_at.max(setup.skip_before));
         let metrics = Metrics::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let parking = match setup.parked.clone() {
+            Some(store) => Some(Arc::new(
+                Parking::with_store(Box::new(store)).await.unwrap(),
+            )),
+            None => None,
+        };
         let flow = Flow::start(
             Arc::new(publisher.clone()),
             mapper,
@@ -117,10 +137,14 @@ impl Harness {
                 max_batch_events: setup.max_batch_events,
                 skip_before: setup.skip_before,
             },
-            setup.memory,
+            FlowState {
+                memory: setup.memory,
+                parking: parking.clone(),
+            },
             shutdown_rx,
         );
         let mut h = Harness {
+            parking,
             flow,
             publisher,
             progress,
@@ -171,7 +195,8 @@ impl Harness {
         for change in changes {
             self.next_lsn += 0x10;
             let msg = match change {
-                Change::Row { aggregate_id } => self.insert(*aggregate_id),
+                Change::Row { aggregate_id } => self.insert(*aggregate_id, true),
+                Change::InvalidRow { aggregate_id } => self.insert(Some(aggregate_id), false),
                 Change::Message { transactional } => self.message(*transactional, "agg-m"),
             };
             self.feed(msg).await?;
@@ -192,7 +217,7 @@ impl Harness {
         format!("00000000-0000-0000-0000-{:012}", self.ids)
     }
 
-    fn insert(&mut self, aggregate_id: Option<&str>) -> M {
+    fn insert(&mut self, aggregate_id: Option<&str>, valid: bool) -> M {
         let id = self.next_id();
         let text = |s: &str| TupleValue::Text(Bytes::copy_from_slice(s.as_bytes()));
         M::Insert(Insert {
@@ -202,7 +227,11 @@ impl Harness {
                 text(&id),
                 text("Order"),
                 aggregate_id.map_or(TupleValue::Null, text),
-                text("OrderPlaced"),
+                if valid {
+                    text("OrderPlaced")
+                } else {
+                    TupleValue::Null
+                },
                 text(&format!(r#"{{"id":"{id}"}}"#)),
             ]),
         })
@@ -293,5 +322,74 @@ fn relation() -> Relation {
             col("type", VARCHAR),
             col("payload", JSONB),
         ],
+    }
+}
+
+/// A parking table in memory; clones share it. Writes can be held back with a gate.
+#[derive(Clone, Default)]
+pub struct MemoryParkStore {
+    rows: Arc<std::sync::Mutex<Vec<ParkRequest>>>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl MemoryParkStore {
+    /// (aggregate id, event id, reason) of every parked event, in commit order.
+    pub fn rows(&self) -> Vec<(String, String, String)> {
+        let mut rows = self.rows.lock().unwrap().clone();
+        rows.sort_by_key(|r| (r.event.commit_lsn, r.event.seq));
+        rows.into_iter()
+            .map(|r| (r.event.aggregate_id, r.event.id, r.reason))
+            .collect()
+    }
+
+    /// Removes an aggregate's rows (what a redrive or discard does).
+    pub fn remove_aggregate(&self, aggregate_id: &str) {
+        self.rows
+            .lock()
+            .unwrap()
+            .retain(|r| r.event.aggregate_id != aggregate_id);
+    }
+
+    /// Holds writes back until the guard is dropped.
+    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.gate.clone().lock_owned().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ParkStore for MemoryParkStore {
+    async fn write(&self, requests: &[ParkRequest]) -> Result<(), RelayError> {
+        let _open = self.gate.lock().await;
+        let mut rows = self.rows.lock().unwrap();
+        for r in requests {
+            let key = (r.event.commit_lsn, r.event.seq);
+            if !rows
+                .iter()
+                .any(|x| (x.event.commit_lsn, x.event.seq) == key)
+            {
+                rows.push(r.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn summary(&self) -> Result<Vec<(String, String, i64, f64)>, RelayError> {
+        let rows = self.rows.lock().unwrap();
+        let mut out: Vec<(String, String, i64, f64)> = Vec::new();
+        for r in rows.iter() {
+            match out
+                .iter_mut()
+                .find(|(a, d, _, _)| *a == r.event.aggregate_id && **d == *r.event.destination)
+            {
+                Some(entry) => entry.2 += 1,
+                None => out.push((
+                    r.event.aggregate_id.clone(),
+                    r.event.destination.to_string(),
+                    1,
+                    0.0,
+                )),
+            }
+        }
+        Ok(out)
     }
 }

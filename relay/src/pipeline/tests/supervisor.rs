@@ -21,7 +21,20 @@ fn policy(max_repeated_failures: u32) -> RestartPolicy {
     RestartPolicy {
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
         max_repeated_failures,
+        auth_failure_retry: Duration::from_secs(5),
     }
+}
+
+fn auth_failure() -> RelayError {
+    RelayError::Postgres(outbox_pgwire::PgWireError::Server(
+        outbox_pgwire::ServerError {
+            severity: "FATAL".into(),
+            code: "28P01".into(),
+            message: "password authentication failed for user \"relay\"".into(),
+            detail: None,
+            hint: None,
+        },
+    ))
 }
 
 fn event_failed(id: &str) -> RelayError {
@@ -134,6 +147,7 @@ async fn shutdown_during_a_backoff_ends_at_once() {
     let policy = RestartPolicy {
         backoff: Backoff::new(Duration::from_secs(60), Duration::from_secs(60)),
         max_repeated_failures: 5,
+        auth_failure_retry: Duration::ZERO,
     };
     let supervised = supervise(policy, &metrics, rx, || {
         *sessions.lock().unwrap() += 1;
@@ -159,4 +173,32 @@ async fn a_failure_a_restart_cannot_heal_stops_at_once() {
     .await;
     assert!(matches!(result, Err(RelayError::Setup(_))));
     assert_eq!(starts.len(), 1);
+}
+
+/// A password rotated on the server before the relay's secret: authentication failures
+/// are retried for the window, then stop the relay (issue 11.8).
+#[tokio::test(start_paused = true)]
+async fn authentication_failures_are_retried_for_a_window_then_stop() {
+    let ends = (0..100).map(|_| (Err(auth_failure()), false)).collect();
+    let (result, starts) = run(100, ends).await;
+    let err = result.unwrap_err();
+    assert!(err.is_auth_failure(), "{err}");
+    let last = *starts.last().unwrap();
+    assert!(starts.len() > 3, "retried: {starts:?}");
+    assert!(
+        last >= Duration::from_secs(5) - Duration::from_secs(3) && last < Duration::from_secs(12),
+        "stopped once the 5 s window had passed: {starts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healed_authentication_failure_goes_on() {
+    let ends = vec![
+        (Err(auth_failure()), false),
+        (Err(auth_failure()), false),
+        (Err(stream_ended()), true),
+    ];
+    let (result, starts) = run(5, ends).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(starts.len(), 4);
 }

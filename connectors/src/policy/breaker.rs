@@ -1,0 +1,253 @@
+//! The circuit breaker: one policy for every sink, kept per destination.
+//!
+//! **Closed** (requests flow) → after `failure_threshold` consecutive retryable failures,
+//! **Open**: nothing is sent to the destination for a cool-down that grows with each
+//! opening in a row (the shared [`Backoff`], capped, jittered) → **HalfOpen**: exactly one
+//! probe request goes → its success closes the circuit, its failure opens it again for a
+//! longer cool-down. A failing destination is then tried about once per cool-down instead
+//! of at full rate, and its state is visible (`outbox_relay_circuit_state`).
+//!
+//! The breaker only decides *when* to send; it never drops or reorders anything: what
+//! waits behind an open circuit is sent, in order, once it closes.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Backoff;
+
+/// The configuration block of a sink's breaker (`sink.<kind>.circuit_breaker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failed requests to one destination that open its circuit; 0 = no
+    /// breaker (retry at the retry backoff only).
+    pub failure_threshold: u32,
+    /// First cool-down of an open circuit, in ms; doubles per opening in a row.
+    pub open_initial_ms: u64,
+    /// Longest cool-down, in ms.
+    pub open_max_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        let d = BreakerSettings::default();
+        BreakerConfig {
+            failure_threshold: d.failure_threshold,
+            open_initial_ms: d.open_initial.as_millis() as u64,
+            open_max_ms: d.open_max.as_millis() as u64,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// `None` when the breaker is off.
+    pub fn settings(&self) -> Option<BreakerSettings> {
+        (self.failure_threshold > 0).then(|| BreakerSettings {
+            failure_threshold: self.failure_threshold,
+            open_initial: Duration::from_millis(self.open_initial_ms.max(1)),
+            open_max: Duration::from_millis(self.open_max_ms.max(self.open_initial_ms.max(1))),
+        })
+    }
+}
+
+/// A destination's circuit, as reported for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitReport {
+    pub destination: std::sync::Arc<str>,
+    pub state: CircuitState,
+    /// Transitions into each state since the connector started: closed, half-open, open.
+    pub transitions: [u64; 3],
+}
+
+/// Breaker settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive retryable failures that open the circuit.
+    pub failure_threshold: u32,
+    /// First cool-down; doubles per opening in a row, up to `open_max`.
+    pub open_initial: Duration,
+    pub open_max: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failure_threshold: 5,
+            open_initial: Duration::from_secs(1),
+            open_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A circuit's state; the number is the metric's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CircuitState {
+    Closed = 0,
+    HalfOpen = 1,
+    Open = 2,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::Open => "open",
+        }
+    }
+}
+
+/// One destination's breaker.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    settings: BreakerSettings,
+    state: CircuitState,
+    consecutive_failures: u32,
+    /// Openings since the circuit was last closed (sets the cool-down).
+    openings: u32,
+    open_until: Option<Instant>,
+    probe_in_flight: bool,
+}
+
+impl Breaker {
+    pub fn new(settings: BreakerSettings) -> Self {
+        Breaker {
+            settings,
+            state: CircuitState::Closed,
+            consecutive_failures: 0,
+            openings: 0,
+            open_until: None,
+            probe_in_flight: false,
+        }
+    }
+
+    pub fn state(&self) -> CircuitState {
+        self.state
+    }
+
+    /// Whether a request may go now. An open circuit whose cool-down has passed turns
+    /// half-open and lets exactly one request (the probe) through; the returned
+    /// transition, if any, is for the caller to report.
+    pub fn try_acquire(&mut self, now: Instant) -> (bool, Option<CircuitState>) {
+        match self.state {
+            CircuitState::Closed => (true, None),
+            CircuitState::Open if self.open_until.is_some_and(|t| now >= t) => {
+                self.state = CircuitState::HalfOpen;
+                self.probe_in_flight = true;
+                (true, Some(CircuitState::HalfOpen))
+            }
+            CircuitState::Open => (false, None),
+            CircuitState::HalfOpen if !self.probe_in_flight => {
+                self.probe_in_flight = true;
+                (true, None)
+            }
+            CircuitState::HalfOpen => (false, None),
+        }
+    }
+
+    /// When an open circuit will let a probe through (for scheduling a wake-up).
+    pub fn reopens_at(&self) -> Option<Instant> {
+        match self.state {
+            CircuitState::Open => self.open_until,
+            _ => None,
+        }
+    }
+
+    /// A request succeeded: the circuit closes.
+    pub fn on_success(&mut self) -> Option<CircuitState> {
+        self.consecutive_failures = 0;
+        self.probe_in_flight = false;
+        if self.state == CircuitState::Closed {
+            return None;
+        }
+        self.state = CircuitState::Closed;
+        self.openings = 0;
+        self.open_until = None;
+        Some(CircuitState::Closed)
+    }
+
+    /// A request failed retryably: after enough of them (or a failed probe) the circuit
+    /// opens for a cool-down.
+    pub fn on_failure(&mut self, now: Instant) -> Option<CircuitState> {
+        self.probe_in_flight = false;
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        let open = match self.state {
+            CircuitState::Closed => self.consecutive_failures >= self.settings.failure_threshold,
+            CircuitState::HalfOpen => true,
+            CircuitState::Open => false,
+        };
+        if !open {
+            return None;
+        }
+        self.openings = self.openings.saturating_add(1);
+        let cool_down = Backoff::delay(
+            self.openings,
+            self.settings.open_initial,
+            self.settings.open_max,
+        );
+        self.open_until = Some(now + cool_down);
+        self.state = CircuitState::Open;
+        Some(CircuitState::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> BreakerSettings {
+        BreakerSettings {
+            failure_threshold: 3,
+            open_initial: Duration::from_secs(2),
+            open_max: Duration::from_secs(8),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_consecutive_failures_probes_after_the_cool_down_and_closes() {
+        let mut b = Breaker::new(settings());
+        let now = Instant::now();
+        assert_eq!(b.on_failure(now), None);
+        assert_eq!(b.on_success(), None, "a success resets the count");
+        assert_eq!(b.on_failure(now), None);
+        assert_eq!(b.on_failure(now), None);
+        assert_eq!(b.on_failure(now), Some(CircuitState::Open));
+        assert_eq!(b.try_acquire(now), (false, None));
+        let reopens = b.reopens_at().unwrap();
+        // Equal jitter: the first cool-down is 1–2 s.
+        assert!(reopens >= now + Duration::from_secs(1) && reopens <= now + Duration::from_secs(2));
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let later = Instant::now();
+        assert_eq!(b.try_acquire(later), (true, Some(CircuitState::HalfOpen)));
+        assert_eq!(b.try_acquire(later), (false, None), "one probe at a time");
+        assert_eq!(b.on_success(), Some(CircuitState::Closed));
+        assert_eq!(b.try_acquire(later), (true, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_reopens_for_longer_up_to_the_cap() {
+        let mut b = Breaker::new(settings());
+        for _ in 0..3 {
+            b.on_failure(Instant::now());
+        }
+        let mut cool_downs = Vec::new();
+        for _ in 0..5 {
+            let opened = Instant::now();
+            let reopens = b.reopens_at().unwrap();
+            cool_downs.push(reopens - opened);
+            tokio::time::advance(reopens - opened).await;
+            assert!(b.try_acquire(Instant::now()).0);
+            assert_eq!(b.on_failure(Instant::now()), Some(CircuitState::Open));
+        }
+        // 1–2 s, 2–4 s, 4–8 s, then capped at 4–8 s.
+        let bounds = [(1, 2), (2, 4), (4, 8), (4, 8), (4, 8)];
+        for (d, (lo, hi)) in cool_downs.iter().zip(bounds) {
+            assert!(
+                *d >= Duration::from_secs(lo) && *d <= Duration::from_secs(hi),
+                "{cool_downs:?}"
+            );
+        }
+    }
+}

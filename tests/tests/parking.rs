@@ -1,0 +1,180 @@
+//! Ordered parking per aggregate (issue 9), against PostgreSQL and Kafka: aggregate A's
+//! second event is invalid; it and every later event of A are parked while aggregate B
+//! flows and the slot advances; after `parked discard` of the invalid event and
+//! `parked redrive` of A, a consumer sees A's remaining events exactly once each, in
+//! order, and A's next event flows directly again.
+
+use std::process::Command;
+use std::time::Duration;
+
+use outbox_relay_tests::env;
+use outbox_relay_tests::kafka::{Record, TopicReader};
+use outbox_relay_tests::relay::{metric_sum, Relay, RelaySetup};
+use outbox_relay_tests::{pg, unique};
+
+/// Runs `outbox-relay --config <the relay's config> parked <args>`; (exit code, stdout).
+fn parked(relay: &Relay, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env::relay_bin())
+        .arg("--config")
+        .arg(&relay.config)
+        .arg("parked")
+        .args(args)
+        .output()
+        .expect("run outbox-relay parked");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn json_of(output: &str) -> serde_json::Value {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with('[') || l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in {output}"));
+    serde_json::from_str(line).unwrap()
+}
+
+fn payload_n(r: &Record) -> i64 {
+    let v: serde_json::Value = serde_json::from_slice(r.payload.as_ref().unwrap()).unwrap();
+    v["n"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_aggregate_waits_in_order_and_redrive_delivers_it_exactly_once() {
+    let name = unique("park");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    pg::create_outbox_table(&client, &table, "jsonb", true).await;
+    let setup = RelaySetup::new(&name, &table);
+    let mut relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+
+    let insert = |agg: &str, n: i64, event_type: Option<&str>| {
+        let ty = event_type.map_or("NULL".to_string(), |t| format!("'{t}'"));
+        format!("INSERT INTO {table} (aggregatetype, aggregateid, type, payload) VALUES ('Order', '{agg}', {ty}, '{{\"n\": {n}}}');")
+    };
+    // A1 valid, A2 invalid (NULL type), A3..A10 valid, B1..B10 interleaved.
+    let mut sql = String::new();
+    for n in 1..=10 {
+        let a_type = if n == 2 { None } else { Some("T") };
+        sql += &format!(
+            "BEGIN; {} {} COMMIT;",
+            insert("A", n, a_type),
+            insert("B", n, Some("T"))
+        );
+    }
+    client.batch_execute(&sql).await.unwrap();
+    let after_writes: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let topic = format!("{}.Order", setup.topic_prefix);
+    let first = {
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut r = TopicReader::exact(&topic);
+            r.read_at_least(11, Duration::from_secs(60));
+            r.read_until(Duration::from_secs(2), |_| false);
+            r.records
+        })
+        .await
+        .unwrap()
+    };
+    let by = |agg: &str, records: &[Record]| -> Vec<i64> {
+        records
+            .iter()
+            .filter(|r| r.key_str() == agg)
+            .map(payload_n)
+            .collect()
+    };
+    assert_eq!(by("A", &first), vec![1], "A stops at its invalid event");
+    assert_eq!(by("B", &first), (1..=10).collect::<Vec<_>>(), "B flows");
+
+    // The parked events are durable, so the slot moves past them.
+    let target = pg::parse_lsn(&after_writes);
+    let mut confirmed = 0;
+    for _ in 0..100 {
+        confirmed = pg::confirmed_flush(&client, &setup.slot()).await.unwrap();
+        if confirmed >= target {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        confirmed >= target,
+        "slot confirmed {confirmed:X}, WAL after writes {target:X}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = relay.metrics();
+    assert_eq!(
+        metric_sum(&metrics, "outbox_relay_parked_aggregates", &[]),
+        1.0
+    );
+    assert_eq!(metric_sum(&metrics, "outbox_relay_parked_events", &[]), 9.0);
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "outbox_relay_events_published_total",
+            &["result=\"parked\""]
+        ),
+        9.0
+    );
+
+    // The operator looks, discards the invalid event, and redrives A.
+    let (code, out) = parked(&relay, &["list", "--aggregate", "A", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let listed = json_of(&out);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 9, "{out}");
+    assert_eq!(listed[0]["reason"], "null_event_type");
+    assert!(listed[1..].iter().all(|e| e["reason"] == "behind_parked"));
+    let invalid_id = listed[0]["event_id"].as_str().unwrap().to_string();
+
+    let (code, out) = parked(&relay, &["redrive", "--aggregate", "A", "--output", "json"]);
+    assert_eq!(code, 1, "the invalid event cannot be redriven: {out}");
+    let report = json_of(&out);
+    assert_eq!(report[0]["redriven"], 0, "{out}");
+    assert_eq!(report[0]["failed_event_id"], invalid_id.as_str());
+
+    let (code, out) = parked(
+        &relay,
+        &["discard", "--event-id", &invalid_id, "--output", "json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json_of(&out)["discarded"], 1);
+    let (code, out) = parked(&relay, &["redrive", "--aggregate", "A", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json_of(&out)[0]["redriven"], 8, "{out}");
+
+    // Unparked within a refresh: A's next event goes straight through, after the others.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    client
+        .batch_execute(&insert("A", 11, Some("T")))
+        .await
+        .unwrap();
+    let all = tokio::task::spawn_blocking(move || {
+        let mut r = TopicReader::exact(&topic);
+        r.read_until(Duration::from_secs(60), |rs| {
+            rs.iter().any(|r| r.key_str() == "A" && payload_n(r) == 11)
+        });
+        r.read_until(Duration::from_secs(2), |_| false);
+        r.records
+    })
+    .await
+    .unwrap();
+    let mut expected: Vec<i64> = vec![1];
+    expected.extend(3..=11);
+    assert_eq!(by("A", &all), expected, "A's events exactly once, in order");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        metric_sum(&relay.metrics(), "outbox_relay_parked_aggregates", &[]),
+        0.0
+    );
+    let (_, out) = parked(&relay, &["list", "--output", "json"]);
+    assert_eq!(json_of(&out), serde_json::json!([]));
+    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
+}
