@@ -9,7 +9,10 @@
 #   deploy/local/postgres.sh status    running or not, plus the env
 #   deploy/local/postgres.sh psql ...  psql as the main user; extra args are passed on
 #
-# Ports, paths and credentials come from env.sh beside this script.
+# Ports, paths and credentials come from env.sh beside this script. OUTBOX_RELAY_PG_BINDIR
+# names another server's bin dir (deploy/local/pg-versions.sh runs other major versions
+# this way, each with its own OUTBOX_RELAY_RUN and port); psql and pg_isready then come
+# from the distribution's client if that dir has none.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,6 +33,10 @@ die() { log "error: $*"; exit 1; }
 # if its binaries are there (a data dir only runs under its own major), else the
 # highest installed one. Empty if none is installed.
 find_bindir() {
+    if [[ -n "${OUTBOX_RELAY_PG_BINDIR:-}" ]]; then
+        echo "$OUTBOX_RELAY_PG_BINDIR"
+        return
+    fi
     if [[ -f "$PGDATA_DIR/PG_VERSION" ]]; then
         local v
         v="$(cat "$PGDATA_DIR/PG_VERSION")"
@@ -86,6 +93,17 @@ ensure_tools() {
 
 # --- helpers ----------------------------------------------------------------
 
+# A client tool: the server's own, else the newest the distribution installed (the
+# embedded server builds ship no psql; libpq clients talk to every supported major).
+client_bin() {
+    local tool="$1" d
+    if [[ -x "$BINDIR/$tool" ]]; then echo "$BINDIR/$tool"; return; fi
+    for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
+        if [[ -x "$d/$tool" ]]; then echo "$d/$tool"; return; fi
+    done
+    echo "$tool"
+}
+
 as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 
 is_running() {
@@ -94,7 +112,7 @@ is_running() {
 
 # psql as the bootstrap superuser over the private socket (trust).
 admin_psql() {
-    "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" -p "$OUTBOX_RELAY_PG_PORT" -U postgres "$@"
+    "$(client_bin psql)" -X -q -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" -p "$OUTBOX_RELAY_PG_PORT" -U postgres "$@"
 }
 
 print_env() {
@@ -121,7 +139,7 @@ source "$here/postgres/config.sh"
 wait_ready() {
     local _
     for _ in $(seq 1 300); do
-        if "$BINDIR/pg_isready" -q -h "$OUTBOX_RELAY_PG_HOST" -p "$OUTBOX_RELAY_PG_PORT" \
+        if "$(client_bin pg_isready)" -q -h "$OUTBOX_RELAY_PG_HOST" -p "$OUTBOX_RELAY_PG_PORT" \
             -d "$OUTBOX_RELAY_PG_DATABASE"; then
             return 0
         fi
@@ -223,7 +241,7 @@ cmd_status() {
 cmd_psql() {
     BINDIR="$(find_bindir)"
     local psql_bin=psql
-    [[ -n "$BINDIR" ]] && psql_bin="$BINDIR/psql"
+    [[ -n "$BINDIR" ]] && psql_bin="$(client_bin psql)"
     PGPASSWORD="$OUTBOX_RELAY_PG_PASSWORD" exec "$psql_bin" \
         "host=$OUTBOX_RELAY_PG_HOST port=$OUTBOX_RELAY_PG_PORT dbname=$OUTBOX_RELAY_PG_DATABASE user=$OUTBOX_RELAY_PG_USER" "$@"
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs and starts PostgreSQL and Kafka,
-# checks formatting and lints, builds, and runs every test against the real services.
+# checks formatting and lints, builds, and runs every test against the real services
+# (PostgreSQL 15; tests/matrix.sh runs the server-dependent ones on 13 to 18).
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

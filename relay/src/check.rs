@@ -7,7 +7,8 @@ use outbox_pgwire::{connect_sql, ReplicationClient};
 use crate::config::Config;
 use crate::error::RelayError;
 use crate::pipeline::build_publisher;
-use crate::source::setup;
+use crate::source::{setup, slot};
+use crate::state;
 
 /// One line of the report.
 #[derive(Debug)]
@@ -44,12 +45,24 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
             let repl = async {
                 let mut c = ReplicationClient::connect(&opts).await?;
                 let sys = c.identify_system().await?;
-                Ok::<_, RelayError>(format!(
-                    "connected to {}:{} (SQL and replication; system {}, timeline {})",
-                    opts.host, opts.port, sys.systemid, sys.timeline
-                ))
+                Ok::<_, RelayError>(sys)
             };
-            out.push(CheckResult::new("connectivity", repl.await));
+            let system = match repl.await {
+                Ok(sys) => {
+                    out.push(CheckResult::new(
+                        "connectivity",
+                        Ok(format!(
+                            "connected to {}:{} (SQL and replication; system {}, timeline {})",
+                            opts.host, opts.port, sys.systemid, sys.timeline
+                        )),
+                    ));
+                    Some(sys.systemid)
+                }
+                Err(e) => {
+                    out.push(CheckResult::new("connectivity", Err(e)));
+                    None
+                }
+            };
             out.push(CheckResult::new(
                 "wal_level",
                 setup::check_wal_level(&sql).await,
@@ -68,21 +81,14 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
                     setup::ensure_publication(&sql, config, true).await
                 },
             ));
-            let slot = match setup::inspect_slot(&sql, &config.source.slot).await {
-                Ok(Some(info)) => {
-                    setup::verify_slot(&info, &config.source.slot, &config.source.database)
-                }
-                Ok(None) if config.source.create_slot => Ok(format!(
-                    "slot {:?} does not exist yet; run will create it",
-                    config.source.slot
-                )),
-                Ok(None) => Err(RelayError::Setup(format!(
-                    "slot {:?} does not exist and source.create_slot is false",
-                    config.source.slot
-                ))),
-                Err(e) => Err(e),
-            };
-            out.push(CheckResult::new("slot", slot));
+            let slot_check = check_slot(&sql, config, system.as_deref()).await;
+            out.push(CheckResult::new("slot", slot_check));
+            if config.source.slot_failover {
+                out.push(CheckResult::new(
+                    "slot_failover",
+                    slot::failover_readiness(&sql, config).await,
+                ));
+            }
             out.push(CheckResult::new(
                 "state",
                 crate::state::inspect(&sql, config).await,
@@ -115,5 +121,37 @@ async fn publication_or_creatable(
             ))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The slot exists and is usable, or can be created because the relay never read one
+/// here; a slot the relay has a record of that is gone or invalidated is the error `run`
+/// stops with.
+async fn check_slot(
+    sql: &tokio_postgres::Client,
+    config: &Config,
+    system_id: Option<&str>,
+) -> Result<String, RelayError> {
+    let name = &config.source.slot;
+    let info = setup::inspect_slot(sql, name).await?;
+    let record = match system_id {
+        Some(id) => state::peek_record(sql, config, id).await?,
+        None => None,
+    };
+    if let Some(cause) = slot::loss(info.as_ref(), record.as_ref()) {
+        let table = format!(
+            "{}.progress",
+            outbox_pgwire::quote_ident(&config.state.schema)
+        );
+        return Err(slot::on_lost(config, Some(&table), record.as_ref(), &cause));
+    }
+    match info {
+        Some(info) => setup::verify_slot(&info, name, &config.source.database),
+        None if config.source.create_slot => Ok(format!(
+            "slot {name:?} does not exist yet; run will create it"
+        )),
+        None => Err(RelayError::Setup(format!(
+            "slot {name:?} does not exist and source.create_slot is false"
+        ))),
     }
 }

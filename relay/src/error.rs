@@ -35,6 +35,10 @@ pub enum RelayError {
     /// `on_invalid: halt` met an invalid event.
     #[error("halted on an invalid event (outbox.on_invalid = halt): {0}")]
     Halted(String),
+    /// The slot the relay was reading is gone or invalidated: events may have been
+    /// written that no WAL the relay can read still holds (`source.on_slot_lost`).
+    #[error("{0}")]
+    SlotLost(String),
     /// Another process is reading the slot.
     #[error("{0}")]
     SlotBusy(String),
@@ -87,7 +91,8 @@ impl RelayError {
             | RelayError::Schema(_)
             | RelayError::Decode(_)
             | RelayError::Protocol(_)
-            | RelayError::Halted(_) => false,
+            | RelayError::Halted(_)
+            | RelayError::SlotLost(_) => false,
         }
     }
 
@@ -121,6 +126,7 @@ impl RelayError {
             RelayError::Sink(_) | RelayError::EventFailed { .. } => "sink",
             RelayError::Halted(_) => "halted",
             RelayError::SlotBusy(_) => "slot_busy",
+            RelayError::SlotLost(_) => "slot_lost",
             RelayError::StreamEnded(_) => "stream_ended",
         }
     }

@@ -7,10 +7,14 @@ use tokio_postgres::{Client, NoTls};
 use crate::env;
 
 fn conn_str() -> String {
+    conn_str_at(env::pg_port())
+}
+
+fn conn_str_at(port: u16) -> String {
     format!(
         "host={} port={} dbname={} user={} password={} sslmode=disable",
         env::pg_host(),
-        env::pg_port(),
+        port,
         env::pg_database(),
         env::pg_user(),
         env::pg_password()
@@ -49,6 +53,57 @@ pub async fn connect_retrying(timeout: Duration) -> Client {
             Err(e) => panic!("PostgreSQL still unreachable after {timeout:?}: {e}"),
         }
     }
+}
+
+/// A cluster of a test's own, for server settings that would harm the other users of
+/// the shared one (a small `max_slot_wal_keep_size` invalidates every lagging slot on
+/// the server). Started by `deploy/local/postgres.sh` with its own run dir on the port
+/// `OUTBOX_RELAY_PG_PORT + 10`, with the same server binaries (`OUTBOX_RELAY_PG_BINDIR`
+/// when the version matrix sets it), roles and database; left running for the next run.
+pub struct PrivateCluster {
+    pub port: u16,
+}
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        let port = env::pg_port() + 10;
+        let run = format!("/tmp/outbox-relay-private-{port}");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/postgres.sh");
+        let out = std::process::Command::new(&script)
+            .arg("start")
+            .env("OUTBOX_RELAY_RUN", &run)
+            .env("OUTBOX_RELAY_PG_PORT", port.to_string())
+            .env("OUTBOX_RELAY_PG_TLS_DIR", format!("{run}/pg-tls"))
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "postgres.sh start (private cluster on {port}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PrivateCluster { port }
+    }
+
+    pub async fn connect(&self) -> Client {
+        let (client, conn) = tokio_postgres::connect(&conn_str_at(self.port), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("private cluster on {}: {e}", self.port));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+}
+
+/// The server's major version (`server_version_num / 10000`).
+pub async fn server_major(client: &Client) -> i32 {
+    let v: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .unwrap()
+        .get(0);
+    v.parse::<i32>().unwrap() / 10000
 }
 
 /// Restarts the project's cluster (`deploy/local/postgres.sh restart <mode>`): `fast`

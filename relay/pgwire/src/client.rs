@@ -262,6 +262,23 @@ impl ReplicationClient {
         self.create_slot(slot, plugin, false).await
     }
 
+    /// A persistent slot with `FAILOVER`: PostgreSQL 17+ synchronizes it to standbys
+    /// that have `sync_replication_slots` on, so it survives a failover. Older servers
+    /// refuse the option (a syntax error); the caller words that for the operator.
+    pub async fn create_failover_logical_slot(
+        &mut self,
+        slot: &str,
+        plugin: &str,
+    ) -> Result<CreatedSlot, PgWireError> {
+        // The parenthesized option list exists since 15; FAILOVER since 17.
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL {} (SNAPSHOT 'nothing', FAILOVER true)",
+            quote_ident(slot),
+            quote_ident(plugin)
+        );
+        self.run_create_slot(&sql, slot).await
+    }
+
     /// Like `create_logical_slot`, but the server drops the slot when this
     /// connection ends.
     pub async fn create_temporary_logical_slot(
@@ -286,7 +303,11 @@ impl ReplicationClient {
             if temporary { " TEMPORARY" } else { "" },
             quote_ident(plugin)
         );
-        let rows = self.simple_query(&sql).await?;
+        self.run_create_slot(&sql, slot).await
+    }
+
+    async fn run_create_slot(&mut self, sql: &str, slot: &str) -> Result<CreatedSlot, PgWireError> {
+        let rows = self.simple_query(sql).await?;
         let row = single_row(rows, 2, "CREATE_REPLICATION_SLOT")?;
         let point = row[1].as_deref().ok_or_else(|| {
             PgWireError::protocol("CREATE_REPLICATION_SLOT returned no consistent_point")

@@ -22,7 +22,7 @@ pub use outbox::{
 pub use runtime::{LogFormat, PipelineConfig, TelemetryConfig};
 pub use secret::Secret;
 pub use sink::{SinkConfig, SinkKind};
-pub use source::SourceConfig;
+pub use source::{SlotLostPolicy, SourceConfig};
 pub use state::{StateConfig, StateMode};
 
 /// The whole configuration.

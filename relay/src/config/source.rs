@@ -90,6 +90,29 @@ pub struct SourceConfig {
     pub tcp_keepalive_interval_ms: u64,
     #[serde(default = "default_tcp_keepalive_count")]
     pub tcp_keepalive_count: u32,
+
+    // Slot safety (README "Slot lifecycle").
+    /// What to do when the slot existed (the relay's progress record for it is on this
+    /// system) and is gone or invalidated: `halt` stops with an error naming the slot,
+    /// the last delivered LSN and the operator's choices. `snapshot` is reserved.
+    #[serde(default)]
+    pub on_slot_lost: SlotLostPolicy,
+    /// Create the slot with `FAILOVER` (PostgreSQL 17+) so it is synchronized to standbys
+    /// and survives a failover; an older server refuses it with a clear error.
+    #[serde(default)]
+    pub slot_failover: bool,
+}
+
+/// `source.on_slot_lost`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotLostPolicy {
+    /// Stop: the events written while no slot existed are not in any WAL the relay can
+    /// read; only the operator can reconcile them.
+    #[default]
+    Halt,
+    /// Reserved for re-reading the outbox table; refused by validation until it exists.
+    Snapshot,
 }
 
 fn default_port() -> u16 {
@@ -179,6 +202,11 @@ impl SourceConfig {
         {
             return Err(err(
                 "source.tcp_keepalive_interval_ms and source.tcp_keepalive_count: must be at least 1 while keepalive is on (tcp_keepalive_idle_ms > 0)",
+            ));
+        }
+        if self.on_slot_lost == SlotLostPolicy::Snapshot {
+            return Err(err(
+                "source.on_slot_lost: snapshot is not implemented yet; the only policy is halt",
             ));
         }
         if self.password.is_some() && self.password_file.is_some() {

@@ -430,3 +430,43 @@ fn sink_kind_selects_its_section() {
         other => panic!("sqs sink expected: {other:?}"),
     }
 }
+
+#[test]
+fn slot_safety_keys_default_to_halt_and_no_failover() {
+    let f = write(MINIMAL, "yaml");
+    let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+    assert_eq!(c.source.on_slot_lost, crate::config::SlotLostPolicy::Halt);
+    assert!(!c.source.slot_failover);
+    let f = write(
+        &MINIMAL.replace(
+            "user: relay",
+            "user: relay\n  slot_failover: true\n  on_slot_lost: halt",
+        ),
+        "yaml",
+    );
+    let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+    assert!(c.source.slot_failover);
+}
+
+#[test]
+fn on_slot_lost_snapshot_is_refused_until_it_exists() {
+    let f = write(
+        &MINIMAL.replace("user: relay", "user: relay\n  on_slot_lost: snapshot"),
+        "yaml",
+    );
+    let e = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "configuration: source.on_slot_lost: snapshot is not implemented yet; the only policy is halt"
+    );
+    let f = write(
+        &MINIMAL.replace("user: relay", "user: relay\n  on_slot_lost: ignore"),
+        "yaml",
+    );
+    let e = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ignore"), "{e}");
+}

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::config::InvalidEventPolicy;
 use crate::error::RelayError;
 use crate::outbox::{Mapper, Router};
-use crate::source::{heartbeat, setup, wal_position};
+use crate::source::{heartbeat, setup, slot, slot_metrics, wal_position};
 use crate::state::{self, Parking, StateStore};
 use crate::telemetry::{Health, Metrics};
 
@@ -64,7 +64,7 @@ async fn session(
     // Start-up waits (a slot creation behind old transactions, a server that does not
     // answer) give way to a shutdown request.
     let source = tokio::select! {
-        source = prepare_source(config) => source?,
+        source = prepare_source(config, &ctx.metrics) => source?,
         _ = shutdown.changed() => return Ok(()),
     };
 
@@ -185,7 +185,7 @@ struct PreparedSource {
 
 /// Checks the database, makes sure the publication and the slot exist, and starts
 /// replication.
-async fn prepare_source(config: &Config) -> Result<PreparedSource, RelayError> {
+async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSource, RelayError> {
     let src = &config.source;
     let opts = src.connect_options()?;
 
@@ -198,34 +198,18 @@ async fn prepare_source(config: &Config) -> Result<PreparedSource, RelayError> {
     }
     let note = setup::ensure_publication(&sql, config, false).await?;
     info!("{note}");
-    let slot = setup::inspect_slot(&sql, &src.slot).await?;
 
     let mut repl = ReplicationClient::connect(&opts).await?;
     let system = repl.identify_system().await?;
-    // Where the slot resumes is already acknowledged: start the watermark there, so lag
-    // and the status updates are meaningful before the first event is durable.
-    let resume_at = match slot {
-        Some(info) => {
-            info!("{}", setup::verify_slot(&info, &src.slot, &src.database)?);
-            info.confirmed_flush.unwrap_or(Lsn::ZERO)
-        }
-        None if src.create_slot => {
-            let created = repl.create_logical_slot(&src.slot, "pgoutput").await?;
-            info!(slot = %src.slot, consistent_point = %created.consistent_point, "created replication slot");
-            created.consistent_point
-        }
-        None => {
-            return Err(RelayError::Setup(format!(
-                "replication slot {:?} does not exist and source.create_slot is false; create it with SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
-                src.slot, src.slot
-            )))
-        }
-    };
-
     let sql = Arc::new(sql);
+    // The state table first: its record of this slot is what tells a lost slot from a
+    // first start.
     let state = state::open(&sql, config, &system.systemid)
         .await?
         .map(Arc::new);
+    // Where the slot resumes is already acknowledged: start the watermark there, so lag
+    // and the status updates are meaningful before the first event is durable.
+    let resume_at = slot::ensure(&sql, &mut repl, config, state.as_deref(), metrics).await?;
     let resume_at = match &state {
         Some(store) => match store.load_progress().await? {
             Some(recorded) if recorded > resume_at => {
@@ -253,13 +237,18 @@ async fn prepare_source(config: &Config) -> Result<PreparedSource, RelayError> {
         _ => (None, None),
     };
 
+    let version = setup::server_version_num(&sql).await?;
+    setup::check_proto_version(version, config)?;
+    let messages = setup::pgoutput_messages(version, config)?;
     let proto = src.proto_version.to_string();
     let publications = setup::quote_ident(&src.publication);
-    let options = [
+    let mut options = vec![
         ("proto_version", proto.as_str()),
         ("publication_names", publications.as_str()),
-        ("messages", "true"),
     ];
+    if messages {
+        options.push(("messages", "true"));
+    }
     let (stream, status) = repl
         .start_logical_replication(&src.slot, Lsn::ZERO, &options)
         .await?;
@@ -292,10 +281,26 @@ fn start_background(
     if src.heartbeat_interval_ms > 0 {
         tasks.push(AbortOnDrop(tokio::spawn(heartbeat::run(
             sql.clone(),
+            progress.clone(),
             Duration::from_millis(src.heartbeat_interval_ms),
             metrics.clone(),
         ))));
     }
+    metrics
+        .info
+        .with_label_values(&[
+            &src.slot,
+            &src.publication,
+            &src.database,
+            &format!("{:?}", config.sink.kind()).to_lowercase(),
+        ])
+        .set(1);
+    tasks.push(AbortOnDrop(tokio::spawn(slot_metrics::run(
+        sql.clone(),
+        src.slot.clone(),
+        metrics.clone(),
+        Duration::from_millis(src.status_interval_ms.max(1000)),
+    ))));
     tasks
 }
 

@@ -3,4 +3,6 @@
 
 pub mod heartbeat;
 pub mod setup;
+pub mod slot;
+pub mod slot_metrics;
 pub mod wal_position;

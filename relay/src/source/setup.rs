@@ -25,6 +25,46 @@ pub async fn check_wal_level(client: &Client) -> Result<String, RelayError> {
     Ok(level)
 }
 
+/// `server_version_num`, e.g. 170005.
+pub async fn server_version_num(client: &Client) -> Result<i32, RelayError> {
+    Ok(client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0))
+}
+
+/// pgoutput protocol 2 (streaming-capable) exists from PostgreSQL 14 on; 13 refuses it
+/// with an error that does not name the relay's setting.
+pub fn check_proto_version(version: i32, config: &Config) -> Result<(), RelayError> {
+    if config.source.proto_version >= 2 && version < 140000 {
+        return Err(RelayError::Setup(format!(
+            "source.proto_version {} needs PostgreSQL 14 or newer (the server is {}.{}); use proto_version: 1",
+            config.source.proto_version,
+            version / 10000,
+            version % 10000
+        )));
+    }
+    Ok(())
+}
+
+/// Whether to ask pgoutput for logical messages (`messages 'true'`, PostgreSQL 14+).
+/// PostgreSQL 13's pgoutput refuses the option, and sends no messages at all: the
+/// heartbeats still reach the relay as (empty) transactions, but outbox events written
+/// with `pg_logical_emit_message` cannot be read there.
+pub fn pgoutput_messages(version: i32, config: &Config) -> Result<bool, RelayError> {
+    if version >= 140000 {
+        return Ok(true);
+    }
+    if config.outbox.messages.is_some() {
+        return Err(RelayError::Setup(format!(
+            "outbox.messages needs PostgreSQL 14 or newer (pgoutput sends logical messages from 14 on; the server is {}.{}); write outbox rows instead, or remove outbox.messages",
+            version / 10000,
+            version % 10000
+        )));
+    }
+    Ok(false)
+}
+
 /// Checks an outbox table's columns with the same rules the Relation messages are held to.
 pub async fn check_table(client: &Client, table: &TableConfig) -> Result<String, RelayError> {
     let (schema, name) = table.qualified();
@@ -153,7 +193,7 @@ pub async fn ensure_publication(
 }
 
 /// What `pg_replication_slots` says about the slot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SlotInfo {
     pub plugin: Option<String>,
     pub database: Option<String>,
@@ -161,12 +201,19 @@ pub struct SlotInfo {
     pub wal_status: Option<String>,
     /// Where the slot resumes: everything before it is already acknowledged.
     pub confirmed_flush: Option<Lsn>,
+    /// Why PostgreSQL invalidated it (17+; `None` before or while valid).
+    pub invalidation_reason: Option<String>,
+    /// Created with `FAILOVER` (17+).
+    pub failover: Option<bool>,
 }
 
 pub async fn inspect_slot(client: &Client, slot: &str) -> Result<Option<SlotInfo>, RelayError> {
+    // invalidation_reason and failover exist from 17 on; to_jsonb reads them when there.
     let row = client
         .query_opt(
-            "SELECT plugin::text, database::text, active_pid, wal_status, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT plugin::text, database::text, active_pid, wal_status, confirmed_flush_lsn::text,
+                    to_jsonb(s) ->> 'invalidation_reason', (to_jsonb(s) ->> 'failover')::bool
+               FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await?;
@@ -176,10 +223,13 @@ pub async fn inspect_slot(client: &Client, slot: &str) -> Result<Option<SlotInfo
         active_pid: r.get(2),
         wal_status: r.get(3),
         confirmed_flush: r.get::<_, Option<String>>(4).and_then(|s| s.parse().ok()),
+        invalidation_reason: r.get(5),
+        failover: r.get(6),
     }))
 }
 
-/// Checks an existing slot can be used by this relay.
+/// Checks an existing slot can be used by this relay (an invalidated slot is
+/// [`super::slot::loss`]'s matter).
 pub fn verify_slot(info: &SlotInfo, slot: &str, database: &str) -> Result<String, RelayError> {
     if info.plugin.as_deref() != Some("pgoutput") {
         return Err(RelayError::Setup(format!(
@@ -191,11 +241,6 @@ pub fn verify_slot(info: &SlotInfo, slot: &str, database: &str) -> Result<String
         return Err(RelayError::Setup(format!(
             "slot {slot:?} belongs to database {:?}, not {database:?}",
             info.database
-        )));
-    }
-    if info.wal_status.as_deref() == Some("lost") {
-        return Err(RelayError::Setup(format!(
-            "slot {slot:?} has lost required WAL (wal_status = lost; max_slot_wal_keep_size was exceeded): events were lost on the server side; drop and recreate the slot and reconcile the outbox"
         )));
     }
     if let Some(pid) = info.active_pid {

@@ -18,4 +18,4 @@ pub use parking::{
     ParkRequest, ParkStore, ParkedEvent, ParkedFilter, ParkedStats, Parking, BEHIND_PARKED,
 };
 pub use progress::{report_parked, run_writer};
-pub use store::{create_sql, inspect, open, StateStore};
+pub use store::{create_sql, inspect, open, peek_record, ProgressRecord, StateStore};

@@ -11,6 +11,15 @@ use tracing::{info, warn};
 use crate::config::{Config, StateMode};
 use crate::error::RelayError;
 
+/// One slot's row in `<schema>.progress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressRecord {
+    /// Everything before it was delivered.
+    pub confirmed_lsn: Lsn,
+    /// When it was last written (UTC, ISO 8601).
+    pub updated_at: String,
+}
+
 /// Access to `<schema>.progress` and `<schema>.parked` for one slot on one PostgreSQL
 /// system.
 pub struct StateStore {
@@ -86,6 +95,56 @@ pub async fn open(
             "state.mode is required but the state tables cannot be used: {problem}"
         ))),
     }
+}
+
+/// The record for `config.source.slot` on system `system_id`, read without creating
+/// anything (`outbox-relay check`): `None` when the state tables are off or absent.
+pub async fn peek_record(
+    client: &Client,
+    config: &Config,
+    system_id: &str,
+) -> Result<Option<ProgressRecord>, RelayError> {
+    if config.state.mode == StateMode::Off {
+        return Ok(None);
+    }
+    let table = format!("{}.progress", quote_ident(&config.state.schema));
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    read_record(client, &table, &config.source.slot, system_id).await
+}
+
+/// One slot's record, if it was written on system `system_id`.
+async fn read_record(
+    client: &Client,
+    table: &str,
+    slot: &str,
+    system_id: &str,
+) -> Result<Option<ProgressRecord>, RelayError> {
+    let row = client
+            .query_opt(
+                &format!(
+                    "SELECT confirmed_lsn::text, system_identifier, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {table} WHERE slot = $1"
+                ),
+                &[&slot],
+            )
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let system: String = row.get(1);
+    if system != system_id {
+        warn!(slot = %slot, recorded_system = %system, system = %system_id,
+                "the recorded progress belongs to another PostgreSQL system; ignoring it");
+        return Ok(None);
+    }
+    let lsn: String = row.get(0);
+    Ok(lsn.parse().ok().map(|confirmed_lsn| ProgressRecord {
+        confirmed_lsn,
+        updated_at: row.get(2),
+    }))
 }
 
 /// For `check`: whether the state tables are usable or creatable, changing nothing.
@@ -187,25 +246,22 @@ async fn usable(client: &Client, schema: &str) -> Result<(), String> {
 impl StateStore {
     /// The recorded position for this slot, if one was written on this system.
     pub async fn load_progress(&self) -> Result<Option<Lsn>, RelayError> {
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "SELECT confirmed_lsn::text, system_identifier FROM {} WHERE slot = $1",
-                    self.table
-                ),
-                &[&self.slot],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let system: String = row.get(1);
-        if system != self.system_id {
-            warn!(slot = %self.slot, recorded_system = %system, system = %self.system_id,
-                "the recorded progress belongs to another PostgreSQL system; ignoring it");
-            return Ok(None);
-        }
-        let lsn: String = row.get(0);
-        Ok(lsn.parse().ok())
+        Ok(self.load_record().await?.map(|r| r.confirmed_lsn))
+    }
+
+    /// The whole record for this slot, if one was written on this system: its presence
+    /// means this relay has read the slot before (slot-loss detection).
+    pub async fn load_record(&self) -> Result<Option<ProgressRecord>, RelayError> {
+        read_record(&self.client, &self.table, &self.slot, &self.system_id).await
+    }
+
+    /// The table holding the record, quoted (for the operator's instructions).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn slot(&self) -> &str {
+        &self.slot
     }
 
     /// Records `lsn` (never moving the record backwards), durably: the write commits with

@@ -59,6 +59,27 @@ pub struct Metrics {
     pub connector: ConnectorStats,
     /// Events per batch handed to the sink.
     pub batch_events: HistogramVec,
+
+    // Source safety (README "Slot lifecycle" and "WAL safety").
+    /// Replication slots the relay created (first start only; a lost slot is not
+    /// re-created).
+    pub slot_created: IntCounter,
+    /// `pg_replication_slots.safe_wal_size`: WAL that can still be written before the
+    /// slot is invalidated; -1 when unlimited (`max_slot_wal_keep_size = -1`) or unknown.
+    pub slot_safe_wal_size: IntGauge,
+    /// `max_slot_wal_keep_size` in bytes; -1 when unlimited.
+    pub slot_max_wal_keep_size: IntGauge,
+    /// 1 for the slot's current `wal_status` (reserved, extended, unreserved, lost, or
+    /// missing), 0 for the others.
+    pub slot_wal_status: IntGaugeVec,
+    /// Server time at which the newest heartbeat transaction the sink has acknowledged
+    /// was written: everything committed before it is delivered.
+    pub last_acked_commit_timestamp: Gauge,
+    /// Seconds since that heartbeat: how far delivery trails the source.
+    pub source_lag_seconds: Gauge,
+    /// Always 1; labelled with the slot, publication, database and sink kind, to join
+    /// with postgres_exporter's slot series.
+    pub info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -129,6 +150,21 @@ impl Metrics {
             )
             .unwrap(),
             connector: ConnectorStats::default(),
+            slot_created: IntCounter::new("slot_created_total", "Replication slots the relay created. A lost slot is never re-created silently.").unwrap(),
+            slot_safe_wal_size: IntGauge::new("slot_safe_wal_size_bytes", "Bytes of WAL that can still be written before PostgreSQL invalidates the slot (pg_replication_slots.safe_wal_size); -1 when max_slot_wal_keep_size is unlimited.").unwrap(),
+            slot_max_wal_keep_size: IntGauge::new("slot_max_wal_keep_size_bytes", "The server's max_slot_wal_keep_size in bytes; -1 when unlimited.").unwrap(),
+            slot_wal_status: IntGaugeVec::new(
+                Opts::new("slot_wal_status", "1 for the slot's current wal_status (reserved, extended, unreserved, lost, missing), 0 for the others."),
+                &["wal_status"],
+            )
+            .unwrap(),
+            last_acked_commit_timestamp: Gauge::new("last_acked_commit_timestamp_seconds", "Unix time of the newest heartbeat transaction acknowledged by the sink: everything committed before it is delivered. Alert on time() - this.").unwrap(),
+            source_lag_seconds: Gauge::new("source_lag_seconds", "Seconds since the newest acknowledged heartbeat transaction was written: how far delivery trails the source, in time.").unwrap(),
+            info: IntGaugeVec::new(
+                Opts::new("info", "Always 1; labelled with the slot, publication, database and sink kind."),
+                &["slot", "publication", "database", "sink"],
+            )
+            .unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -165,6 +201,15 @@ impl Metrics {
         r.register(Box::new(m.sink_up.clone())).unwrap();
         r.register(Box::new(m.restarts.clone())).unwrap();
         r.register(Box::new(m.batch_events.clone())).unwrap();
+        r.register(Box::new(m.slot_created.clone())).unwrap();
+        r.register(Box::new(m.slot_safe_wal_size.clone())).unwrap();
+        r.register(Box::new(m.slot_max_wal_keep_size.clone()))
+            .unwrap();
+        r.register(Box::new(m.slot_wal_status.clone())).unwrap();
+        r.register(Box::new(m.last_acked_commit_timestamp.clone()))
+            .unwrap();
+        r.register(Box::new(m.source_lag_seconds.clone())).unwrap();
+        r.register(Box::new(m.info.clone())).unwrap();
         #[cfg(target_os = "linux")]
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
