@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs and starts PostgreSQL and Kafka,
 # checks formatting and lints, builds, and runs every test against the real services
-# (PostgreSQL 15; tests/matrix.sh runs the server-dependent ones on 13 to 18).
+# (PostgreSQL 15, plus the server-dependent tests on 18; tests/matrix.sh runs them on 13 to 18).
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,6 +30,15 @@ set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# The server-dependent tests again on the newest PostgreSQL (its own cluster, from the
+# embedded server build on Maven Central); the whole matrix 13–18 is tests/matrix.sh.
+echo "== PostgreSQL 18: e2e, crash, pg_restart, slot_lost, wal_safety, failover_slot, pgoutput_versions"
+set +e
+"$root/tests/matrix.sh" 18 2>&1 | tee -a "$log"
+newest_status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -eq 0 ]; then status=$newest_status; fi
 
 echo "== deployment checks (image, compose, chart, dashboards, alerts)"
 set +e

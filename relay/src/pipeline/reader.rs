@@ -124,7 +124,11 @@ impl Reader {
                 .with_label_values(&["truncate"])
                 .inc(),
             M::Origin(_) | M::Type(_) => {}
-            M::StreamStart(_) | M::StreamStop | M::StreamCommit(_) | M::StreamAbort(_) => {
+            // PostgreSQL 18 sends Stream Abort for an aborted subtransaction of a large
+            // transaction even when streaming was not requested (protocol 1); nothing of
+            // it was sent, so there is nothing to undo.
+            M::StreamAbort(_) => {}
+            M::StreamStart(_) | M::StreamStop | M::StreamCommit(_) => {
                 return Err(RelayError::Protocol(format!(
                     "received {} although streaming of in-progress transactions was not requested",
                     msg.name()

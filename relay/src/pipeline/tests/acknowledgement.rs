@@ -170,3 +170,21 @@ async fn a_refused_accept_ends_the_session_unacknowledged() {
     h.settle().await;
     assert_eq!(h.flushed(), start);
 }
+
+/// PostgreSQL 18 sends an unsolicited Stream Abort for an aborted subtransaction of a
+/// large transaction: ignored, nothing published, the next transaction flows.
+#[tokio::test]
+async fn an_unsolicited_stream_abort_is_ignored() {
+    let mut h = Harness::start(Setup::default()).await;
+    assert!(h
+        .feed(M::StreamAbort(outbox_pgoutput::StreamAbort {
+            xid: 5,
+            subxid: 6,
+        }))
+        .await
+        .unwrap());
+    let end = h.tx(&[row("a")]).await.unwrap();
+    h.publisher.next_batch().await.succeed();
+    h.settle().await;
+    assert_eq!(h.flushed(), end);
+}
