@@ -1,5 +1,6 @@
 """The example application's chart (helm/examples/saga): three services, each with its
 relay as a native sidecar, its own ServiceAccount and its own relay configuration."""
+
 import sys
 
 import yaml

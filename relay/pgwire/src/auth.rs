@@ -11,14 +11,14 @@ use crate::error::PgWireError;
 use crate::frame::{parse_error_fields, tag, Body, FrameReader};
 use crate::transport::MessageWriter;
 
-const AUTH_OK: i32 = 0;
+pub(crate) const AUTH_OK: i32 = 0;
 const AUTH_KERBEROS_V5: i32 = 2;
-const AUTH_CLEARTEXT: i32 = 3;
-const AUTH_MD5: i32 = 5;
+pub(crate) const AUTH_CLEARTEXT: i32 = 3;
+pub(crate) const AUTH_MD5: i32 = 5;
 const AUTH_SCM_CREDENTIAL: i32 = 6;
-const AUTH_GSS: i32 = 7;
-const AUTH_SSPI: i32 = 9;
-const AUTH_SASL: i32 = 10;
+pub(crate) const AUTH_GSS: i32 = 7;
+pub(crate) const AUTH_SSPI: i32 = 9;
+pub(crate) const AUTH_SASL: i32 = 10;
 const AUTH_SASL_CONTINUE: i32 = 11;
 const AUTH_SASL_FINAL: i32 = 12;
 

@@ -18,7 +18,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::auth::{Channel, Policy};
+use crate::auth::{
+    Channel, Policy, AUTH_CLEARTEXT, AUTH_GSS, AUTH_MD5, AUTH_OK, AUTH_SASL, AUTH_SSPI,
+};
 use crate::config::{AuthMethod, ChannelBinding, ConnectOptions, RequireAuth};
 use crate::error::PgWireError;
 
@@ -96,13 +98,6 @@ impl GuardPolicy {
         }
     }
 }
-
-const AUTH_OK: i32 = 0;
-const AUTH_CLEARTEXT: i32 = 3;
-const AUTH_MD5: i32 = 5;
-const AUTH_GSS: i32 = 7;
-const AUTH_SSPI: i32 = 9;
-const AUTH_SASL: i32 = 10;
 
 /// Where the parser is in the server's byte stream.
 #[derive(Debug, Clone, Copy)]
