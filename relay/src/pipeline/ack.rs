@@ -123,8 +123,8 @@ impl Acker {
                 let parking = self.parking.as_ref().ok_or_else(|| {
                     RelayError::Setup("events to park but no parking table".into())
                 })?;
-                parking.park(&rejected, false).await?;
-                parking.park(&item.parks, true).await?;
+                parking.park(&rejected).await?;
+                parking.park(&item.parks).await?;
                 for p in rejected.iter().chain(&item.parks) {
                     self.count(sink, &p.event.destination, "parked", 1);
                 }

@@ -34,8 +34,13 @@ pub const BEHIND_PARKED: &str = "behind_parked";
 /// The parked aggregates of one slot, and the writes of their events.
 pub struct Parking {
     store: Box<dyn ParkStore>,
-    /// Parked aggregate → parked-but-not-yet-written events routed by the reader.
+    /// Parked aggregate → its events on their way to the table (routed by the reader or
+    /// rejected at the acker) and not yet written.
     aggregates: Mutex<HashMap<String, u64>>,
+    /// Held while writing and while refreshing, so no write can land between a refresh's
+    /// reading of the table and its unparking (which would unpark an aggregate whose row
+    /// just appeared).
+    io: tokio::sync::Mutex<()>,
 }
 
 /// Where parked events are kept: the table, or memory in the pipeline's tests.
@@ -97,6 +102,7 @@ impl Parking {
         Ok(Parking {
             store,
             aggregates: Mutex::new(aggregates),
+            io: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -116,25 +122,24 @@ impl Parking {
     }
 
     /// The acker met a rejection of an event of `aggregate_id`: the aggregate is parked
-    /// from now on (before its event is written), so the reader routes later events of it
-    /// to parking.
+    /// from now on, with its event's write pending, so the reader routes later events of
+    /// it to parking.
     pub fn mark(&self, aggregate_id: &str) {
-        self.lock().entry(aggregate_id.to_owned()).or_default();
+        *self.lock().entry(aggregate_id.to_owned()).or_default() += 1;
     }
 
-    /// Writes `requests` durably (one transaction, `synchronous_commit = on`), then
-    /// marks their aggregates parked. `routed` says the reader counted them as pending.
-    pub async fn park(&self, requests: &[ParkRequest], routed: bool) -> Result<(), RelayError> {
+    /// Writes `requests` (each one `route`d or `mark`ed before) durably, in one
+    /// transaction with `synchronous_commit = on`; their writes are then no longer pending.
+    pub async fn park(&self, requests: &[ParkRequest]) -> Result<(), RelayError> {
         if requests.is_empty() {
             return Ok(());
         }
+        let _io = self.io.lock().await;
         self.store.write(requests).await?;
-        if routed {
-            let mut map = self.lock();
-            for r in requests {
-                let pending = map.entry(r.event.aggregate_id.clone()).or_default();
-                *pending = pending.saturating_sub(1);
-            }
+        let mut map = self.lock();
+        for r in requests {
+            let pending = map.entry(r.event.aggregate_id.clone()).or_default();
+            *pending = pending.saturating_sub(1);
         }
         Ok(())
     }
@@ -143,6 +148,7 @@ impl Parking {
     /// some) and unparks those with none left and no write pending. Returns the counts
     /// for the metrics.
     pub async fn refresh(&self) -> Result<ParkedStats, RelayError> {
+        let _io = self.io.lock().await;
         let rows = self.store.summary().await?;
         let mut stats = ParkedStats::default();
         let mut with_rows = std::collections::HashSet::new();

@@ -189,3 +189,44 @@ async fn a_new_session_keeps_parking_what_the_table_holds() {
     let batch = second.publisher.next_batch().await;
     assert_eq!(aggregates(&batch.events), vec!["B"]);
 }
+
+/// A rejected event's aggregate is parked before its row is written; a refresh in between
+/// (no row yet) must not unpark it, or the aggregate's next event would overtake.
+#[tokio::test]
+async fn a_refresh_before_a_rejection_is_written_keeps_the_aggregate_parked() {
+    let store = MemoryParkStore::default();
+    let h = parking_harness(&store).await;
+    let parking = h.parking.clone().unwrap();
+    // The acker has seen the rejection and not yet written it.
+    parking.mark("A");
+    parking.refresh().await.unwrap();
+    assert!(
+        parking.is_parked("A"),
+        "unparked with the rejected event's write pending"
+    );
+}
+
+/// A refresh cannot read the table while a parking write is on its way (it would see no
+/// row and unpark the aggregate just as its row lands): it waits for the write.
+#[tokio::test]
+async fn a_refresh_waits_for_a_parking_write_in_progress() {
+    let store = MemoryParkStore::default();
+    let mut h = parking_harness(&store).await;
+    h.tx(&[row("A")]).await.unwrap();
+    let batch = h.publisher.next_batch().await;
+    let held = store.hold().await;
+    batch.fail_one(0, error(ErrorClass::Permanent, "message_too_large"));
+    h.settle().await;
+    let parking = h.parking.clone().unwrap();
+    let refresh = tokio::spawn({
+        let parking = parking.clone();
+        async move { parking.refresh().await.unwrap() }
+    });
+    h.settle().await;
+    assert!(!refresh.is_finished(), "refreshed during a write");
+    drop(held);
+    let stats = refresh.await.unwrap();
+    assert_eq!(stats.aggregates, 1);
+    assert!(parking.is_parked("A"));
+    assert_eq!(store.rows().len(), 1);
+}
