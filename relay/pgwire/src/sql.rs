@@ -32,38 +32,17 @@ pub fn tokio_postgres_config(opts: &ConnectOptions) -> tokio_postgres::Config {
         config.password(password);
     }
     // Authentication policy: tokio-postgres knows channel_binding (and refuses
-    // trust, cleartext and MD5 under Require, as the replication client does),
-    // but has no require_auth and no hook to refuse a password request; see
-    // docs/security.md.
+    // trust, cleartext and MD5 under Require, as the replication client does); the
+    // rest (require_auth, no password over an unverified channel) is enforced by
+    // the guard `connect_sql` puts on the stream (sql_guard).
     config.channel_binding(match opts.channel_binding {
         ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
         ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
         ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
     });
-    // The same dead-peer detection as the replication connection (there is no
-    // receive timeout here: a query's wait is bounded by TCP_USER_TIMEOUT once
-    // it is sent, and an idle connection by keepalive).
-    let liveness = &opts.liveness;
-    match &liveness.keepalive {
-        Some(k) => {
-            config.keepalives(true);
-            if let Some(idle) = k.idle {
-                config.keepalives_idle(idle);
-            }
-            if let Some(interval) = k.interval {
-                config.keepalives_interval(interval);
-            }
-            if let Some(retries) = k.retries {
-                config.keepalives_retries(retries);
-            }
-        }
-        None => {
-            config.keepalives(false);
-        }
-    }
-    if let Some(timeout) = liveness.tcp_user_timeout {
-        config.tcp_user_timeout(timeout);
-    }
+    // TCP is connected by `connect_sql` itself (`connect_tcp`), with the same keepalive
+    // and TCP_USER_TIMEOUT as the replication connection, so tokio-postgres's own socket
+    // options are not used.
     config
 }
 
