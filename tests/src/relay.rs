@@ -218,6 +218,30 @@ impl Relay {
         );
     }
 
+    /// Waits for the replication stream to be open (`outbox_relay_replicating` 1), for a
+    /// relay that may not become ready (its broker is unreachable).
+    pub fn wait_replicating(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.try_wait() {
+                panic!(
+                    "relay exited with {status} before replicating; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if http_get(self.metrics_port, "/metrics")
+                .is_some_and(|(_, m)| metric_sum(&m, "outbox_relay_replicating", &[]) == 1.0)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "relay did not start replicating within {timeout:?}; log:\n{}",
+            self.log_tail()
+        );
+    }
+
     pub fn metrics(&self) -> String {
         http_get(self.metrics_port, "/metrics")
             .map(|(_, body)| body)

@@ -320,21 +320,7 @@ async fn an_unreachable_broker_stalls_without_acknowledging_reports_lag_and_lose
     ]);
     down.inflight_bytes = 64 * 1024;
     let mut relay = Relay::start(&down);
-    let mut started = false;
-    for _ in 0..100 {
-        if http_get(relay.metrics_port, "/metrics")
-            .is_some_and(|(_, m)| metric_sum(&m, "outbox_relay_replicating", &[]) == 1.0)
-        {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        started,
-        "relay did not start replicating:\n{}",
-        relay.log_tail()
-    );
+    relay.wait_replicating(Duration::from_secs(10));
     assert_eq!(
         http_get(relay.metrics_port, "/readyz").unwrap().0,
         503,

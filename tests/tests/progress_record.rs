@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use outbox_relay_tests::kafka::TopicReader;
-use outbox_relay_tests::relay::{http_get, metric_sum, Relay, RelaySetup};
+use outbox_relay_tests::relay::{metric_sum, Relay, RelaySetup};
 use outbox_relay_tests::{pg, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,17 +23,7 @@ async fn a_record_never_runs_ahead_of_delivery() {
     let down =
         RelaySetup::new(&name, &table).with_env(&[("RELAY__SINK__KAFKA__BROKERS", "127.0.0.1:1")]);
     let mut relay = Relay::start(&down);
-    let mut replicating = false;
-    for _ in 0..100 {
-        if http_get(relay.metrics_port, "/metrics")
-            .is_some_and(|(_, m)| metric_sum(&m, "outbox_relay_replicating", &[]) == 1.0)
-        {
-            replicating = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(replicating, "{}", relay.log_tail());
+    relay.wait_replicating(Duration::from_secs(10));
     for tx in 0..20 {
         client
             .batch_execute(&format!(
