@@ -76,6 +76,12 @@ pub trait Publisher: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether the connector probes its open circuits by itself (Kafka: a metadata
+    /// request). Otherwise an open circuit is probed by the next request sent to it.
+    fn probes_open_circuits(&self) -> bool {
+        false
+    }
+
     /// Requests sent to the broker, since the connector started (for metrics: events
     /// divided by requests is the mean request batch size). 0 where the client batches
     /// on its own (Kafka).

@@ -38,6 +38,8 @@ struct State {
     precheck_rejects: Vec<(String, PublishError)>,
     /// Every event accepted, in accept order (a consumer's view of what was handed over).
     log: Vec<OutboxEvent>,
+    /// What `circuits` reports.
+    circuits: Vec<crate::policy::CircuitReport>,
 }
 
 /// One accepted batch; resolve it with [`AcceptedBatch::succeed`] or
@@ -129,6 +131,17 @@ impl ScriptedPublisher {
             .push((event_id.to_owned(), error));
     }
 
+    /// `circuits` reports `destination` in `state` from now on.
+    pub fn set_circuit(&self, destination: &str, state: crate::policy::CircuitState) {
+        let mut s = self.lock();
+        s.circuits.retain(|c| &*c.destination != destination);
+        s.circuits.push(crate::policy::CircuitReport {
+            destination: destination.into(),
+            state,
+            transitions: [0; 3],
+        });
+    }
+
     /// Every event accepted so far, in accept order.
     pub fn accepted(&self) -> Vec<OutboxEvent> {
         self.lock().log.clone()
@@ -205,6 +218,10 @@ impl Publisher for ScriptedPublisher {
 
     async fn flush(&self, _timeout: Duration) -> Result<(), PublishError> {
         Ok(())
+    }
+
+    fn circuits(&self) -> Vec<crate::policy::CircuitReport> {
+        self.lock().circuits.clone()
     }
 
     async fn probe(&self, _timeout: Duration) -> Result<(), PublishError> {

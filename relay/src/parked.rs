@@ -10,7 +10,7 @@ use crate::cli::{Output, ParkedAction, ParkedArgs};
 use crate::config::{Config, StateMode};
 use crate::error::RelayError;
 use crate::pipeline::build_publisher;
-use crate::state::{self, ParkedEvent, ParkedFilter, StateStore};
+use crate::state::{self, redrive_aggregate, ParkedEvent, ParkedFilter, Redriven, StateStore};
 
 /// Runs one `parked` command; `Ok(false)` when something could not be redriven.
 pub async fn run(config: &Config, action: ParkedAction) -> Result<bool, RelayError> {
@@ -61,10 +61,6 @@ pub async fn run(config: &Config, action: ParkedAction) -> Result<bool, RelayErr
     }
 }
 
-/// Most passes over one aggregate: each pass also picks up events parked while the
-/// previous one ran; the relay keeps parking the aggregate until a pass finds none.
-const MAX_PASSES: usize = 20;
-
 async fn redrive(
     config: &Config,
     store: &StateStore,
@@ -81,34 +77,8 @@ async fn redrive(
     let mut report = BTreeMap::new();
     let mut all_ok = true;
     for aggregate in aggregates {
-        let mut delivered = 0usize;
-        let mut failure: Option<(String, String)> = None;
-        'passes: for _ in 0..MAX_PASSES {
-            let events = store
-                .parked_events(&ParkedFilter {
-                    aggregate: Some(aggregate.clone()),
-                    ..ParkedFilter::default()
-                })
-                .await?;
-            if events.is_empty() {
-                break;
-            }
-            // One at a time, in commit order: a later event is never sent before an
-            // earlier one is delivered.
-            for e in events {
-                match deliver(&*publisher, &e).await {
-                    Ok(()) => {
-                        store.remove_parked(&e.commit_lsn, e.seq).await?;
-                        delivered += 1;
-                    }
-                    Err(error) => {
-                        store.redrive_failed(&e.commit_lsn, e.seq, &error).await?;
-                        failure = Some((e.event_id.clone(), error));
-                        break 'passes;
-                    }
-                }
-            }
-        }
+        let Redriven { delivered, failure } =
+            redrive_aggregate(store, &*publisher, &aggregate).await?;
         all_ok &= failure.is_none();
         report.insert(aggregate, (delivered, failure));
     }
@@ -142,31 +112,6 @@ async fn redrive(
         }
     }
     Ok(all_ok)
-}
-
-/// Publishes one parked event and waits for the broker.
-async fn deliver(
-    publisher: &dyn outbox_connectors::Publisher,
-    e: &ParkedEvent,
-) -> Result<(), String> {
-    if e.destination.is_empty() {
-        return Err(format!(
-            "invalid event ({}): it has no destination; fix the cause, write a corrected outbox row, and discard this one",
-            e.reason
-        ));
-    }
-    publisher
-        .validate_destination(&e.destination)
-        .map_err(|problem| format!("destination: {problem}"))?;
-    publisher.check(&e.event).map_err(|err| err.to_string())?;
-    let delivery = publisher
-        .accept(vec![e.event.clone()])
-        .await
-        .map_err(|err| err.to_string())?;
-    for outcome in delivery.await {
-        outcome.result.map_err(|err| err.to_string())?;
-    }
-    Ok(())
 }
 
 async fn open(config: &Config) -> Result<(StateStore, tokio::task::JoinHandle<()>), RelayError> {

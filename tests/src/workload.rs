@@ -83,14 +83,40 @@ pub async fn prepare(client: &Client, spec: &WorkloadSpec) {
 }
 
 pub async fn run(spec: &WorkloadSpec) -> WorkloadReport {
+    run_with(spec, None).await
+}
+
+/// The same writers at about `events_per_sec` in total, until `stop` is set (or
+/// `spec.events` is reached): a steady load to hold through an outage.
+pub async fn run_paced(
+    spec: &WorkloadSpec,
+    events_per_sec: u32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> WorkloadReport {
+    let pace = Pace {
+        secs_per_event: spec.writers as f64 / f64::from(events_per_sec.max(1)),
+        stop,
+    };
+    run_with(spec, Some(pace)).await
+}
+
+#[derive(Clone)]
+struct Pace {
+    /// Per writer.
+    secs_per_event: f64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn run_with(spec: &WorkloadSpec, pace: Option<Pace>) -> WorkloadReport {
     let committed = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..spec.writers {
         let spec = spec.clone();
         let committed = committed.clone();
-        tasks.push(tokio::spawn(
-            async move { writer(w, &spec, &committed).await },
-        ));
+        let pace = pace.clone();
+        tasks.push(tokio::spawn(async move {
+            writer(w, &spec, &committed, pace.as_ref()).await
+        }));
     }
     let mut total = WorkloadReport::default();
     for t in tasks {
@@ -134,12 +160,19 @@ async fn writer_session(spec: &WorkloadSpec) -> (Client, tokio_postgres::Stateme
     }
 }
 
-async fn writer(w: usize, spec: &WorkloadSpec, committed: &AtomicUsize) -> WorkloadReport {
+async fn writer(
+    w: usize,
+    spec: &WorkloadSpec,
+    committed: &AtomicUsize,
+    pace: Option<&Pace>,
+) -> WorkloadReport {
     let (mut client, mut stmt) = writer_session(spec).await;
     let mut report = WorkloadReport::default();
     let pad = "x".repeat(300);
     let note = format!("{NOTE}{pad}");
-    while committed.load(Ordering::Relaxed) < spec.events {
+    while committed.load(Ordering::Relaxed) < spec.events
+        && !pace.is_some_and(|p| p.stop.load(Ordering::Relaxed))
+    {
         // Rng is not Send; decide everything for the transaction up front.
         let (rows, rollback, savepoint_at, savepoint_rows, aggs) = {
             let mut rng = rand::rng();
@@ -193,6 +226,10 @@ async fn writer(w: usize, spec: &WorkloadSpec, committed: &AtomicUsize) -> Workl
                     report.savepoint_rollbacks += 1;
                 }
                 committed.fetch_add(n, Ordering::Relaxed);
+                if let Some(p) = pace {
+                    let pause = std::time::Duration::from_secs_f64(p.secs_per_event * n as f64);
+                    tokio::time::sleep(pause).await;
+                }
             }
             Err(_) if client.is_closed() => {
                 // The server went away (restart tests). Rolled back unless the COMMIT

@@ -101,6 +101,7 @@ async fn a_failing_destination_is_probed_per_cool_down_and_others_flow() {
             failure_threshold: 3,
             open_initial_ms: 1000,
             open_max_ms: 4000,
+            ..BreakerConfig::default()
         },
         ..AwsConfig::default()
     };

@@ -16,6 +16,10 @@ pub struct KafkaConfig {
     /// The properties the ordering guarantee rests on cannot be overridden.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Per topic: opens when every broker is unreachable for `failure_threshold` reconnect
+    /// attempts in a row; see `crate::policy::BreakerConfig`.
+    #[serde(default)]
+    pub circuit_breaker: crate::policy::BreakerConfig,
 }
 
 /// Properties the relay sets and a user may not change, with the reason given in errors.
@@ -47,6 +51,11 @@ pub(crate) const DEFAULTS: &[(&str, &str)] = &[
     // 0 = retry until delivered: a broker outage stalls the relay (Postgres keeps the WAL)
     // instead of failing messages, which would force a replay.
     ("message.timeout.ms", "0"),
+    // A topic that does not exist yet (created by infrastructure code a little after the
+    // first event of a new aggregate type) is waited for this long before its records
+    // fail as unknown: librdkafka's default, 30 s, turned a late topic into parked events.
+    // The same window as the SNS/SQS connector's `transient_error_window_ms`.
+    ("topic.metadata.propagation.max.ms", "300000"),
     ("linger.ms", "5"),
     ("queue.buffering.max.kbytes", "65536"),
     ("queue.buffering.max.messages", "1000000"),
@@ -112,6 +121,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            circuit_breaker: Default::default(),
         }
     }
 

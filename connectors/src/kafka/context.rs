@@ -6,29 +6,32 @@
 //! The shared [`RateLimiter`] logs the first message of a kind at once and holds back
 //! repeats within [`LOG_WINDOW`], counted in the next one logged.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::circuits::KafkaCircuits;
 
 use crate::policy::{RateLimiter, LOG_WINDOW};
 
-/// The producer's client context: librdkafka's logs and global errors, rate limited.
+/// The producer's client context: librdkafka's logs and global errors, rate limited; a
+/// lost connection to every broker also feeds the circuit breakers.
 pub struct RelayKafkaContext {
     limiter: Mutex<RateLimiter>,
-}
-
-impl Default for RelayKafkaContext {
-    fn default() -> Self {
-        RelayKafkaContext {
-            limiter: Mutex::new(RateLimiter::new(LOG_WINDOW)),
-        }
-    }
+    circuits: Arc<KafkaCircuits>,
 }
 
 impl RelayKafkaContext {
+    pub fn new(circuits: Arc<KafkaCircuits>) -> Self {
+        RelayKafkaContext {
+            limiter: Mutex::new(RateLimiter::new(LOG_WINDOW)),
+            circuits,
+        }
+    }
+
     /// `Some(suffix)` when the message of this kind is to be logged now.
     fn admit(&self, kind: &str) -> Option<String> {
         let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
@@ -66,6 +69,9 @@ impl ClientContext for RelayKafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.circuits.on_brokers_down();
+        }
         if let Some(suffix) = self.admit(&format!("{error} {}", kind_of(reason))) {
             tracing::error!(target: "librdkafka", "{error}: {reason}{suffix}");
         }

@@ -7,6 +7,7 @@
 //! A full local queue makes `accept` wait and retry the *same* record before the next
 //! one, so waiting never reorders.
 
+mod circuits;
 mod config;
 mod context;
 mod error;

@@ -1,5 +1,6 @@
 //! The Kafka publisher.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -8,15 +9,32 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use super::circuits::KafkaCircuits;
 use super::context::RelayKafkaContext;
 use super::{classify, KafkaConfig};
+use crate::policy::CircuitReport;
 use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
 
 /// How long to wait before offering a record again when librdkafka's queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
 
+/// How often open circuits are checked for a due probe.
+const PROBE_TICK: Duration = Duration::from_millis(250);
+/// How long a probe's metadata request may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct KafkaPublisher {
     producer: FutureProducer<RelayKafkaContext>,
+    circuits: Arc<KafkaCircuits>,
+    prober: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for KafkaPublisher {
+    fn drop(&mut self) {
+        if let Some(p) = &self.prober {
+            p.abort();
+        }
+    }
 }
 
 impl KafkaPublisher {
@@ -28,8 +46,9 @@ impl KafkaPublisher {
         for (k, v) in &props {
             client.set(k, v);
         }
+        let circuits = Arc::new(KafkaCircuits::new(config.circuit_breaker.settings()));
         let producer: FutureProducer<RelayKafkaContext> = client
-            .create_with_context(RelayKafkaContext::default())
+            .create_with_context(RelayKafkaContext::new(circuits.clone()))
             .map_err(|e| {
                 PublishError::new(
                     ErrorClass::Fatal,
@@ -37,7 +56,15 @@ impl KafkaPublisher {
                     format!("sink.kafka: cannot create the producer: {e}"),
                 )
             })?;
-        Ok(KafkaPublisher { producer })
+        // Outside a runtime (unit tests of the configuration) there is nothing to probe.
+        let prober = (config.circuit_breaker.settings().is_some()
+            && tokio::runtime::Handle::try_current().is_ok())
+        .then(|| tokio::spawn(probe_open_circuits(producer.clone(), circuits.clone())));
+        Ok(KafkaPublisher {
+            producer,
+            circuits,
+            prober,
+        })
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full.
@@ -96,17 +123,36 @@ impl Publisher for KafkaPublisher {
 
     async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
         let mut pending = Vec::with_capacity(batch.len());
+        let mut last_topic: Option<&Arc<str>> = None;
+        for event in &batch {
+            if last_topic.is_none_or(|t| !Arc::ptr_eq(t, &event.destination)) {
+                self.circuits.track(&event.destination);
+                last_topic = Some(&event.destination);
+            }
+        }
         for event in batch {
             let delivery = self.enqueue(&event).await;
             pending.push((event, delivery));
         }
+        let circuits = self.circuits.clone();
         Ok(async move {
             let mut outcomes = Vec::with_capacity(pending.len());
+            let mut delivered_to: Option<Arc<str>> = None;
             for (event, delivery) in pending {
                 let result = match delivery {
                     Err(e) => Err(e),
                     Ok(fut) => match fut.await {
-                        Ok(Ok(_)) => Ok(()),
+                        Ok(Ok(_)) => {
+                            // One success per run of a topic is all its breaker needs.
+                            if delivered_to
+                                .as_ref()
+                                .is_none_or(|t| !Arc::ptr_eq(t, &event.destination))
+                            {
+                                circuits.on_delivered(&event.destination);
+                                delivered_to = Some(event.destination.clone());
+                            }
+                            Ok(())
+                        }
                         Ok(Err((err, _message))) => Err(classify(&err)),
                         Err(_canceled) => Err(PublishError::new(
                             ErrorClass::Fatal,
@@ -130,6 +176,14 @@ impl Publisher for KafkaPublisher {
             .map_err(|e| classify(&e))
     }
 
+    fn circuits(&self) -> Vec<CircuitReport> {
+        self.circuits.reports()
+    }
+
+    fn probes_open_circuits(&self) -> bool {
+        self.prober.is_some()
+    }
+
     async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
@@ -143,5 +197,40 @@ impl Publisher for KafkaPublisher {
                     format!("Kafka brokers did not answer a metadata request: {e}"),
                 )
             })
+    }
+}
+
+/// Probes each open circuit whose cool-down has passed with a metadata request for its
+/// topic: an answer closes the circuit, none opens it again for a longer cool-down.
+async fn probe_open_circuits(
+    producer: FutureProducer<RelayKafkaContext>,
+    circuits: Arc<KafkaCircuits>,
+) {
+    let mut tick = tokio::time::interval(PROBE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Concurrently: a probe may take its whole timeout while the brokers are down.
+        let probes = circuits.due_probes().into_iter().map(|topic| {
+            let producer = producer.clone();
+            let circuits = circuits.clone();
+            async move {
+                let name = topic.to_string();
+                let ok = tokio::task::spawn_blocking(move || {
+                    producer
+                        .client()
+                        .fetch_metadata(Some(&name), PROBE_TIMEOUT)
+                        .is_ok_and(|m| {
+                            m.topics()
+                                .iter()
+                                .any(|t| t.name() == name && t.error().is_none())
+                        })
+                })
+                .await
+                .unwrap_or(false);
+                circuits.probed(&topic, ok);
+            }
+        });
+        futures::future::join_all(probes).await;
     }
 }

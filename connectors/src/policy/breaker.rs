@@ -27,6 +27,23 @@ pub struct BreakerConfig {
     pub open_initial_ms: u64,
     /// Longest cool-down, in ms.
     pub open_max_ms: u64,
+    /// What happens to events for a destination whose circuit is open: `stall` (they wait,
+    /// and so does everything behind them; the slot holds WAL) or `park` (they go to the
+    /// parking table, in order per aggregate, so the slot keeps advancing and other
+    /// destinations keep flowing; needs the state tables).
+    pub on_open: OnOpen,
+    /// With `on_open: park`: redrive the aggregates parked because a circuit was open as
+    /// soon as it closes again.
+    pub redrive_on_close: bool,
+}
+
+/// `circuit_breaker.on_open`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOpen {
+    #[default]
+    Stall,
+    Park,
 }
 
 impl Default for BreakerConfig {
@@ -36,6 +53,8 @@ impl Default for BreakerConfig {
             failure_threshold: d.failure_threshold,
             open_initial_ms: d.open_initial.as_millis() as u64,
             open_max_ms: d.open_max.as_millis() as u64,
+            on_open: OnOpen::Stall,
+            redrive_on_close: true,
         }
     }
 }
@@ -48,6 +67,11 @@ impl BreakerConfig {
             open_initial: Duration::from_millis(self.open_initial_ms.max(1)),
             open_max: Duration::from_millis(self.open_max_ms.max(self.open_initial_ms.max(1))),
         })
+    }
+
+    /// Whether events for an open circuit go to parking.
+    pub fn parks(&self) -> bool {
+        self.failure_threshold > 0 && self.on_open == OnOpen::Park
     }
 }
 

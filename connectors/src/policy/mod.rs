@@ -6,5 +6,5 @@ mod breaker;
 mod rate_limit;
 
 pub use backoff::Backoff;
-pub use breaker::{Breaker, BreakerConfig, BreakerSettings, CircuitReport, CircuitState};
+pub use breaker::{Breaker, BreakerConfig, BreakerSettings, CircuitReport, CircuitState, OnOpen};
 pub use rate_limit::{RateLimiter, LOG_WINDOW};

@@ -99,6 +99,11 @@ impl Config {
                 "outbox.on_invalid: park needs the state tables, but state.mode is off; set on_invalid to dead_letter or halt, or enable state",
             ));
         }
+        if self.sink.parks_on_open() && self.state.mode == StateMode::Off {
+            return Err(err(
+                "circuit_breaker.on_open: park needs the state tables, but state.mode is off; set on_open to stall, or enable state",
+            ));
+        }
         Ok(())
     }
 }

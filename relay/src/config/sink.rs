@@ -113,6 +113,20 @@ impl SinkConfig {
         }
     }
 
+    /// The sink's circuit breaker settings (`sink.<kind>.circuit_breaker`), if it has one.
+    pub fn circuit_breaker(&self) -> Option<&outbox_connectors::policy::BreakerConfig> {
+        match self {
+            SinkConfig::Kafka(kafka) => Some(&kafka.circuit_breaker),
+            SinkConfig::Sns(aws) | SinkConfig::Sqs(aws) => Some(&aws.circuit_breaker),
+            SinkConfig::Null => None,
+        }
+    }
+
+    /// `circuit_breaker.on_open: park`: events for an open circuit go to parking.
+    pub fn parks_on_open(&self) -> bool {
+        self.circuit_breaker().is_some_and(|b| b.parks())
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         match self {
             SinkConfig::Kafka(kafka) => kafka.producer_properties().map(drop).map_err(err),

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use outbox_connectors::{Delivery, ErrorClass, OutboxEvent, PublishError, Publisher};
+use futures::FutureExt;
+use outbox_connectors::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
 use outbox_pgoutput::Lsn;
 use prometheus::Histogram;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{error, warn};
 
+use super::diversion::{Diversion, CIRCUIT_OPEN};
 use super::rejections::Rejections;
 use super::Progress;
 use crate::config::InvalidEventPolicy;
@@ -23,6 +25,9 @@ use crate::telemetry::Metrics;
 /// becomes durable once everything queued before it is, or both.
 pub struct AckItem {
     pub delivery: Option<Delivery>,
+    /// The delivery's events, kept with `on_open: park` so that they can be parked if
+    /// their destination's circuit opens while the connector holds them.
+    pub copies: Option<Vec<OutboxEvent>>,
     /// Events for the parking table, written once the delivery is settled.
     pub parks: Vec<ParkRequest>,
     pub accepted_at: Instant,
@@ -39,6 +44,7 @@ impl AckItem {
     pub fn mark(lsn: Lsn) -> Self {
         AckItem {
             delivery: None,
+            copies: None,
             parks: Vec::new(),
             accepted_at: Instant::now(),
             events: 0,
@@ -57,6 +63,8 @@ pub struct Acker {
     pub dead_letter: Arc<str>,
     pub rejections: Arc<Rejections>,
     pub parking: Option<Arc<Parking>>,
+    /// Present with `circuit_breaker.on_open: park`.
+    pub diversion: Option<Arc<Diversion>>,
 }
 
 impl Acker {
@@ -67,7 +75,18 @@ impl Acker {
             let mut rejected: Vec<ParkRequest> = Vec::new();
             if let Some(delivery) = item.delivery {
                 self.progress.set_oldest_inflight(Some(item.accepted_at));
-                let outcomes = delivery.await;
+                let outcomes = match (&self.diversion, item.copies) {
+                    (Some(diversion), Some(copies)) => {
+                        match settle_or_divert(delivery, diversion, copies).await {
+                            Ok(outcomes) => outcomes,
+                            Err(copies) => {
+                                rejected.extend(self.divert(copies));
+                                Vec::new()
+                            }
+                        }
+                    }
+                    _ => delivery.await,
+                };
                 self.progress.set_oldest_inflight(None);
                 self.metrics
                     .publish_duration
@@ -137,6 +156,35 @@ impl Acker {
             drop(item.permit);
         }
         Ok(())
+    }
+
+    /// The connector holds these events for a destination whose circuit opened: park
+    /// copies of them (see `diversion.rs`). Their aggregates are parked from this moment,
+    /// so the reader parks every later event of them.
+    fn divert(&self, copies: Vec<OutboxEvent>) -> Vec<ParkRequest> {
+        let parking = self
+            .parking
+            .as_ref()
+            .expect("on_open: park is only enabled with parking");
+        warn!(
+            events = copies.len(),
+            destination = %copies.first().map(|e| &*e.destination).unwrap_or(""),
+            "a circuit opened while these events were in flight; parking them (the connector may still deliver them once, before their redriven copies)"
+        );
+        copies
+            .into_iter()
+            .map(|event| {
+                parking.mark(&event.aggregate_id);
+                ParkRequest {
+                    reason: CIRCUIT_OPEN.into(),
+                    error: format!(
+                        "in flight to {} when its circuit opened (circuit_breaker.on_open: park)",
+                        event.destination
+                    ),
+                    event,
+                }
+            })
+            .collect()
     }
 
     fn count(&self, sink: &str, destination: &str, result: &str, n: u64) {
@@ -241,6 +289,35 @@ impl Acker {
             outcome.result?;
         }
         Ok(())
+    }
+}
+
+/// Waits for `delivery`; gives up on it (returning the copies) once one of its events'
+/// destinations is diverted. A delivery that has finished always wins: an outcome the
+/// connector already has is never thrown away.
+async fn settle_or_divert(
+    delivery: Delivery,
+    diversion: &Diversion,
+    copies: Vec<OutboxEvent>,
+) -> Result<Vec<EventOutcome>, Vec<OutboxEvent>> {
+    let mut changes = diversion.subscribe();
+    let mut delivery = delivery;
+    loop {
+        if let Some(outcomes) = (&mut delivery).now_or_never() {
+            return Ok(outcomes);
+        }
+        if copies.iter().any(|e| diversion.diverts(&e.destination)) {
+            return Err(copies);
+        }
+        tokio::select! {
+            biased;
+            outcomes = &mut delivery => return Ok(outcomes),
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return Ok(delivery.await);
+                }
+            }
+        }
     }
 }
 

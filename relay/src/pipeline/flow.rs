@@ -18,6 +18,7 @@ use tracing::warn;
 
 use super::ack::Acker;
 use super::budget::Budget;
+use super::diversion::Diversion;
 use super::reader::{Batch, Reader};
 use super::rejections::Rejections;
 use super::Progress;
@@ -53,6 +54,8 @@ pub struct FlowMemory {
 pub struct FlowState {
     pub memory: FlowMemory,
     pub parking: Option<Arc<Parking>>,
+    /// With `circuit_breaker.on_open: park` (which needs `parking`).
+    pub diversion: Option<Arc<Diversion>>,
 }
 
 pub struct Flow {
@@ -85,6 +88,7 @@ impl Flow {
                 dead_letter: mapper.dead_letter_destination(),
                 rejections: state.memory.rejections.clone(),
                 parking: state.parking.clone(),
+                diversion: state.diversion.clone(),
             }
             .run(ack_rx),
         );
@@ -104,6 +108,7 @@ impl Flow {
             skipping: false,
             rejections: state.memory.rejections,
             parking: state.parking,
+            diversion: state.diversion,
         };
         Flow {
             reader,

@@ -8,9 +8,11 @@
 
 mod ack;
 mod budget;
+mod diversion;
 mod flow;
 mod progress;
 mod reader;
+mod redriver;
 mod rejections;
 mod session;
 mod status;

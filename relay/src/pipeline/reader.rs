@@ -11,6 +11,7 @@ use tracing::warn;
 
 use super::ack::{unix_now_us, AckItem};
 use super::budget::Budget;
+use super::diversion::{Diversion, CIRCUIT_OPEN};
 use super::rejections::Rejections;
 use crate::config::InvalidEventPolicy;
 use crate::error::RelayError;
@@ -50,6 +51,8 @@ pub(super) struct Reader {
     pub(super) rejections: Arc<Rejections>,
     /// Present when the state tables are usable; required by `on_invalid: park`.
     pub(super) parking: Option<Arc<Parking>>,
+    /// Present with `circuit_breaker.on_open: park`.
+    pub(super) diversion: Option<Arc<Diversion>>,
 }
 
 impl Reader {
@@ -176,6 +179,17 @@ impl Reader {
                         e.aggregate_id
                     );
                     return self.park(e, BEHIND_PARKED.into(), error).await;
+                }
+                if self
+                    .diversion
+                    .as_ref()
+                    .is_some_and(|d| d.diverts(&e.destination))
+                {
+                    let error = format!(
+                        "the circuit of {} was open (circuit_breaker.on_open: park)",
+                        e.destination
+                    );
+                    return self.park(e, CIRCUIT_OPEN.into(), error).await;
                 }
                 // Rejected permanently in an earlier session (whose connector it broke), or
                 // certain to be rejected: the policy's outcome now, in commit order, rather
@@ -326,6 +340,7 @@ impl Reader {
             return self
                 .send(AckItem {
                     delivery: None,
+                    copies: None,
                     parks: batch.parks,
                     accepted_at: Instant::now(),
                     events,
@@ -343,9 +358,12 @@ impl Reader {
         self.metrics.inflight_events.add(events as i64);
         self.metrics.inflight_bytes.add(batch.bytes as i64);
         let accepted_at = Instant::now();
+        // With `on_open: park` the acker may have to park what the connector holds.
+        let copies = self.diversion.as_ref().map(|_| batch.events.clone());
         let delivery = self.publisher.accept(batch.events).await?;
         self.send(AckItem {
             delivery: Some(delivery),
+            copies,
             parks: batch.parks,
             accepted_at,
             events,

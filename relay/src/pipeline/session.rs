@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
+use super::diversion::{watch_circuits, Diversion};
 use super::flow::{Flow, FlowMemory, FlowSettings, FlowState};
+use super::redriver;
 use super::{status, Progress};
 use crate::config::Config;
 use crate::config::InvalidEventPolicy;
@@ -99,6 +101,30 @@ async fn session(
         ))));
     }
 
+    // `on_open: park`: follow the connector's circuits, and redrive what they diverted.
+    let diversion = match (&source.parking, &source.state, config.sink.parks_on_open()) {
+        (Some(parking), Some(store), true) => {
+            let diversion = Arc::new(Diversion::default());
+            background.push(AbortOnDrop(tokio::spawn(watch_circuits(
+                publisher.clone(),
+                diversion.clone(),
+            ))));
+            if config
+                .sink
+                .circuit_breaker()
+                .is_some_and(|b| b.redrive_on_close)
+            {
+                background.push(AbortOnDrop(tokio::spawn(redriver::run(
+                    store.clone(),
+                    parking.clone(),
+                    publisher.clone(),
+                    diversion.clone(),
+                ))));
+            }
+            Some(diversion)
+        }
+        _ => None,
+    };
     let mut flow = Flow::start(
         publisher.clone(),
         mapper,
@@ -113,6 +139,7 @@ async fn session(
         FlowState {
             memory,
             parking: source.parking.clone(),
+            diversion: diversion.clone(),
         },
         shutdown.clone(),
     );
@@ -222,15 +249,16 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         None => resume_at,
     };
 
-    let (parking, parking_connection) = match (&state, config.outbox.on_invalid) {
-        (Some(store), InvalidEventPolicy::Park) => {
+    let parks = config.outbox.on_invalid == InvalidEventPolicy::Park || config.sink.parks_on_open();
+    let (parking, parking_connection) = match (&state, parks) {
+        (Some(store), true) => {
             let (writer, connection) = connect_sql(&opts).await?;
             let parking = Parking::load(store.clone(), writer).await?;
             (Some(Arc::new(parking)), Some(AbortOnDrop(connection)))
         }
-        (None, InvalidEventPolicy::Park) => {
+        (None, true) => {
             return Err(RelayError::Setup(format!(
-                "outbox.on_invalid is park, but the state tables in schema {:?} cannot be used (see the warning above); grant the role access to them, or set outbox.on_invalid to dead_letter or halt",
+                "outbox.on_invalid or circuit_breaker.on_open is park, but the state tables in schema {:?} cannot be used (see the warning above); grant the role access to them, or choose dead_letter / halt and stall",
                 config.state.schema
             )))
         }

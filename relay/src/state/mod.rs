@@ -12,10 +12,13 @@
 
 mod parking;
 mod progress;
+mod redrive;
 mod store;
 
 pub use parking::{
     ParkRequest, ParkStore, ParkedEvent, ParkedFilter, ParkedStats, Parking, BEHIND_PARKED,
+    CIRCUIT_OPEN,
 };
 pub use progress::{report_parked, run_writer};
+pub use redrive::{redrive_aggregate, Redriven};
 pub use store::{create_sql, inspect, open, peek_record, ProgressRecord, StateStore};

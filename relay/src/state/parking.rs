@@ -30,6 +30,9 @@ use crate::error::RelayError;
 
 /// Why an event is parked; the `reason` column and metric label.
 pub const BEHIND_PARKED: &str = "behind_parked";
+/// Diverted from a destination whose circuit was open (`circuit_breaker.on_open: park`);
+/// redriven automatically when it closes.
+pub const CIRCUIT_OPEN: &str = "circuit_open";
 
 /// The parked aggregates of one slot, and the writes of their events.
 pub struct Parking {
@@ -357,6 +360,46 @@ impl StateStore {
                 &[&self.slot, &commit_lsn, &seq],
             )
             .await?)
+    }
+
+    /// Removes parked events (redriven), in one statement.
+    pub async fn remove_parked_many(&self, keys: &[(String, i64)]) -> Result<u64, RelayError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let lsns: Vec<&str> = keys.iter().map(|(l, _)| l.as_str()).collect();
+        let seqs: Vec<i64> = keys.iter().map(|(_, s)| *s).collect();
+        Ok(self
+            .client
+            .execute(
+                &format!(
+                    "DELETE FROM {} p USING unnest($2::text[], $3::int8[]) AS k(lsn, seq)
+                      WHERE p.slot = $1 AND p.commit_lsn = k.lsn::pg_lsn AND p.seq = k.seq",
+                    self.parked
+                ),
+                &[&self.slot, &lsns, &seqs],
+            )
+            .await?)
+    }
+
+    /// Aggregates whose first parked event was diverted from an open circuit, with that
+    /// event's destination: what the redriver sends again once the circuit closes.
+    pub async fn diverted_aggregates(&self) -> Result<Vec<(String, String)>, RelayError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT aggregate_id, destination FROM (
+                       SELECT DISTINCT ON (aggregate_id) aggregate_id, destination, reason
+                         FROM {} WHERE slot = $1
+                        ORDER BY aggregate_id, commit_lsn, seq) firsts
+                      WHERE reason = $2",
+                    self.parked
+                ),
+                &[&self.slot, &CIRCUIT_OPEN],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Records a failed redrive of a parked event: the new error, one more attempt.

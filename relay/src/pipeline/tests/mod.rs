@@ -4,6 +4,7 @@
 //! pass, and when) and the outcome of every kind of failure.
 
 mod acknowledgement;
+mod diversion;
 mod outcomes;
 mod parking;
 mod replay;
@@ -23,6 +24,7 @@ use outbox_pgoutput::{
 use outbox_pgwire::ReplicationMessage;
 use tokio::sync::watch;
 
+use super::diversion::Diversion;
 use super::flow::{Flow, FlowMemory, FlowSettings, FlowState};
 use super::Progress;
 use crate::config::{InvalidEventPolicy, MessagesConfig, OutboxConfig};
@@ -63,6 +65,9 @@ pub struct Setup {
     pub memory: FlowMemory,
     /// A parking table in memory (for `on_invalid: park`).
     pub parked: Option<MemoryParkStore>,
+    /// `circuit_breaker.on_open: park` (needs `parked`); the test updates it from the
+    /// scripted publisher's circuits.
+    pub diversion: Option<Arc<Diversion>>,
 }
 
 impl Default for Setup {
@@ -75,6 +80,7 @@ impl Default for Setup {
             skip_before: Lsn(0x1000),
             memory: FlowMemory::default(),
             parked: None,
+            diversion: None,
         }
     }
 }
@@ -140,6 +146,7 @@ impl Harness {
             FlowState {
                 memory: setup.memory,
                 parking: parking.clone(),
+                diversion: setup.diversion.clone(),
             },
             shutdown_rx,
         );

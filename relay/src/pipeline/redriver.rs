@@ -1,0 +1,120 @@
+//! The redriver: with `circuit_breaker.on_open: park` and `redrive_on_close: true`, the
+//! aggregates parked because their destination's circuit was open are sent again, in
+//! order, once it has closed — no operator needed for an outage that ends.
+//!
+//! Only aggregates whose *first* parked event was diverted (`circuit_open`) are redriven:
+//! an aggregate parked behind an invalid or rejected event waits for an operator, since
+//! sending its later events would overtake the one that needs attention.
+//!
+//! A circuit closes after a successful probe. The Kafka connector probes open circuits on
+//! its own (a metadata request); the SNS/SQS connector probes with the next request, and
+//! while a destination is diverted the reader sends it none — so for those sinks the
+//! redriver offers one diverted aggregate as the probe every [`PROBE_EVERY`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use outbox_connectors::Publisher;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::diversion::Diversion;
+use crate::state::{redrive_aggregate, Parking, StateStore};
+
+/// How often the parked table is looked at.
+const TICK: Duration = Duration::from_secs(1);
+/// Aggregates redriven at once.
+const CONCURRENCY: usize = 16;
+/// With a connector that does not probe on its own: how often a diverted aggregate is
+/// offered to an open circuit, and how long the redriver waits for it.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+const PROBE_WAIT: Duration = Duration::from_secs(30);
+
+pub async fn run(
+    store: Arc<StateStore>,
+    parking: Arc<Parking>,
+    publisher: Arc<dyn Publisher>,
+    diversion: Arc<Diversion>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probed: HashMap<String, Instant> = HashMap::new();
+    let mut last_error: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let diverted = match store.diverted_aggregates().await {
+            Ok(d) => d,
+            Err(e) => {
+                // Once a minute at most: the state connection is down, and the session
+                // will notice that on its own.
+                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    warn!(error = %e, "redriver: cannot read the parked events");
+                    last_error = Some(Instant::now());
+                }
+                continue;
+            }
+        };
+        if diverted.is_empty() {
+            continue;
+        }
+        let mut by_destination: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (aggregate, destination) in diverted {
+            by_destination
+                .entry(destination)
+                .or_default()
+                .push(aggregate);
+        }
+        let mut redrove = false;
+        for (destination, aggregates) in by_destination {
+            if diversion.diverts(&destination) {
+                let due = probed
+                    .get(&destination)
+                    .is_none_or(|t| t.elapsed() >= PROBE_EVERY);
+                if !publisher.probes_open_circuits() && due {
+                    probed.insert(destination.clone(), Instant::now());
+                    let (s, p, first) = (store.clone(), publisher.clone(), aggregates[0].clone());
+                    let probe = async move { redrive_aggregate(&s, &*p, &first).await };
+                    if let Ok(Ok(r)) = tokio::time::timeout(PROBE_WAIT, probe).await {
+                        redrove |= r.delivered > 0;
+                    }
+                }
+                continue;
+            }
+            let started = Instant::now();
+            let results: Vec<_> = futures::stream::iter(aggregates.clone())
+                .map(|a| {
+                    let (store, publisher) = (store.clone(), publisher.clone());
+                    async move { redrive_aggregate(&store, &*publisher, &a).await }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            let mut delivered = 0;
+            let mut failed = 0;
+            for r in results {
+                match r {
+                    Ok(r) => {
+                        delivered += r.delivered;
+                        failed += usize::from(r.failure.is_some());
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        warn!(%destination, error = %e, "redriver: a redrive failed");
+                    }
+                }
+            }
+            redrove |= delivered > 0;
+            info!(%destination, aggregates = aggregates.len(), events = delivered, failed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "redrove the events diverted while the circuit was open");
+        }
+        if redrove {
+            // Unpark what is now empty at once, rather than at the next metrics refresh.
+            if let Err(e) = parking.refresh().await {
+                warn!(error = %e, "redriver: refreshing the parked aggregates");
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `circuit_breaker.on_open: park`: events for a destination whose circuit is open go to
+//! parking — those read while it is open, and those the connector holds when it opens —
+//! so the watermark keeps moving; an outcome the connector already has is kept.
+
+use std::sync::Arc;
+
+use outbox_connectors::policy::CircuitState;
+
+use super::{row, Harness, MemoryParkStore, Setup};
+use crate::config::InvalidEventPolicy;
+use crate::pipeline::diversion::Diversion;
+
+async fn harness(store: &MemoryParkStore, diversion: &Arc<Diversion>) -> Harness {
+    Harness::start(Setup {
+        policy: InvalidEventPolicy::Park,
+        parked: Some(store.clone()),
+        diversion: Some(diversion.clone()),
+        ..Setup::default()
+    })
+    .await
+}
+
+/// Opens or closes `destination`'s circuit as the session's watcher would see it.
+fn set(h: &Harness, diversion: &Diversion, destination: &str, state: CircuitState) {
+    h.publisher.set_circuit(destination, state);
+    diversion.update(&outbox_connectors::Publisher::circuits(&h.publisher));
+}
+
+#[tokio::test]
+async fn a_batch_held_when_the_circuit_opens_is_parked_and_the_watermark_passes_it() {
+    let store = MemoryParkStore::default();
+    let diversion = Arc::new(Diversion::default());
+    let mut h = harness(&store, &diversion).await;
+    let end = h.tx(&[row("A"), row("A"), row("B")]).await.unwrap();
+    let held = h.publisher.next_batch().await;
+    let destination = held.events[0].destination.to_string();
+    h.settle().await;
+    assert!(h.flushed() < end, "nothing durable yet");
+
+    set(&h, &diversion, &destination, CircuitState::Open);
+    h.settle().await;
+    assert_eq!(h.flushed(), end, "parked copies are durable");
+    let rows = store.rows();
+    let parked: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(a, _, r)| (a.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        parked,
+        vec![
+            ("A", "circuit_open"),
+            ("A", "circuit_open"),
+            ("B", "circuit_open")
+        ]
+    );
+
+    // While it is open, new events are parked without reaching the connector; their
+    // aggregates stay parked after it closes, until redriven.
+    let end2 = h.tx(&[row("C")]).await.unwrap();
+    h.settle().await;
+    assert_eq!(h.flushed(), end2);
+    assert!(h.publisher.try_next_batch().is_none());
+    assert_eq!(store.rows().len(), 4);
+    set(&h, &diversion, &destination, CircuitState::Closed);
+    let end3 = h.tx(&[row("A"), row("D")]).await.unwrap();
+    let batch = h.publisher.next_batch().await;
+    assert_eq!(
+        batch
+            .events
+            .iter()
+            .map(|e| e.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["D"],
+        "A is parked behind its diverted events"
+    );
+    batch.succeed();
+    h.settle().await;
+    assert_eq!(h.flushed(), end3);
+    assert_eq!(store.rows().len(), 5);
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_delivery_that_finished_before_the_circuit_opened_keeps_its_outcome() {
+    let store = MemoryParkStore::default();
+    let diversion = Arc::new(Diversion::default());
+    let mut h = harness(&store, &diversion).await;
+    let end = h.tx(&[row("A")]).await.unwrap();
+    let batch = h.publisher.next_batch().await;
+    let destination = batch.events[0].destination.to_string();
+    batch.succeed();
+    set(&h, &diversion, &destination, CircuitState::Open);
+    h.settle().await;
+    assert_eq!(h.flushed(), end);
+    assert!(store.rows().is_empty(), "delivered, so nothing to park");
+    assert_eq!(
+        h.counter("events_published_total", &[("result", "ok")]),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn another_destinations_open_circuit_does_not_touch_a_batch() {
+    let store = MemoryParkStore::default();
+    let diversion = Arc::new(Diversion::default());
+    let mut h = harness(&store, &diversion).await;
+    let end = h.tx(&[row("A")]).await.unwrap();
+    let batch = h.publisher.next_batch().await;
+    set(&h, &diversion, "some-other-topic", CircuitState::Open);
+    h.settle().await;
+    assert!(h.flushed() < end, "still waiting for the broker");
+    batch.succeed();
+    h.settle().await;
+    assert_eq!(h.flushed(), end);
+    assert!(store.rows().is_empty());
+}

@@ -1,0 +1,187 @@
+//! The whole Kafka broker down while 8 writers keep going (issue 9): with
+//! `circuit_breaker.on_open: park` the circuit opens, what is bound for Kafka goes to the
+//! parking table, and the slot keeps advancing, so WAL does not pile up; when the broker
+//! is back the circuit half-opens and closes, the redriver sends every parked aggregate
+//! again, and every committed event arrives, in order per aggregate.
+//!
+//! `OUTBOX_RELAY_OUTAGE_SECS` sets the outage (default 45 s here; `tests/outage.sh` runs
+//! the 10-minute variant).
+//!
+//! This test stops and starts the shared local broker (deploy/local/kafka.sh): it is the
+//! only test in its binary, and cargo runs test binaries one after another.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use outbox_relay_tests::kafka::TopicReader;
+use outbox_relay_tests::relay::{metric_sum, Relay, RelaySetup};
+use outbox_relay_tests::workload::{self, WorkloadSpec};
+use outbox_relay_tests::{env, pg, unique};
+
+fn kafka_sh(cmd: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/kafka.sh");
+    let status = Command::new(script).arg(cmd).status().expect("kafka.sh");
+    assert!(status.success(), "kafka.sh {cmd} failed");
+}
+
+/// Starts the broker again even when the test fails half-way.
+struct BrokerBack;
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        kafka_sh("start");
+    }
+}
+
+async fn retained_wal(client: &tokio_postgres::Client, slot: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_broker_down_for_a_while_parks_diverted_events_and_redrives_them_in_order() {
+    let outage = Duration::from_secs(
+        std::env::var("OUTBOX_RELAY_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(45),
+    );
+    let name = unique("outage");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    let mut spec = WorkloadSpec::end_to_end(&table);
+    // Enough for the writers to keep going through the outage (they stop at the count).
+    spec.events = 400 * outage.as_secs() as usize + 10_000;
+    workload::prepare(&client, &spec).await;
+    let mut setup = RelaySetup::new(&name, &table);
+    setup.sink_yaml = Some(format!(
+        "  kind: kafka
+  kafka:
+    brokers: {}
+    circuit_breaker:
+      failure_threshold: 3
+      open_initial_ms: 1000
+      open_max_ms: 4000
+      on_open: park
+",
+        env::kafka_bootstrap()
+    ));
+    let mut relay = Relay::start(&setup);
+    relay.wait_replicating(Duration::from_secs(60));
+
+    // Writers at a steady pace for the whole outage: 8 writers, ~400 events/s.
+    let writers = {
+        let mut spec = spec.clone();
+        spec.events = usize::MAX;
+        let rate_limited = spec.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = tokio::spawn(async move { workload::run_paced(&rate_limited, 400, s).await });
+        (handle, stop)
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let back = BrokerBack;
+    kafka_sh("stop");
+    let down_at = Instant::now();
+
+    // The circuit opens and events are parked instead of waiting.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_sum(&relay.metrics(), "outbox_relay_parked_events", &[]) == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing parked:\n{}",
+            relay.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let m = relay.metrics();
+    assert!(
+        metric_sum(
+            &m,
+            "outbox_relay_circuit_transitions_total",
+            &["state=\"open\""]
+        ) >= 1.0,
+        "{m}"
+    );
+    // The slot keeps advancing while the broker is down.
+    let first = pg::confirmed_flush(&client, &setup.slot()).await.unwrap();
+    let mut retained = Vec::new();
+    while down_at.elapsed() < outage {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        retained.push(retained_wal(&client, &setup.slot()).await);
+    }
+    let last = pg::confirmed_flush(&client, &setup.slot()).await.unwrap();
+    assert!(last > first, "the slot stood still during the outage");
+    let parked_during = metric_sum(&relay.metrics(), "outbox_relay_parked_events", &[]);
+    // Retained WAL stays bounded (a few status intervals' worth, not the whole outage).
+    let max_retained = *retained.iter().max().unwrap();
+    assert!(
+        max_retained < 32 * 1024 * 1024,
+        "retained WAL grew to {max_retained} bytes: {retained:?}"
+    );
+
+    drop(back);
+    writers.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = writers.0.await.unwrap();
+    assert!(report.committed_events > 0);
+
+    // After recovery: the circuit closes, the redriver empties the parking table.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let m = relay.metrics();
+        let parked = metric_sum(&m, "outbox_relay_parked_events", &[]);
+        let state = metric_sum(&m, "outbox_relay_circuit_state", &[]);
+        if parked == 0.0 && state == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "parked {parked}, circuit state {state}:\n{}",
+            relay.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let m = relay.metrics();
+    for state in ["open", "half_open", "closed"] {
+        assert!(
+            metric_sum(
+                &m,
+                "outbox_relay_circuit_transitions_total",
+                &[&format!("state=\"{state}\"")]
+            ) >= 1.0,
+            "no transition to {state}: {m}"
+        );
+    }
+
+    let expected = workload::committed_rows(&client, &table).await;
+    let prefix = setup.topic_prefix.clone();
+    let n = expected.len();
+    let records = tokio::task::spawn_blocking(move || {
+        let mut r = TopicReader::new(&prefix);
+        r.read_distinct_ids(n, Duration::from_secs(120));
+        r.records
+    })
+    .await
+    .unwrap();
+    let verdict = workload::assert_delivered(
+        &records,
+        &expected,
+        &setup.topic_prefix,
+        "after the outage",
+        &relay,
+    );
+    eprintln!(
+        "outage {outage:?}: {} events committed, {parked_during} parked at the end of the outage, {} delivered twice, max retained WAL {max_retained} B",
+        expected.len(),
+        verdict.duplicates.len()
+    );
+    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
+}
