@@ -8,6 +8,7 @@ pub mod aws;
 pub mod backlog;
 pub mod env;
 pub mod fault_proxy;
+pub mod http_fault;
 pub mod kafka;
 pub mod pg;
 pub mod process;

@@ -4,11 +4,14 @@
 //! is back the circuit half-opens and closes, the redriver sends every parked aggregate
 //! again, and every committed event arrives, in order per aggregate.
 //!
-//! `OUTBOX_RELAY_OUTAGE_SECS` sets the outage (default 45 s here; `tests/outage.sh` runs
-//! the 10-minute variant).
+//! With `on_open: stall` the same outage parks nothing: events wait, the slot holds the
+//! WAL, and after recovery everything arrives in order; the circuit's metrics are the same.
 //!
-//! This test stops and starts the shared local broker (deploy/local/kafka.sh): it is the
-//! only test in its binary, and cargo runs test binaries one after another.
+//! `OUTBOX_RELAY_OUTAGE_SECS` sets the outage (default 60 s with park, 30 s with stall;
+//! `tests/outage.sh` runs the 10-minute variant).
+//!
+//! These tests stop and start the shared local broker (deploy/local/kafka.sh): they take
+//! turns (`BROKER`), and cargo runs test binaries one after another.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -44,14 +47,32 @@ async fn retained_wal(client: &tokio_postgres::Client, slot: &str) -> i64 {
         .get(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_broker_down_for_a_while_parks_diverted_events_and_redrives_them_in_order() {
-    let outage = Duration::from_secs(
+/// One outage at a time: both tests stop the broker.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn outage_secs(default: u64) -> Duration {
+    Duration::from_secs(
         std::env::var("OUTBOX_RELAY_OUTAGE_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(45),
-    );
+            .unwrap_or(default),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_broker_down_for_a_while_parks_diverted_events_and_redrives_them_in_order() {
+    let _turn = BROKER.lock().await;
+    outage("park", outage_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_on_open_stall_the_same_outage_parks_nothing_and_loses_nothing() {
+    let _turn = BROKER.lock().await;
+    outage("stall", outage_secs(30)).await;
+}
+
+async fn outage(on_open: &str, outage: Duration) {
+    let parks = on_open == "park";
     let name = unique("outage");
     let table = format!("{name}_outbox");
     let client = pg::connect().await;
@@ -68,7 +89,7 @@ async fn the_broker_down_for_a_while_parks_diverted_events_and_redrives_them_in_
       failure_threshold: 3
       open_initial_ms: 1000
       open_max_ms: 4000
-      on_open: park
+      on_open: {on_open}
 ",
         env::kafka_bootstrap()
     ));
@@ -91,26 +112,26 @@ async fn the_broker_down_for_a_while_parks_diverted_events_and_redrives_them_in_
     kafka_sh("stop");
     let down_at = Instant::now();
 
-    // The circuit opens and events are parked instead of waiting.
+    // The circuit opens; with park, events are parked instead of waiting.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric_sum(&relay.metrics(), "outbox_relay_parked_events", &[]) == 0.0 {
+    loop {
+        let m = relay.metrics();
+        let opened = metric_sum(
+            &m,
+            "outbox_relay_circuit_transitions_total",
+            &["state=\"open\""],
+        ) >= 1.0;
+        let parked = metric_sum(&m, "outbox_relay_parked_events", &[]) > 0.0;
+        if opened && (parked || !parks) {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "nothing parked:\n{}",
+            "opened {opened}, parked {parked}:\n{}",
             relay.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let m = relay.metrics();
-    assert!(
-        metric_sum(
-            &m,
-            "outbox_relay_circuit_transitions_total",
-            &["state=\"open\""]
-        ) >= 1.0,
-        "{m}"
-    );
-    // The slot keeps advancing while the broker is down.
     let first = pg::confirmed_flush(&client, &setup.slot()).await.unwrap();
     let mut retained = Vec::new();
     while down_at.elapsed() < outage {
@@ -118,14 +139,23 @@ async fn the_broker_down_for_a_while_parks_diverted_events_and_redrives_them_in_
         retained.push(retained_wal(&client, &setup.slot()).await);
     }
     let last = pg::confirmed_flush(&client, &setup.slot()).await.unwrap();
-    assert!(last > first, "the slot stood still during the outage");
     let parked_during = metric_sum(&relay.metrics(), "outbox_relay_parked_events", &[]);
-    // Retained WAL stays bounded (a few status intervals' worth, not the whole outage).
     let max_retained = *retained.iter().max().unwrap();
-    assert!(
-        max_retained < 32 * 1024 * 1024,
-        "retained WAL grew to {max_retained} bytes: {retained:?}"
-    );
+    if parks {
+        // The slot keeps advancing while the broker is down, and retained WAL stays
+        // bounded (a few status intervals' worth, not the whole outage).
+        assert!(last > first, "the slot stood still during the outage");
+        assert!(
+            max_retained < 32 * 1024 * 1024,
+            "retained WAL grew to {max_retained} bytes: {retained:?}"
+        );
+    } else {
+        assert_eq!(parked_during, 0.0, "stall parks nothing");
+        assert!(
+            *retained.last().unwrap() > retained[0],
+            "with stall the slot holds the WAL: {retained:?}"
+        );
+    }
 
     drop(back);
     writers.1.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -178,10 +208,14 @@ async fn the_broker_down_for_a_while_parks_diverted_events_and_redrives_them_in_
         &relay,
     );
     eprintln!(
-        "outage {outage:?}: {} events committed, {parked_during} parked at the end of the outage, {} delivered twice, max retained WAL {max_retained} B",
+        "on_open {on_open}, outage {outage:?}: {} events committed, {parked_during:.0} parked at the end of the outage, {} delivered twice, max retained WAL {max_retained} B",
         expected.len(),
         verdict.duplicates.len()
     );
+    if !parks {
+        // The idempotent producer's own retries: nothing sent twice.
+        assert!(verdict.duplicates.is_empty(), "{:?}", verdict.duplicates);
+    }
     assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
     pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
 }

@@ -311,7 +311,7 @@ struct Dispatcher<C> {
 
 /// A request in flight: its destination, the lanes whose heads it carries, in entry order,
 /// and one result per entry.
-type Sent = (Arc<str>, Vec<String>, Vec<EntryResult>);
+type Sent = (Arc<str>, Instant, Vec<String>, Vec<EntryResult>);
 
 impl<C: Client> Dispatcher<C> {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Vec<Job>>) {
@@ -342,8 +342,8 @@ impl<C: Client> Dispatcher<C> {
                     Some(jobs) => self.enqueue(jobs),
                     None => open = false,
                 },
-                Some((destination, lanes, results)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.record_circuit(&destination, &results);
+                Some((destination, sent_at, lanes, results)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.record_circuit(&destination, sent_at, &results);
                     self.settle(lanes, results);
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
@@ -452,7 +452,7 @@ impl<C: Client> Dispatcher<C> {
             async move {
                 let refs: Vec<&Message> = messages.iter().map(|m| m.as_ref()).collect();
                 let results = client.send_batch(&destination, &refs).await;
-                (sent_to, lanes, results)
+                (sent_to, now, lanes, results)
             }
             .boxed(),
         )
@@ -462,7 +462,12 @@ impl<C: Client> Dispatcher<C> {
     /// success; a request whose entries all failed retryably (or may-be-transiently) is a
     /// failure. Entries refused for what they are (too large, invalid) say nothing about
     /// the destination.
-    fn record_circuit(&mut self, destination: &Arc<str>, results: &[EntryResult]) {
+    fn record_circuit(
+        &mut self,
+        destination: &Arc<str>,
+        sent_at: Instant,
+        results: &[EntryResult],
+    ) {
         let Some(breaker) = self.breakers.get_mut(destination) else {
             return;
         };
@@ -472,9 +477,9 @@ impl<C: Client> Dispatcher<C> {
                 .is_err_and(|e| e.class == ErrorClass::Retryable || may_be_transient(e))
         });
         let transition = if delivered {
-            breaker.on_success()
+            breaker.on_success(sent_at)
         } else if failed && !results.is_empty() {
-            breaker.on_failure(Instant::now())
+            breaker.on_failure(sent_at, Instant::now())
         } else {
             None
         };

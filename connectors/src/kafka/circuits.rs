@@ -67,16 +67,16 @@ impl KafkaCircuits {
     pub fn on_brokers_down(&self) {
         let now = Instant::now();
         for (topic, c) in self.lock().iter_mut() {
-            if let Some(state) = c.breaker.on_failure(now) {
+            if let Some(state) = c.breaker.on_failure(now, now) {
                 transition(topic, c, state);
             }
         }
     }
 
-    /// A record of `topic` was delivered.
-    pub fn on_delivered(&self, topic: &Arc<str>) {
+    /// A record of `topic`, handed to librdkafka at `accepted_at`, was delivered.
+    pub fn on_delivered(&self, topic: &Arc<str>, accepted_at: Instant) {
         if let Some(c) = self.lock().get_mut(topic) {
-            if let Some(state) = c.breaker.on_success() {
+            if let Some(state) = c.breaker.on_success(accepted_at) {
                 transition(topic, c, state);
             }
         }
@@ -100,13 +100,13 @@ impl KafkaCircuits {
         due
     }
 
-    /// The outcome of a probe of `topic`.
-    pub fn probed(&self, topic: &Arc<str>, ok: bool) {
+    /// The outcome of a probe of `topic` sent at `sent_at`.
+    pub fn probed(&self, topic: &Arc<str>, ok: bool, sent_at: Instant) {
         if let Some(c) = self.lock().get_mut(topic) {
             let state = if ok {
-                c.breaker.on_success()
+                c.breaker.on_success(sent_at)
             } else {
-                c.breaker.on_failure(Instant::now())
+                c.breaker.on_failure(sent_at, Instant::now())
             };
             if let Some(state) = state {
                 transition(topic, c, state);
@@ -154,7 +154,7 @@ mod tests {
         for _ in 0..2 {
             circuits.on_brokers_down();
         }
-        circuits.on_delivered(&a);
+        circuits.on_delivered(&a, Instant::now());
         circuits.on_brokers_down();
         let state = |t: &str| {
             circuits
@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(circuits.due_probes(), vec![b.clone()]);
         assert_eq!(state("b"), CircuitState::HalfOpen);
         assert!(circuits.due_probes().is_empty(), "one probe at a time");
-        circuits.probed(&b, true);
+        circuits.probed(&b, true, Instant::now());
         assert_eq!(state("b"), CircuitState::Closed);
         let report = circuits
             .reports()

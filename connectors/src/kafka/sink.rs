@@ -135,6 +135,7 @@ impl Publisher for KafkaPublisher {
             pending.push((event, delivery));
         }
         let circuits = self.circuits.clone();
+        let accepted_at = tokio::time::Instant::now();
         Ok(async move {
             let mut outcomes = Vec::with_capacity(pending.len());
             let mut delivered_to: Option<Arc<str>> = None;
@@ -148,7 +149,7 @@ impl Publisher for KafkaPublisher {
                                 .as_ref()
                                 .is_none_or(|t| !Arc::ptr_eq(t, &event.destination))
                             {
-                                circuits.on_delivered(&event.destination);
+                                circuits.on_delivered(&event.destination, accepted_at);
                                 delivered_to = Some(event.destination.clone());
                             }
                             Ok(())
@@ -215,6 +216,7 @@ async fn probe_open_circuits(
             let producer = producer.clone();
             let circuits = circuits.clone();
             async move {
+                let sent_at = tokio::time::Instant::now();
                 let name = topic.to_string();
                 let ok = tokio::task::spawn_blocking(move || {
                     producer
@@ -228,7 +230,7 @@ async fn probe_open_circuits(
                 })
                 .await
                 .unwrap_or(false);
-                circuits.probed(&topic, ok);
+                circuits.probed(&topic, ok, sent_at);
             }
         });
         futures::future::join_all(probes).await;

@@ -131,6 +131,9 @@ pub struct Breaker {
     /// Openings since the circuit was last closed (sets the cool-down).
     openings: u32,
     open_until: Option<Instant>,
+    /// When the circuit last opened: an answer to a request sent before it says nothing
+    /// about the destination now.
+    opened_at: Option<Instant>,
     probe_in_flight: bool,
 }
 
@@ -142,6 +145,7 @@ impl Breaker {
             consecutive_failures: 0,
             openings: 0,
             open_until: None,
+            opened_at: None,
             probe_in_flight: false,
         }
     }
@@ -178,22 +182,39 @@ impl Breaker {
         }
     }
 
-    /// A request succeeded: the circuit closes.
-    pub fn on_success(&mut self) -> Option<CircuitState> {
+    /// A request sent at `sent_at` succeeded: a closed circuit's failure count starts
+    /// over, a half-open one closes. An answer to a request sent before the circuit opened
+    /// (still in flight then) changes nothing: only the probe after the cool-down may close
+    /// it — otherwise every late answer would flap the circuit closed and open again.
+    pub fn on_success(&mut self, sent_at: Instant) -> Option<CircuitState> {
+        match self.state {
+            CircuitState::Closed => {
+                self.consecutive_failures = 0;
+                return None;
+            }
+            _ if self.is_late(sent_at) => return None,
+            CircuitState::Open => return None,
+            CircuitState::HalfOpen => {}
+        }
         self.consecutive_failures = 0;
         self.probe_in_flight = false;
-        if self.state == CircuitState::Closed {
-            return None;
-        }
         self.state = CircuitState::Closed;
         self.openings = 0;
         self.open_until = None;
         Some(CircuitState::Closed)
     }
 
-    /// A request failed retryably: after enough of them (or a failed probe) the circuit
-    /// opens for a cool-down.
-    pub fn on_failure(&mut self, now: Instant) -> Option<CircuitState> {
+    fn is_late(&self, sent_at: Instant) -> bool {
+        self.opened_at.is_some_and(|opened| sent_at < opened)
+    }
+
+    /// A request sent at `sent_at` failed retryably: after enough of them (or a failed
+    /// probe) the circuit opens for a cool-down. A late failure of a request sent before
+    /// the circuit opened is already counted.
+    pub fn on_failure(&mut self, sent_at: Instant, now: Instant) -> Option<CircuitState> {
+        if self.state != CircuitState::Closed && self.is_late(sent_at) {
+            return None;
+        }
         self.probe_in_flight = false;
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         let open = match self.state {
@@ -211,6 +232,7 @@ impl Breaker {
             self.settings.open_max,
         );
         self.open_until = Some(now + cool_down);
+        self.opened_at = Some(now);
         self.state = CircuitState::Open;
         Some(CircuitState::Open)
     }
@@ -232,11 +254,11 @@ mod tests {
     async fn opens_after_consecutive_failures_probes_after_the_cool_down_and_closes() {
         let mut b = Breaker::new(settings());
         let now = Instant::now();
-        assert_eq!(b.on_failure(now), None);
-        assert_eq!(b.on_success(), None, "a success resets the count");
-        assert_eq!(b.on_failure(now), None);
-        assert_eq!(b.on_failure(now), None);
-        assert_eq!(b.on_failure(now), Some(CircuitState::Open));
+        assert_eq!(b.on_failure(now, now), None);
+        assert_eq!(b.on_success(now), None, "a success resets the count");
+        assert_eq!(b.on_failure(now, now), None);
+        assert_eq!(b.on_failure(now, now), None);
+        assert_eq!(b.on_failure(now, now), Some(CircuitState::Open));
         assert_eq!(b.try_acquire(now), (false, None));
         let reopens = b.reopens_at().unwrap();
         // Equal jitter: the first cool-down is 1–2 s.
@@ -246,15 +268,35 @@ mod tests {
         let later = Instant::now();
         assert_eq!(b.try_acquire(later), (true, Some(CircuitState::HalfOpen)));
         assert_eq!(b.try_acquire(later), (false, None), "one probe at a time");
-        assert_eq!(b.on_success(), Some(CircuitState::Closed));
+        assert_eq!(b.on_success(later), Some(CircuitState::Closed));
         assert_eq!(b.try_acquire(later), (true, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_answer_to_a_request_sent_before_the_opening_changes_nothing() {
+        let mut b = Breaker::new(settings());
+        let before = Instant::now();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        for _ in 0..3 {
+            b.on_failure(Instant::now(), Instant::now());
+        }
+        assert_eq!(b.state(), CircuitState::Open);
+        assert_eq!(b.on_success(before), None);
+        assert_eq!(b.state(), CircuitState::Open, "only the probe may close it");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let probe = Instant::now();
+        assert!(b.try_acquire(probe).0);
+        assert_eq!(b.on_success(before), None, "late, even while half-open");
+        assert_eq!(b.on_failure(before, probe), None, "late failures too");
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert_eq!(b.on_success(probe), Some(CircuitState::Closed));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_probe_reopens_for_longer_up_to_the_cap() {
         let mut b = Breaker::new(settings());
         for _ in 0..3 {
-            b.on_failure(Instant::now());
+            b.on_failure(Instant::now(), Instant::now());
         }
         let mut cool_downs = Vec::new();
         for _ in 0..5 {
@@ -263,7 +305,8 @@ mod tests {
             cool_downs.push(reopens - opened);
             tokio::time::advance(reopens - opened).await;
             assert!(b.try_acquire(Instant::now()).0);
-            assert_eq!(b.on_failure(Instant::now()), Some(CircuitState::Open));
+            let now = Instant::now();
+            assert_eq!(b.on_failure(now, now), Some(CircuitState::Open));
         }
         // 1–2 s, 2–4 s, 4–8 s, then capped at 4–8 s.
         let bounds = [(1, 2), (2, 4), (4, 8), (4, 8), (4, 8)];

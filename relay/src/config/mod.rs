@@ -99,6 +99,11 @@ impl Config {
                 "outbox.on_invalid: park needs the state tables, but state.mode is off; set on_invalid to dead_letter or halt, or enable state",
             ));
         }
+        if self.pipeline.destination_share < 1.0 && !self.sink.parks_on_open() {
+            return Err(err(
+                "pipeline.destination_share below 1 parks a destination's events beyond its share, which needs sink.<kind>.circuit_breaker.on_open: park",
+            ));
+        }
         if self.sink.parks_on_open() && self.state.mode == StateMode::Off {
             return Err(err(
                 "circuit_breaker.on_open: park needs the state tables, but state.mode is off; set on_open to stall, or enable state",

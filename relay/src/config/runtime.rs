@@ -17,6 +17,10 @@ pub struct PipelineConfig {
     pub inflight_bytes: usize,
     /// Most events handed to the sink in one batch.
     pub max_batch_events: usize,
+    /// Most of `inflight_bytes` one destination may hold (0 < share ≤ 1); beyond it, its
+    /// events are parked and redriven once it has caught up, so a slow destination cannot
+    /// take the budget from the others. 1 = off. Needs `circuit_breaker.on_open: park`.
+    pub destination_share: f64,
     /// How long a graceful shutdown waits for in-flight events.
     pub shutdown_timeout_ms: u64,
     /// First delay before reconnecting after a retryable failure; doubles up to the max.
@@ -36,6 +40,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             inflight_bytes: 16 * 1024 * 1024,
             max_batch_events: 1000,
+            destination_share: 1.0,
             shutdown_timeout_ms: 30_000,
             restart_backoff_ms: 500,
             restart_backoff_max_ms: 30_000,
@@ -51,6 +56,12 @@ impl PipelineConfig {
             return Err(err(format!(
                 "pipeline.inflight_bytes: must be at least 65536 (got {})",
                 self.inflight_bytes
+            )));
+        }
+        if !(self.destination_share > 0.0 && self.destination_share <= 1.0) {
+            return Err(err(&format!(
+                "pipeline.destination_share: must be above 0 and at most 1 (got {})",
+                self.destination_share
             )));
         }
         if self.max_batch_events == 0 {

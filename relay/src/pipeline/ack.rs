@@ -12,6 +12,7 @@ use prometheus::Histogram;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{error, warn};
 
+use super::bulkhead::Bulkhead;
 use super::diversion::{Diversion, CIRCUIT_OPEN};
 use super::rejections::Rejections;
 use super::Progress;
@@ -28,6 +29,8 @@ pub struct AckItem {
     /// The delivery's events, kept with `on_open: park` so that they can be parked if
     /// their destination's circuit opens while the connector holds them.
     pub copies: Option<Vec<OutboxEvent>>,
+    /// Bytes the batch holds per destination against its bulkhead.
+    pub holds: Vec<(Arc<str>, usize)>,
     /// Events for the parking table, written once the delivery is settled.
     pub parks: Vec<ParkRequest>,
     pub accepted_at: Instant,
@@ -45,6 +48,7 @@ impl AckItem {
         AckItem {
             delivery: None,
             copies: None,
+            holds: Vec::new(),
             parks: Vec::new(),
             accepted_at: Instant::now(),
             events: 0,
@@ -65,6 +69,8 @@ pub struct Acker {
     pub parking: Option<Arc<Parking>>,
     /// Present with `circuit_breaker.on_open: park`.
     pub diversion: Option<Arc<Diversion>>,
+    /// Present with `pipeline.destination_share` below 1.
+    pub bulkhead: Option<Arc<Bulkhead>>,
 }
 
 impl Acker {
@@ -150,6 +156,9 @@ impl Acker {
             }
             if let Some(w) = item.watermark {
                 self.progress.advance_flushed(w);
+            }
+            if let Some(bulkhead) = &self.bulkhead {
+                bulkhead.release(&item.holds);
             }
             self.metrics.inflight_events.sub(item.events as i64);
             self.metrics.inflight_bytes.sub(item.bytes as i64);

@@ -18,6 +18,7 @@ use tracing::warn;
 
 use super::ack::Acker;
 use super::budget::Budget;
+use super::bulkhead::Bulkhead;
 use super::diversion::Diversion;
 use super::reader::{Batch, Reader};
 use super::rejections::Rejections;
@@ -56,6 +57,8 @@ pub struct FlowState {
     pub parking: Option<Arc<Parking>>,
     /// With `circuit_breaker.on_open: park` (which needs `parking`).
     pub diversion: Option<Arc<Diversion>>,
+    /// With `pipeline.destination_share` below 1 (which needs `diversion`).
+    pub bulkhead: Option<Arc<Bulkhead>>,
 }
 
 pub struct Flow {
@@ -89,6 +92,7 @@ impl Flow {
                 rejections: state.memory.rejections.clone(),
                 parking: state.parking.clone(),
                 diversion: state.diversion.clone(),
+                bulkhead: state.bulkhead.clone(),
             }
             .run(ack_rx),
         );
@@ -109,6 +113,7 @@ impl Flow {
             rejections: state.memory.rejections,
             parking: state.parking,
             diversion: state.diversion,
+            bulkhead: state.bulkhead,
         };
         Flow {
             reader,

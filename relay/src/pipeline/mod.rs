@@ -8,6 +8,7 @@
 
 mod ack;
 mod budget;
+mod bulkhead;
 mod diversion;
 mod flow;
 mod progress;

@@ -11,6 +11,7 @@ use tracing::warn;
 
 use super::ack::{unix_now_us, AckItem};
 use super::budget::Budget;
+use super::bulkhead::{add_hold, Bulkhead, BULKHEAD_FULL};
 use super::diversion::{Diversion, CIRCUIT_OPEN};
 use super::rejections::Rejections;
 use crate::config::InvalidEventPolicy;
@@ -26,6 +27,8 @@ pub(super) struct Batch {
     pub(super) parks: Vec<ParkRequest>,
     pub(super) bytes: usize,
     pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Bytes held per destination against its bulkhead.
+    pub(super) holds: Vec<(Arc<str>, usize)>,
 }
 
 /// Decoded messages → mapped events → batches in commit order.
@@ -53,6 +56,8 @@ pub(super) struct Reader {
     pub(super) parking: Option<Arc<Parking>>,
     /// Present with `circuit_breaker.on_open: park`.
     pub(super) diversion: Option<Arc<Diversion>>,
+    /// Present with `pipeline.destination_share` below 1.
+    pub(super) bulkhead: Option<Arc<Bulkhead>>,
 }
 
 impl Reader {
@@ -200,10 +205,21 @@ impl Reader {
                         .err()
                         .filter(|err| err.class == ErrorClass::Permanent)
                 });
-                match rejected {
-                    Some(err) => self.rejected(e, err).await,
-                    None => self.push(e).await,
+                if let Some(err) = rejected {
+                    return self.rejected(e, err).await;
                 }
+                if let Some(bulkhead) = &self.bulkhead {
+                    let cost = e.budget_bytes();
+                    if !bulkhead.try_hold(&e.destination, cost) {
+                        let error = format!(
+                            "{} held its whole share of the in-flight budget (pipeline.destination_share)",
+                            e.destination
+                        );
+                        return self.park(e, BULKHEAD_FULL.into(), error).await;
+                    }
+                    return self.push(e, true).await;
+                }
+                self.push(e, false).await
             }
             Mapped::NotOutbox => Ok(true),
             Mapped::Invalid(inv) => {
@@ -219,7 +235,7 @@ impl Reader {
                     ))),
                     InvalidEventPolicy::DeadLetter => {
                         let dl = self.mapper.dead_letter(&inv);
-                        self.push(dl).await
+                        self.push(dl, false).await
                     }
                     InvalidEventPolicy::Park => {
                         // The record describes the row; it has no destination, so a redrive
@@ -249,7 +265,7 @@ impl Reader {
             InvalidEventPolicy::DeadLetter => {
                 let dl =
                     dead_letter_of_rejected(&event, &err, self.mapper.dead_letter_destination());
-                self.push(dl).await
+                self.push(dl, false).await
             }
             InvalidEventPolicy::Park => self.park(event, err.kind.into(), err.to_string()).await,
         }
@@ -285,10 +301,26 @@ impl Reader {
         Ok(true)
     }
 
-    async fn push(&mut self, event: OutboxEvent) -> Result<bool, RelayError> {
+    /// Adds `event` to the batch; `held`: it holds `budget_bytes` against its bulkhead,
+    /// given back when this batch is finished.
+    async fn push(&mut self, event: OutboxEvent, held: bool) -> Result<bool, RelayError> {
+        // With `on_open: park` a batch holds one destination's events, so that when its
+        // circuit opens the acker parks exactly those and nothing of a healthy destination.
+        if self.diversion.is_some()
+            && self
+                .batch
+                .events
+                .last()
+                .is_some_and(|last| *last.destination != *event.destination)
+        {
+            self.dispatch(None).await?;
+        }
         let cost = event.budget_bytes();
         if !self.take_budget(cost).await? {
             return Ok(false);
+        }
+        if held {
+            add_hold(&mut self.batch.holds, &event.destination, cost);
         }
         self.batch.bytes += cost;
         self.batch.events.push(event);
@@ -341,6 +373,7 @@ impl Reader {
                 .send(AckItem {
                     delivery: None,
                     copies: None,
+                    holds: batch.holds,
                     parks: batch.parks,
                     accepted_at: Instant::now(),
                     events,
@@ -364,6 +397,7 @@ impl Reader {
         self.send(AckItem {
             delivery: Some(delivery),
             copies,
+            holds: batch.holds,
             parks: batch.parks,
             accepted_at,
             events,

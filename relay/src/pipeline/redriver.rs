@@ -1,8 +1,10 @@
 //! The redriver: with `circuit_breaker.on_open: park` and `redrive_on_close: true`, the
-//! aggregates parked because their destination's circuit was open are sent again, in
-//! order, once it has closed — no operator needed for an outage that ends.
+//! aggregates parked because their destination's circuit was open (or its bulkhead full)
+//! are sent again, in order, once it has closed (and caught up) — no operator needed for
+//! an outage that ends.
 //!
-//! Only aggregates whose *first* parked event was diverted (`circuit_open`) are redriven:
+//! Only aggregates whose *first* parked event was diverted (`circuit_open`,
+//! `bulkhead_full`) are redriven:
 //! an aggregate parked behind an invalid or rejected event waits for an operator, since
 //! sending its later events would overtake the one that needs attention.
 //!
@@ -20,13 +22,15 @@ use outbox_connectors::Publisher;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::bulkhead::Bulkhead;
 use super::diversion::Diversion;
+use super::session::AbortOnDrop;
 use crate::state::{redrive_aggregate, Parking, StateStore};
 
 /// How often the parked table is looked at.
 const TICK: Duration = Duration::from_secs(1);
 /// Aggregates redriven at once.
-const CONCURRENCY: usize = 16;
+const CONCURRENCY: usize = 256;
 /// With a connector that does not probe on its own: how often a diverted aggregate is
 /// offered to an open circuit, and how long the redriver waits for it.
 pub const PROBE_EVERY: Duration = Duration::from_secs(5);
@@ -37,10 +41,13 @@ pub async fn run(
     parking: Arc<Parking>,
     publisher: Arc<dyn Publisher>,
     diversion: Arc<Diversion>,
+    bulkhead: Option<Arc<Bulkhead>>,
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probed: HashMap<String, Instant> = HashMap::new();
+    // The probe under way, if any (one at a time).
+    let mut probes: Option<AbortOnDrop<()>> = None;
     let mut last_error: Option<Instant> = None;
     loop {
         tick.tick().await;
@@ -66,49 +73,70 @@ pub async fn run(
                 .or_default()
                 .push(aggregate);
         }
-        let mut redrove = false;
+        // Every destination that can take its events again, at once; a probe of a
+        // diverted one runs on its own so that it never holds the others up.
+        let mut ready: Vec<(Arc<str>, String)> = Vec::new();
         for (destination, aggregates) in by_destination {
+            let destination: Arc<str> = destination.into();
             if diversion.diverts(&destination) {
                 let due = probed
-                    .get(&destination)
+                    .get(&*destination)
                     .is_none_or(|t| t.elapsed() >= PROBE_EVERY);
-                if !publisher.probes_open_circuits() && due {
-                    probed.insert(destination.clone(), Instant::now());
+                let probing = probes.as_ref().is_some_and(|p| !p.0.is_finished());
+                if !publisher.probes_open_circuits() && due && !probing {
+                    probed.insert(destination.to_string(), Instant::now());
                     let (s, p, first) = (store.clone(), publisher.clone(), aggregates[0].clone());
-                    let probe = async move { redrive_aggregate(&s, &*p, &first).await };
-                    if let Ok(Ok(r)) = tokio::time::timeout(PROBE_WAIT, probe).await {
-                        redrove |= r.delivered > 0;
-                    }
+                    probes = Some(AbortOnDrop(tokio::spawn(async move {
+                        let _ =
+                            tokio::time::timeout(PROBE_WAIT, redrive_aggregate(&s, &*p, &first))
+                                .await;
+                    })));
                 }
                 continue;
             }
-            let started = Instant::now();
-            let results: Vec<_> = futures::stream::iter(aggregates.clone())
-                .map(|a| {
-                    let (store, publisher) = (store.clone(), publisher.clone());
-                    async move { redrive_aggregate(&store, &*publisher, &a).await }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            let mut delivered = 0;
-            let mut failed = 0;
-            for r in results {
-                match r {
-                    Ok(r) => {
-                        delivered += r.delivered;
-                        failed += usize::from(r.failure.is_some());
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        warn!(%destination, error = %e, "redriver: a redrive failed");
-                    }
+            if bulkhead.as_ref().is_some_and(|b| !b.has_room(&destination)) {
+                continue; // still catching up
+            }
+            ready.extend(aggregates.into_iter().map(|a| (destination.clone(), a)));
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let results: Vec<_> = futures::stream::iter(ready)
+            .map(|(destination, a)| {
+                let (store, publisher) = (store.clone(), publisher.clone());
+                async move {
+                    (
+                        destination,
+                        redrive_aggregate(&store, &*publisher, &a).await,
+                    )
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut per_destination: BTreeMap<Arc<str>, (usize, usize, usize)> = BTreeMap::new();
+        for (destination, r) in results {
+            let entry = per_destination.entry(destination.clone()).or_default();
+            entry.0 += 1;
+            match r {
+                Ok(r) => {
+                    entry.1 += r.delivered;
+                    entry.2 += usize::from(r.failure.is_some());
+                }
+                Err(e) => {
+                    entry.2 += 1;
+                    warn!(%destination, error = %e, "redriver: a redrive failed");
                 }
             }
-            redrove |= delivered > 0;
-            info!(%destination, aggregates = aggregates.len(), events = delivered, failed,
+        }
+        let mut redrove = false;
+        for (destination, (aggregates, events, failed)) in per_destination {
+            redrove |= events > 0;
+            info!(%destination, aggregates, events, failed,
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "redrove the events diverted while the circuit was open");
+                "redrove the events diverted while the destination could not take them");
         }
         if redrove {
             // Unpark what is now empty at once, rather than at the next metrics refresh.

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
+use super::bulkhead::Bulkhead;
 use super::diversion::{watch_circuits, Diversion};
 use super::flow::{Flow, FlowMemory, FlowSettings, FlowState};
 use super::redriver;
@@ -102,6 +103,11 @@ async fn session(
     }
 
     // `on_open: park`: follow the connector's circuits, and redrive what they diverted.
+    let bulkhead = Bulkhead::new(
+        config.pipeline.inflight_bytes,
+        config.pipeline.destination_share,
+    )
+    .map(Arc::new);
     let diversion = match (&source.parking, &source.state, config.sink.parks_on_open()) {
         (Some(parking), Some(store), true) => {
             let diversion = Arc::new(Diversion::default());
@@ -119,6 +125,7 @@ async fn session(
                     parking.clone(),
                     publisher.clone(),
                     diversion.clone(),
+                    bulkhead.clone(),
                 ))));
             }
             Some(diversion)
@@ -140,6 +147,7 @@ async fn session(
             memory,
             parking: source.parking.clone(),
             diversion: diversion.clone(),
+            bulkhead,
         },
         shutdown.clone(),
     );
@@ -376,7 +384,7 @@ async fn stream(
 }
 
 /// Aborts a background task when the session ends, however it ends.
-struct AbortOnDrop<T>(JoinHandle<T>);
+pub(super) struct AbortOnDrop<T>(pub(super) JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

@@ -17,7 +17,7 @@ mod store;
 
 pub use parking::{
     ParkRequest, ParkStore, ParkedEvent, ParkedFilter, ParkedStats, Parking, BEHIND_PARKED,
-    CIRCUIT_OPEN,
+    BULKHEAD_FULL, CIRCUIT_OPEN,
 };
 pub use progress::{report_parked, run_writer};
 pub use redrive::{redrive_aggregate, Redriven};

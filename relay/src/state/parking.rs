@@ -33,6 +33,9 @@ pub const BEHIND_PARKED: &str = "behind_parked";
 /// Diverted from a destination whose circuit was open (`circuit_breaker.on_open: park`);
 /// redriven automatically when it closes.
 pub const CIRCUIT_OPEN: &str = "circuit_open";
+/// Beyond its destination's share of the in-flight budget (`pipeline.destination_share`);
+/// redriven automatically once the destination has caught up.
+pub const BULKHEAD_FULL: &str = "bulkhead_full";
 
 /// The parked aggregates of one slot, and the writes of their events.
 pub struct Parking {
@@ -382,8 +385,9 @@ impl StateStore {
             .await?)
     }
 
-    /// Aggregates whose first parked event was diverted from an open circuit, with that
-    /// event's destination: what the redriver sends again once the circuit closes.
+    /// Aggregates whose first parked event was diverted (an open circuit, a full
+    /// bulkhead), with that event's destination: what the redriver sends again once the
+    /// destination can take it.
     pub async fn diverted_aggregates(&self) -> Result<Vec<(String, String)>, RelayError> {
         let rows = self
             .client
@@ -393,10 +397,10 @@ impl StateStore {
                        SELECT DISTINCT ON (aggregate_id) aggregate_id, destination, reason
                          FROM {} WHERE slot = $1
                         ORDER BY aggregate_id, commit_lsn, seq) firsts
-                      WHERE reason = $2",
+                      WHERE reason = $2 OR reason = $3",
                     self.parked
                 ),
-                &[&self.slot, &CIRCUIT_OPEN],
+                &[&self.slot, &CIRCUIT_OPEN, &BULKHEAD_FULL],
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())

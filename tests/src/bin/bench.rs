@@ -2,6 +2,10 @@
 //! drained by `pg_recvlogical` (pgoutput to /dev/null: the source's ceiling), the relay
 //! with the null sink, and the relay with Kafka, each from its own slot.
 //!
+//! With `--park-redrive`, also the cost of an outage with `circuit_breaker.on_open: park`:
+//! the relay drains the backlog into the parking table while Kafka is unreachable, then a
+//! relay that reaches Kafka redrives it (the redriver, as after a circuit closes).
+//!
 //! Run it with `tests/bench.sh` (which builds in release mode and starts the services).
 
 use std::path::PathBuf;
@@ -26,6 +30,9 @@ struct Args {
     inflight_bytes: usize,
     #[arg(long)]
     skip_kafka: bool,
+    /// Also measure parking (Kafka unreachable, on_open: park) and redrive throughput.
+    #[arg(long)]
+    park_redrive: bool,
 }
 
 #[derive(Debug)]
@@ -38,7 +45,12 @@ struct Run {
 
 const PUBLICATION: &str = "bench_pub";
 const TABLE: &str = "bench_outbox";
-const SLOTS: [&str; 3] = ["bench_recvlogical", "bench_null", "bench_kafka"];
+const SLOTS: [&str; 4] = [
+    "bench_recvlogical",
+    "bench_null",
+    "bench_kafka",
+    "bench_park",
+];
 
 #[tokio::main]
 async fn main() {
@@ -88,6 +100,12 @@ async fn main() {
     if !args.skip_kafka {
         runs.push(relay(&args, "kafka", SLOTS[2]).await);
         eprintln!("bench: {:?}", runs.last().unwrap());
+    }
+
+    if args.park_redrive {
+        let (park, redrive) = park_redrive(&args, &client, SLOTS[3]).await;
+        runs.push(park);
+        runs.push(redrive);
     }
 
     let ceiling = args.backlog.events as f64 / runs[0].wall;
@@ -180,12 +198,136 @@ fn recvlogical(end_lsn: &str) -> Run {
 }
 
 /// The relay on `slot` until it has published every event, measured from process start.
-async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// The relay's configuration for one run: `sink_yaml` under `sink:`.
+fn relay_config(args: &Args, slot: &str, sink_yaml: &str, port: u16) -> String {
+    format!(
+        "source:\n  host: {}\n  port: {}\n  database: {}\n  user: {}\n  password: {}\n  sslmode: disable\n  slot: {slot}\n  publication: {PUBLICATION}\n  create_slot: false\n  create_publication: false\n  heartbeat_interval_ms: 0\noutbox:\n  tables:\n    - table: public.{TABLE}\n  route:\n    template: \"bench-{}.{{aggregatetype}}\"\nsink:\n{sink_yaml}pipeline:\n  inflight_bytes: {}\n  shutdown_timeout_ms: 1000\ntelemetry:\n  listen: 127.0.0.1:{port}\n  log_level: warn\n",
+        env::pg_host(), env::pg_port(), env::pg_database(), env::pg_user(), env::pg_password(),
+        std::process::id(), args.inflight_bytes,
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+fn spawn_relay(args: &Args, name: &str, config: String) -> std::process::Child {
+    let path = std::env::temp_dir().join(format!("bench-{name}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    Command::new(&args.relay_bin)
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn relay")
+}
+
+/// Parking while Kafka is unreachable, then the redrive once it is back.
+async fn park_redrive(args: &Args, client: &tokio_postgres::Client, slot: &str) -> (Run, Run) {
+    let _ = client
+        .execute("DELETE FROM outbox_relay.parked WHERE slot = $1", &[&slot])
+        .await;
+    let breaker = "    circuit_breaker:\n      failure_threshold: 1\n      open_initial_ms: 60000\n      open_max_ms: 60000\n      on_open: park\n";
+    // Nothing listens on port 1: every broker is down from the start.
+    let port = free_port();
+    let dead = format!("  kind: kafka\n  kafka:\n    brokers: 127.0.0.1:1\n{breaker}");
+    let started = Instant::now();
+    let mut child = spawn_relay(args, "park", relay_config(args, slot, &dead, port));
+    let pid = child.id();
+    let wall = wait_for(&mut child, started, "park", || {
+        http_get(port, "/metrics").is_some_and(|(_, body)| {
+            metric_sum(
+                &body,
+                "outbox_relay_events_published_total",
+                &["result=\"parked\""],
+            ) as usize
+                >= args.backlog.events
+        })
+    });
+    let usage = ProcessUsage::of(pid).expect("relay /proc");
+    let _ = child.kill();
+    let _ = child.wait();
+    let park = Run {
+        name: "outbox-relay → parking table (Kafka down, on_open: park)".into(),
+        wall,
+        cpu: usage.cpu_seconds,
+        peak_rss_kb: usage.peak_rss_kb,
+    };
+
+    let port = free_port();
+    let live = format!(
+        "  kind: kafka\n  kafka:\n    brokers: {}\n{breaker}",
+        env::kafka_bootstrap()
+    );
+    let started = Instant::now();
+    let mut child = spawn_relay(args, "redrive", relay_config(args, slot, &live, port));
+    let pid = child.id();
+    let mut left = i64::MAX;
+    let wall = loop {
+        if left == 0 {
+            break started.elapsed().as_secs_f64();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        left = client
+            .query_one(
+                "SELECT count(*) FROM outbox_relay.parked WHERE slot = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("relay (redrive) exited early: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1200),
+            "redrive did not finish"
+        );
+    };
+    let usage = ProcessUsage::of(pid).expect("relay /proc");
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let redrive = Run {
+        name: "outbox-relay redriver → Kafka (after the outage)".into(),
+        wall,
+        cpu: usage.cpu_seconds,
+        peak_rss_kb: usage.peak_rss_kb,
+    };
+    (park, redrive)
+}
+
+/// Polls `done` every 20 ms; the seconds since `started` when it holds.
+fn wait_for(
+    child: &mut std::process::Child,
+    started: Instant,
+    name: &str,
+    mut done: impl FnMut() -> bool,
+) -> f64 {
+    loop {
+        if done() {
+            return started.elapsed().as_secs_f64();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("relay ({name}) exited early: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1200),
+            "relay ({name}) did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
+    let port = free_port();
     let sink_yaml = if sink == "kafka" {
         format!(
             "  kind: kafka\n  kafka:\n    brokers: {}\n",
@@ -194,44 +336,19 @@ async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
     } else {
         "  kind: \"null\"\n".to_string()
     };
-    let config = format!(
-        "source:\n  host: {}\n  port: {}\n  database: {}\n  user: {}\n  password: {}\n  sslmode: disable\n  slot: {slot}\n  publication: {PUBLICATION}\n  create_slot: false\n  create_publication: false\n  heartbeat_interval_ms: 0\noutbox:\n  tables:\n    - table: public.{TABLE}\n  route:\n    template: \"bench-{}.{{aggregatetype}}\"\nsink:\n{sink_yaml}pipeline:\n  inflight_bytes: {}\ntelemetry:\n  listen: 127.0.0.1:{port}\n  log_level: warn\n",
-        env::pg_host(), env::pg_port(), env::pg_database(), env::pg_user(), env::pg_password(),
-        std::process::id(), args.inflight_bytes,
-    );
-    let path = std::env::temp_dir().join(format!("bench-{sink}.yaml"));
-    std::fs::write(&path, config).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(&args.relay_bin)
-        .arg("--config")
-        .arg(&path)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn relay");
+    let mut child = spawn_relay(args, sink, relay_config(args, slot, &sink_yaml, port));
     let pid = child.id();
-    let wall = loop {
-        if let Some((_, body)) = http_get(port, "/metrics") {
-            if metric_sum(
+    let wall = wait_for(&mut child, started, sink, || {
+        http_get(port, "/metrics").is_some_and(|(_, body)| {
+            metric_sum(
                 &body,
                 "outbox_relay_events_published_total",
                 &["result=\"ok\""],
             ) as usize
                 >= args.backlog.events
-            {
-                break started.elapsed().as_secs_f64();
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("relay ({sink}) exited early: {status}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1200),
-            "relay ({sink}) did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        })
+    });
     let usage = ProcessUsage::of(pid).expect("relay /proc");
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -114,3 +114,51 @@ async fn another_destinations_open_circuit_does_not_touch_a_batch() {
     assert_eq!(h.flushed(), end);
     assert!(store.rows().is_empty());
 }
+
+/// `pipeline.destination_share`: beyond its share a destination's events are parked, so
+/// the reader never waits for one slow destination.
+#[tokio::test]
+async fn beyond_its_share_a_destinations_events_are_parked_and_the_reader_goes_on() {
+    use crate::pipeline::bulkhead::Bulkhead;
+    let store = MemoryParkStore::default();
+    let diversion = Arc::new(Diversion::default());
+    let budget = 8000;
+    let bulkhead = Arc::new(Bulkhead::new(budget, 0.25).unwrap());
+    let mut h = Harness::start(Setup {
+        policy: InvalidEventPolicy::Park,
+        parked: Some(store.clone()),
+        diversion: Some(diversion.clone()),
+        bulkhead: Some(bulkhead.clone()),
+        inflight_bytes: budget,
+        ..Setup::default()
+    })
+    .await;
+    let rows: Vec<_> = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"]
+        .into_iter()
+        .map(row)
+        .collect();
+    let end = h.tx(&rows).await.unwrap();
+    let held = h.publisher.next_batch().await;
+    let sent = held.events.len();
+    let bytes: usize = held.events.iter().map(|e| e.budget_bytes()).sum();
+    assert!(sent >= 1 && sent < 10, "{sent} sent");
+    assert!(
+        bytes <= budget / 4,
+        "{bytes} bytes held, share {}",
+        budget / 4
+    );
+    h.settle().await;
+    assert!(h.flushed() < end, "the held events are not durable yet");
+
+    // The reader did not wait: the rest of the transaction is parked with the batch.
+    held.succeed();
+    h.settle().await;
+    assert_eq!(h.flushed(), end);
+    let reasons: Vec<String> = store.rows().into_iter().map(|(_, _, r)| r).collect();
+    assert_eq!(reasons, vec!["bulkhead_full".to_string(); 10 - sent]);
+    // Once the destination has caught up, a new aggregate's events go to the sink again.
+    h.tx(&[row("K")]).await.unwrap();
+    let next = h.publisher.next_batch().await;
+    assert_eq!(next.events[0].aggregate_id, "K");
+    next.succeed();
+}

@@ -68,6 +68,8 @@ pub struct Setup {
     /// `circuit_breaker.on_open: park` (needs `parked`); the test updates it from the
     /// scripted publisher's circuits.
     pub diversion: Option<Arc<Diversion>>,
+    /// `pipeline.destination_share` below 1.
+    pub bulkhead: Option<Arc<super::bulkhead::Bulkhead>>,
 }
 
 impl Default for Setup {
@@ -81,6 +83,7 @@ impl Default for Setup {
             memory: FlowMemory::default(),
             parked: None,
             diversion: None,
+            bulkhead: None,
         }
     }
 }
@@ -147,6 +150,7 @@ impl Harness {
                 memory: setup.memory,
                 parking: parking.clone(),
                 diversion: setup.diversion.clone(),
+                bulkhead: setup.bulkhead.clone(),
             },
             shutdown_rx,
         );
