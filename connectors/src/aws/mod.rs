@@ -87,6 +87,16 @@
 //! the SQS limit of 10 attributes (earlier ones win; invalid names, empty or non-UTF-8
 //! values are left out).
 //!
+//! # Large payloads
+//!
+//! With `large_payloads.mode: s3` a message over `threshold_bytes` (default
+//! `max_message_bytes`, body and attributes counted) has its body stored in S3 under a
+//! key derived from the event id, and the message carries a pointer in the extended
+//! client libraries' format (`offload`). The object is written and confirmed before the
+//! message is sent, within the same request and under the same retries, classification
+//! and circuit breaker; the event is delivered when the message is acknowledged, and keeps
+//! its place in its aggregate's lane.
+//!
 //! # Credentials
 //!
 //! The AWS default chain (environment, profile, web identity / IRSA, ECS, IMDS). Nothing
@@ -100,14 +110,23 @@ mod config;
 mod destination;
 mod error;
 mod message;
+mod offload;
+#[cfg(test)]
+mod offload_tests;
 mod sink;
 mod sns;
 mod sqs;
 
 pub use client::Client;
-pub use config::{AwsConfig, SnsConfig, SqsConfig};
+pub use config::{
+    service_limit, AwsConfig, LargePayloadMode, LargePayloads, SnsConfig, SqsConfig,
+    SNS_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES,
+};
 pub use error::{classify_code, classify_sdk_error, may_be_transient};
 pub use message::{fifo_id, MAX_ATTRIBUTES};
+pub use offload::{
+    object_key, pointer_body, ObjectStore, S3Store, POINTER_CLASS, RESERVED_ATTRIBUTE,
+};
 pub use sink::AwsPublisher;
 pub use sns::SnsClient;
 pub use sqs::SqsClient;
