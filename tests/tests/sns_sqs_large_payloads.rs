@@ -423,7 +423,6 @@ async fn without_its_object_nothing_is_published_and_the_failure_policy_applies(
     let name = unique("sqslargenos3");
     let bucket = bucket_name(&name);
     let sdk = aws::sdk().await;
-    let s3 = aws::s3(&sdk);
     let (queue_url, _) = aws::create_queue(&sdk, &format!("{name}-Order.fifo")).await;
     let (dl_url, _) = aws::create_queue(&sdk, &format!("{name}-dlq.fifo")).await;
     let table = format!("{name}_outbox");
@@ -497,5 +496,11 @@ async fn without_its_object_nothing_is_published_and_the_failure_policy_applies(
     );
     assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
     pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
-    let _ = s3;
+    client
+        .execute(
+            "DELETE FROM outbox_relay.parked WHERE slot = $1",
+            &[&setup.slot()],
+        )
+        .await
+        .unwrap();
 }
