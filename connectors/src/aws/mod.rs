@@ -54,12 +54,16 @@
 //! - success: delivered;
 //! - **Permanent** failure (invalid parameter, message too large — detected before
 //!   sending by measuring body + attributes): that event fails with a message naming the
-//!   event id and the destination; the aggregate's later events go on;
-//! - Permanent failure that **may be transient** (not authorized, topic/queue not found,
-//!   KMS key unusable, unknown 4xx: the `error` table's last column): retried like a
-//!   retryable one until `transient_error_window_ms` (default 5 minutes) has passed since
-//!   the aggregate's first such failure, or the destination's first one with nothing
-//!   delivered to it since; then it fails the event as above;
+//!   event id and the destination. The aggregate's later events go on, but never sent
+//!   by this publisher after the failure: those it already holds are handed back
+//!   `Retryable` (`behind_rejected`), and the relay replays them behind the rejection's
+//!   outcome (parked with it, or after its dead letter);
+//! - Permanent failure that **may be transient** (not authorized, topic/queue/bucket not
+//!   found, KMS key unusable, unknown 4xx: the `error` table's last column): retried like
+//!   a retryable one until `transient_error_window_ms` (default 5 minutes) has passed
+//!   since the aggregate's first such failure, or the destination's first one with
+//!   nothing delivered to it since; then it fails the event, and the aggregate's later
+//!   events the publisher holds fail with it (they would meet the same condition);
 //! - **Retryable** failure (throttling, 5xx, timeouts, connection errors): the aggregate's
 //!   later events wait, and the entry is sent again after an exponential backoff with
 //!   jitter (`retry_initial_backoff_ms` doubling up to `retry_max_backoff_ms`);

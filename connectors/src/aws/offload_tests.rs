@@ -180,6 +180,11 @@ async fn s3_down_publishes_nothing_without_its_object_and_opens_the_circuit() {
     assert_ne!(circuit.state, CircuitState::Closed, "{circuit:?}");
     assert!(circuit.transitions[CircuitState::Open as usize] >= 1);
     assert!(publisher.retries() >= 3);
+    assert_eq!(
+        publisher.requests(),
+        1,
+        "attempts whose object failed send nothing"
+    );
     assert!(publisher.offloaded_by_destination().is_empty());
 
     store.down.store(false, Ordering::SeqCst);
@@ -194,6 +199,7 @@ async fn s3_down_publishes_nothing_without_its_object_and_opens_the_circuit() {
         ["put relay/a-1", "send pointer relay/a-1", "send a-2:xxxxxx"],
         "the object before its pointer, the pointer before the aggregate's next event"
     );
+    assert_eq!(publisher.requests(), 3);
     let objects = store.objects.lock().unwrap();
     assert_eq!(objects.len(), 1);
     let mut want = b"a-1:".to_vec();

@@ -466,12 +466,13 @@ impl<C: Client> Dispatcher<C> {
             self.lanes.get_mut(&key).expect("ready lane").in_flight = true;
             lanes.push(key);
         }
-        self.shared.requests.fetch_add(1, Ordering::Relaxed);
         let client = self.client.clone();
         let store = self.store.clone();
+        let shared = self.shared.clone();
         Some(
             async move {
-                let results = send(&client, store.as_deref(), &destination, &messages).await;
+                let results =
+                    send(&client, store.as_deref(), &shared, &destination, &messages).await;
                 (sent_to, lanes, results)
             }
             .boxed(),
@@ -725,6 +726,7 @@ impl<C: Client> Dispatcher<C> {
 async fn send<C: Client>(
     client: &C,
     store: Option<&dyn ObjectStore>,
+    shared: &Shared,
     destination: &str,
     messages: &[Arc<Message>],
 ) -> Vec<EntryResult> {
@@ -762,6 +764,8 @@ async fn send<C: Client>(
         .filter(|i| results[*i].is_none())
         .collect();
     if !ready.is_empty() {
+        // Counted when sent: a request whose every object failed sends nothing.
+        shared.requests.fetch_add(1, Ordering::Relaxed);
         let refs: Vec<&Message> = ready.iter().map(|&i| messages[i].as_ref()).collect();
         let sent = client.send_batch(destination, &refs).await;
         for (i, result) in ready.into_iter().zip(sent) {
