@@ -11,6 +11,7 @@
 //! - The bucket missing: the objects cannot be written, nothing of the aggregate is
 //!   published, the destination's circuit opens, and after `transient_error_window_ms`
 //!   the failure policy (park) takes the event and its aggregate's later one.
+//! - S3 unreachable, then back: the aggregate waits (circuit open), then arrives in order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -503,4 +504,101 @@ async fn without_its_object_nothing_is_published_and_the_failure_policy_applies(
         )
         .await
         .unwrap();
+}
+
+/// S3 unreachable (a proxy in front of it stops answering): the large event's object times
+/// out and is retried, nothing of its aggregate is published, the queue's circuit opens,
+/// another aggregate flows; when S3 answers again the circuit closes and the aggregate's
+/// events arrive in order, the large one as a pointer to its exact payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_s3_holds_the_aggregate_until_it_answers_then_all_arrive_in_order() {
+    use outbox_relay_tests::fault_proxy::FaultProxy;
+
+    let name = unique("sqslargeproxy");
+    let bucket = bucket_name(&name);
+    let sdk = aws::sdk().await;
+    let s3 = aws::s3(&sdk);
+    aws::create_bucket(&s3, &bucket).await;
+    let (queue_url, _) = aws::create_queue(&sdk, &format!("{name}-Order.fifo")).await;
+    let (dl_url, _) = aws::create_queue(&sdk, &format!("{name}-dlq.fifo")).await;
+    let moto: std::net::SocketAddr = aws::endpoint()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("moto at an IP:port");
+    let proxy = FaultProxy::start(moto).await;
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    pg::create_outbox_table(&client, &table, "text", false).await;
+    let mut setup = RelaySetup::new(&name, &table).with_env(&aws::relay_env());
+    let endpoint = aws::endpoint();
+    setup.sink_yaml = Some(format!(
+        "  kind: sqs\n  sqs:\n    region: {REGION}\n    endpoint: {endpoint}\n    fifo: true\n    retry_initial_backoff_ms: 50\n    retry_max_backoff_ms: 500\n    request_timeout_ms: 1000\n    circuit_breaker:\n      failure_threshold: 2\n      open_initial_ms: 300\n      open_max_ms: 600\n    large_payloads:\n      mode: s3\n      bucket: {bucket}\n      prefix: relay/\n      endpoint: http://127.0.0.1:{}\n      force_path_style: true\n",
+        proxy.port()
+    ));
+    setup.route_template = Some(format!(
+        "{endpoint}/{ACCOUNT}/{name}-{{aggregatetype}}.fifo"
+    ));
+    setup.dead_letter = Some(dl_url);
+    let mut relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+
+    proxy.blackhole();
+    let big = payload("x", 0, 400 * 1024);
+    let big_id = insert(&client, &table, "x", &big).await;
+    let after_id = insert(&client, &table, "x", b"{\"after\":1}").await;
+    insert(&client, &table, "y", b"{\"other\":1}").await;
+    let received = aws::receive(&sdk, &queue_url, "q", Duration::from_secs(6), |_| false).await;
+    let keys: Vec<String> = received.iter().map(|r| r.key_str()).collect();
+    assert_eq!(keys, ["y"], "nothing of x while S3 does not answer");
+    let queue_label = format!("destination=\"{endpoint}/{ACCOUNT}/{name}-Order.fifo\"");
+    let metrics = relay.metrics();
+    assert!(
+        metric_sum(
+            &metrics,
+            "outbox_relay_circuit_transitions_total",
+            &[&queue_label, "state=\"open\""]
+        ) >= 1.0,
+        "the queue's circuit opened:\n{}",
+        relay.log_tail()
+    );
+    assert!(metric_sum(&metrics, "outbox_relay_sink_retries_total", &[&queue_label]) >= 2.0);
+
+    proxy.heal();
+    let received = aws::receive(&sdk, &queue_url, "q", Duration::from_secs(30), |r| {
+        r.len() >= 2
+    })
+    .await;
+    let ids: Vec<String> = received
+        .iter()
+        .map(|r| r.header_str("id").unwrap())
+        .collect();
+    assert_eq!(ids, [big_id.clone(), after_id], "x's events, in order");
+    let (body, key) = resolve(&s3, &bucket, &received[0]).await;
+    assert_eq!(key, Some(format!("relay/{big_id}")));
+    assert_eq!(body, big, "the exact payload");
+    assert_eq!(received[1].payload.as_deref(), Some(&b"{\"after\":1}"[..]));
+    assert_eq!(aws::list_keys(&s3, &bucket, "relay/").await.len(), 1);
+    assert_eq!(
+        wait_metric(
+            &relay,
+            "outbox_relay_offloaded_events_total",
+            &[&queue_label],
+            1.0
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &relay.metrics(),
+            "outbox_relay_circuit_state",
+            &[&queue_label]
+        ),
+        0.0,
+        "closed again"
+    );
+    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
+    aws::delete_bucket(&s3, &bucket).await;
 }
