@@ -549,8 +549,14 @@ async fn an_unreachable_s3_holds_the_aggregate_until_it_answers_then_all_arrive_
     let after_id = insert(&client, &table, "x", b"{\"after\":1}").await;
     insert(&client, &table, "y", b"{\"other\":1}").await;
     let received = aws::receive(&sdk, &queue_url, "q", Duration::from_secs(6), |_| false).await;
-    let keys: Vec<String> = received.iter().map(|r| r.key_str()).collect();
-    assert_eq!(keys, ["y"], "nothing of x while S3 does not answer");
+    // At least once: a send that timed out on a loaded machine may come twice (moto's FIFO
+    // queues do not de-duplicate as AWS does).
+    let keys: HashSet<String> = received.iter().map(|r| r.key_str()).collect();
+    assert_eq!(
+        keys,
+        HashSet::from(["y".to_string()]),
+        "nothing of x while S3 does not answer"
+    );
     let queue_label = format!("destination=\"{endpoint}/{ACCOUNT}/{name}-Order.fifo\"");
     let metrics = relay.metrics();
     assert!(
@@ -566,18 +572,27 @@ async fn an_unreachable_s3_holds_the_aggregate_until_it_answers_then_all_arrive_
 
     proxy.heal();
     let received = aws::receive(&sdk, &queue_url, "q", Duration::from_secs(30), |r| {
-        r.len() >= 2
+        r.iter()
+            .any(|x| x.header_str("id").as_deref() == Some(after_id.as_str()))
     })
     .await;
-    let ids: Vec<String> = received
-        .iter()
-        .map(|r| r.header_str("id").unwrap())
-        .collect();
-    assert_eq!(ids, [big_id.clone(), after_id], "x's events, in order");
-    let (body, key) = resolve(&s3, &bucket, &received[0]).await;
+    // First copies, in arrival order (a late copy of y may come first).
+    let mut firsts: Vec<&Record> = Vec::new();
+    for r in received.iter().filter(|r| r.key_str() == "x") {
+        if !firsts.iter().any(|f| f.header("id") == r.header("id")) {
+            firsts.push(r);
+        }
+    }
+    let ids: Vec<String> = firsts.iter().map(|r| r.header_str("id").unwrap()).collect();
+    assert_eq!(
+        ids,
+        [big_id.clone(), after_id.clone()],
+        "x's events, in order"
+    );
+    let (body, key) = resolve(&s3, &bucket, firsts[0]).await;
     assert_eq!(key, Some(format!("relay/{big_id}")));
     assert_eq!(body, big, "the exact payload");
-    assert_eq!(received[1].payload.as_deref(), Some(&b"{\"after\":1}"[..]));
+    assert_eq!(firsts[1].payload.as_deref(), Some(&b"{\"after\":1}"[..]));
     assert_eq!(aws::list_keys(&s3, &bucket, "relay/").await.len(), 1);
     assert_eq!(
         wait_metric(
