@@ -88,4 +88,11 @@ pub trait Publisher: Send + Sync + 'static {
     fn requests(&self) -> u64 {
         0
     }
+
+    /// Events whose body the connector stored elsewhere and sent a pointer to (SNS/SQS
+    /// `large_payloads` in S3), delivered since it started, per destination: `(destination,
+    /// events, body bytes)` (for metrics). Connectors that never offload report nothing.
+    fn offloaded_by_destination(&self) -> Vec<(std::sync::Arc<str>, u64, u64)> {
+        Vec::new()
+    }
 }

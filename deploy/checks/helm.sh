@@ -78,6 +78,8 @@ check "schema rejects: sink.kind sqs with the Kafka-style route (no queue URL)" 
 check "schema rejects: sink.kind sns with a queue URL as dead-letter destination" expect_schema_error dead-letter "at '/outbox/deadLetterDestination'" -f "$CHART/ci/sns-values.yaml" --set outbox.deadLetterDestination=https://sqs.eu-west-1.amazonaws.com/123456789012/dlq
 check "schema rejects: sqs.fifo with a standard queue" expect_schema_error fifo "at '/outbox/route/overrides/0/destination'" -f "$CHART/ci/sqs-fifo-values.yaml" --set 'outbox.route.overrides[0].aggregate_type=Payment,outbox.route.overrides[0].destination=https://sqs.eu-west-1.amazonaws.com/123456789012/payments'
 check "schema rejects: sqs.maxConcurrency 0" expect_schema_error concurrency "at '/sqs/maxConcurrency': minimum: got 0, want 1" -f "$CHART/ci/sqs-fifo-values.yaml" --set sqs.maxConcurrency=0
+check "schema rejects: sqs.largePayloads.mode s3 without a bucket" expect_schema_error large-payloads "at '/sqs/largePayloads/bucket': minLength: got 0, want 3" -f "$CHART/ci/sqs-fifo-values.yaml" --set sqs.largePayloads.mode=s3
+check "schema rejects: sns.maxMessageBytes over the SNS limit" expect_schema_error sns-limit "at '/sns/maxMessageBytes': maximum: got 300,000, want 262,144" -f "$CHART/ci/sns-values.yaml" --set sns.maxMessageBytes=300000
 check "schema accepts: sink.kind sqs needs no kafka.brokers" "${HT[@]}" -f "$CHART/ci/sqs-fifo-values.yaml" --set kafka.brokers=
 
 extract_config() { # values-name: relay.yaml out of the rendered ConfigMap

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local SNS/SQS emulator (moto server) for development and the connector tests.
 #
-# Usage: deploy/local/aws.sh [start|stop|status|env|fauxqs-start|fauxqs-stop]
+# Usage: deploy/local/aws.sh [start|stop|status|env|extended-client|fauxqs-start|fauxqs-stop]
 #
 #   start   (default) install moto into a venv if needed, start `moto_server` in the
 #           background on $OUTBOX_RELAY_AWS_HOST:$OUTBOX_RELAY_AWS_PORT and wait until it
@@ -10,6 +10,10 @@
 #           stopping wipes all topics and queues.
 #   status  exit 0 if running and answering, 1 otherwise.
 #   env     print the environment the tests and the relay need (eval "$(aws.sh env)").
+#   extended-client
+#           install the Amazon SQS Extended Client Library for Python (PyPI
+#           amazon-sqs-extended-client, the consumer side of large_payloads: s3) into its
+#           own venv if needed and print that venv's python. Idempotent.
 #   fauxqs-start / fauxqs-stop
 #           optional second emulator, fauxqs (npm, Node.js >= 20), much faster than moto,
 #           for throughput runs: OUTBOX_RELAY_AWS_ENDPOINT=http://127.0.0.1:19325. It
@@ -21,6 +25,8 @@
 #   OUTBOX_RELAY_AWS_ENDPOINT      endpoint URL the tests use (default http://HOST:PORT)
 #   OUTBOX_RELAY_MOTO_VERSION      pip requirement for moto (default "moto[server]>=5,<6")
 #   OUTBOX_RELAY_AWS_START_TIMEOUT seconds to wait for readiness (default 60)
+#   OUTBOX_RELAY_SQS_EXTENDED_VERSION pip requirement for the extended client
+#                                  (default "amazon-sqs-extended-client==1.0.1")
 #   OUTBOX_RELAY_FAUXQS_PORT       fauxqs port (default 19325)
 #   OUTBOX_RELAY_FAUXQS_VERSION    fauxqs npm version (default 1.9.2)
 #
@@ -31,6 +37,7 @@
 #   $OUTBOX_RELAY_CACHE/moto-venv/     the virtualenv (.installed marks completion)
 #   $OUTBOX_RELAY_RUN/aws/moto.out     server stdout+stderr
 #   $OUTBOX_RELAY_RUN/aws/moto.pid     server pid
+#   $OUTBOX_RELAY_CACHE/sqs-extended-venv/ the extended client's virtualenv
 #   $OUTBOX_RELAY_CACHE/fauxqs-<version>/  fauxqs npm install; $OUTBOX_RELAY_RUN/aws/fauxqs.{out,pid}
 set -euo pipefail
 
@@ -49,6 +56,8 @@ FAUXQS_VERSION="${OUTBOX_RELAY_FAUXQS_VERSION:-1.9.2}"
 FAUXQS_HOME="$OUTBOX_RELAY_CACHE/fauxqs-$FAUXQS_VERSION"
 
 VENV="$OUTBOX_RELAY_CACHE/moto-venv"
+EXTENDED_REQUIREMENT="${OUTBOX_RELAY_SQS_EXTENDED_VERSION:-amazon-sqs-extended-client==1.0.1}"
+EXTENDED_VENV="$OUTBOX_RELAY_CACHE/sqs-extended-venv"
 MARKER="$VENV/.installed"
 STATE_DIR="$OUTBOX_RELAY_RUN/aws"
 PID_FILE="$STATE_DIR/moto.pid"
@@ -85,6 +94,20 @@ install() {
     python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_REQUIREMENT"
     touch "$MARKER"
+}
+
+# A separate venv: the extended client pins its own boto3, which moto's must not follow.
+extended_client() {
+    local marker="$EXTENDED_VENV/.installed-$EXTENDED_REQUIREMENT"
+    if [[ ! -f "$marker" ]]; then
+        command -v python3 >/dev/null || die "python3 is required (apt-get install python3 python3-venv)"
+        log "installing $EXTENDED_REQUIREMENT into $EXTENDED_VENV"
+        rm -rf "$EXTENDED_VENV"
+        python3 -m venv "$EXTENDED_VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+        "$EXTENDED_VENV/bin/pip" install --quiet --disable-pip-version-check "$EXTENDED_REQUIREMENT" >&2
+        touch "$marker"
+    fi
+    echo "$EXTENDED_VENV/bin/python"
 }
 
 start() {
@@ -181,7 +204,8 @@ case "${1:-start}" in
     stop) stop ;;
     status) running_pid >/dev/null && answering ;;
     env) print_env ;;
+    extended-client) extended_client ;;
     fauxqs-start) fauxqs_start ;;
     fauxqs-stop) fauxqs_stop ;;
-    *) die "usage: $0 [start|stop|status|env|fauxqs-start|fauxqs-stop]" ;;
+    *) die "usage: $0 [start|stop|status|env|extended-client|fauxqs-start|fauxqs-stop]" ;;
 esac

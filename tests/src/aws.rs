@@ -165,3 +165,65 @@ pub async fn receive(
     }
     out
 }
+
+/// An S3 client for the emulator (moto serves S3 on the same endpoint; path-style).
+pub fn s3(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Creates a bucket.
+pub async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
+}
+
+/// Every key under `prefix`.
+pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .expect("list objects");
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+        match out.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => return keys,
+        }
+    }
+}
+
+/// The bytes of an object.
+pub async fn get_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get s3://{bucket}/{key}: {e:?}"));
+    out.body.collect().await.expect("object body").to_vec()
+}
+
+/// Deletes a bucket the test created, and its objects.
+pub async fn delete_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
+    for key in list_keys(s3, bucket, "").await {
+        let _ = s3.delete_object().bucket(bucket).key(key).send().await;
+    }
+    let _ = s3.delete_bucket().bucket(bucket).send().await;
+}

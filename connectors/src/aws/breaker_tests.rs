@@ -105,7 +105,7 @@ async fn a_failing_destination_is_probed_per_cool_down_and_others_flow() {
         },
         ..AwsConfig::default()
     };
-    let publisher = AwsPublisher::start(&config, client.clone());
+    let publisher = AwsPublisher::start(&config, client.clone(), None);
     let bad = publisher.accept(batch(BAD, "b")).await.unwrap();
     let good = publisher.accept(batch(GOOD, "g")).await.unwrap();
     let bad = tokio::spawn(bad);
@@ -180,7 +180,7 @@ async fn without_a_breaker_every_retry_is_a_request() {
         },
         ..AwsConfig::default()
     };
-    let publisher = AwsPublisher::start(&config, client.clone());
+    let publisher = AwsPublisher::start(&config, client.clone(), None);
     let _bad = publisher.accept(batch(BAD, "b")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(20)).await;
     let sent = client.requests.lock().unwrap()[BAD];

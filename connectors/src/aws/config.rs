@@ -38,8 +38,10 @@ pub struct AwsConfig {
     #[serde(default = "default_true")]
     pub raw_payload: bool,
     /// Largest message (body + attribute names, types and values) and largest batch
-    /// request accepted, in bytes; bigger events fail permanently before being sent.
-    /// Default 262144 (256 KiB, the SNS and classic SQS limit).
+    /// request accepted, in bytes; bigger events fail permanently before being sent, or
+    /// are offloaded to S3 (`large_payloads`). Default 262144 (256 KiB). At most the
+    /// service's limit: 262144 for SNS, 1048576 (1 MiB, since August 2025) for SQS,
+    /// whose queues accept up to their `MaximumMessageSize` attribute.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
     /// First retry delay after a retryable failure (throttling, 5xx, timeouts), in ms;
@@ -74,12 +76,145 @@ pub struct AwsConfig {
     /// Defaults 5 / 1000 / 60000; `failure_threshold: 0` turns it off.
     #[serde(default)]
     pub circuit_breaker: crate::policy::BreakerConfig,
+    /// What to do with a message over `max_message_bytes` (or over
+    /// `large_payloads.threshold_bytes`): `reject` it (default; the event fails
+    /// permanently, and the relay's `on_invalid` policy decides), or store its body in S3
+    /// and send a pointer in the AWS extended client libraries' format.
+    #[serde(default)]
+    pub large_payloads: LargePayloads,
     /// Timeout of one HTTP attempt, in ms. Default 30000.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// TCP/TLS connect timeout, in ms. Default 5000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+}
+
+/// The largest message the service accepts, body and attributes counted: SNS 256 KiB;
+/// SQS 1 MiB since August 2025 (a queue accepts up to its `MaximumMessageSize`).
+/// `prefix` is `sink.sns` or `sink.sqs`.
+pub fn service_limit(prefix: &str) -> usize {
+    if prefix.ends_with("sns") {
+        SNS_MAX_MESSAGE_BYTES
+    } else {
+        SQS_MAX_MESSAGE_BYTES
+    }
+}
+
+/// SNS: 256 KiB per message and per PublishBatch request.
+pub const SNS_MAX_MESSAGE_BYTES: usize = 262_144;
+/// SQS: 1 MiB per message and per SendMessageBatch request (was 256 KiB before August 2025).
+pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
+
+/// `large_payloads.mode`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LargePayloadMode {
+    /// A message over the limit fails permanently (the relay's `on_invalid` decides).
+    #[default]
+    Reject,
+    /// A message over the threshold (or every message, with `always`) has its body stored
+    /// in S3 and a pointer sent instead (the claim-check pattern).
+    S3,
+}
+
+/// `sink.{sns,sqs}.large_payloads`: claim-check offload of large bodies to S3, in the
+/// wire format of the Amazon SQS / SNS Extended Client Libraries (Java, Python), so their
+/// consumers read the original body with no code change. See `offload.rs`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LargePayloads {
+    /// `reject` (default) or `s3`.
+    #[serde(default)]
+    pub mode: LargePayloadMode,
+    /// The bucket the bodies are stored in (required with `mode: s3`). Objects are never
+    /// deleted by the relay: expire them with a lifecycle rule on the prefix.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Prepended to the object key, which is otherwise the event id (so a replay after a
+    /// crash overwrites the same object). Default empty.
+    #[serde(default)]
+    pub prefix: String,
+    /// Messages whose body and attributes are larger than this are offloaded, in bytes.
+    /// Default `max_message_bytes` (the destination's limit).
+    #[serde(default)]
+    pub threshold_bytes: Option<usize>,
+    /// Offload every message, whatever its size. Default `false`.
+    #[serde(default)]
+    pub always: bool,
+    /// S3 endpoint override (emulators, VPC endpoints). Default the regional S3 endpoint
+    /// (`sink.*.endpoint` is not used for S3).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`<endpoint>/<bucket>/<key>`), for emulators. Default `false`
+    /// (virtual-hosted style).
+    #[serde(default)]
+    pub force_path_style: bool,
+}
+
+impl LargePayloads {
+    /// Whether bodies go to S3.
+    pub fn offloads(&self) -> bool {
+        self.mode == LargePayloadMode::S3
+    }
+
+    fn validate(&self, prefix: &str, max_message_bytes: usize) -> Result<(), String> {
+        if !self.offloads() {
+            let set = [
+                self.bucket.is_some().then_some("bucket"),
+                (!self.prefix.is_empty()).then_some("prefix"),
+                self.threshold_bytes.is_some().then_some("threshold_bytes"),
+                self.always.then_some("always"),
+                self.endpoint.is_some().then_some("endpoint"),
+                self.force_path_style.then_some("force_path_style"),
+            ];
+            if let Some(key) = set.into_iter().flatten().next() {
+                return Err(format!(
+                    "{prefix}.{key} is set but {prefix}.mode is reject: set mode: s3 to offload large payloads"
+                ));
+            }
+            return Ok(());
+        }
+        match &self.bucket {
+            None => return Err(format!("{prefix}.bucket: required with mode: s3")),
+            Some(bucket) if !valid_bucket(bucket) => {
+                return Err(format!(
+                    "{prefix}.bucket: {bucket:?} is not a bucket name (3 to 63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
+                ))
+            }
+            Some(_) => {}
+        }
+        // The key is the prefix and an event id of at most 66 characters (see offload.rs);
+        // S3 keys are at most 1024 bytes.
+        if self.prefix.len() > 900 {
+            return Err(format!("{prefix}.prefix: at most 900 bytes"));
+        }
+        if let Some(threshold) = self.threshold_bytes {
+            if threshold == 0 || threshold > max_message_bytes {
+                return Err(format!(
+                    "{prefix}.threshold_bytes: must be 1 to max_message_bytes ({max_message_bytes}): a message at the threshold is sent as it is"
+                ));
+            }
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(format!(
+                    "{prefix}.endpoint: {endpoint:?} must be an http:// or https:// URL"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_bucket(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (3..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'.' || *b == b'-')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
 fn default_max_concurrency() -> usize {
@@ -126,6 +261,7 @@ impl Default for AwsConfig {
             max_retry_elapsed_ms: 0,
             transient_error_window_ms: default_transient_error_window_ms(),
             circuit_breaker: crate::policy::BreakerConfig::default(),
+            large_payloads: LargePayloads::default(),
             request_timeout_ms: default_request_timeout_ms(),
             connect_timeout_ms: default_connect_timeout_ms(),
         }
@@ -138,11 +274,14 @@ impl AwsConfig {
         if self.max_concurrency == 0 || self.max_concurrency > 1024 {
             return Err(format!("{prefix}.max_concurrency: must be 1 to 1024"));
         }
-        if self.max_message_bytes < 1024 || self.max_message_bytes > 1_048_576 {
+        let limit = service_limit(prefix);
+        if self.max_message_bytes < 1024 || self.max_message_bytes > limit {
             return Err(format!(
-                "{prefix}.max_message_bytes: must be 1024 to 1048576"
+                "{prefix}.max_message_bytes: must be 1024 to {limit} (the service's limit, body and attributes)"
             ));
         }
+        self.large_payloads
+            .validate(&format!("{prefix}.large_payloads"), self.max_message_bytes)?;
         if self.retry_initial_backoff_ms == 0
             || self.retry_max_backoff_ms < self.retry_initial_backoff_ms
         {
@@ -185,6 +324,12 @@ impl AwsConfig {
     pub(crate) fn transient_error_window(&self) -> Duration {
         Duration::from_millis(self.transient_error_window_ms)
     }
+    /// Messages larger than this (body and attributes) go to S3, when offloading.
+    pub(crate) fn offload_threshold(&self) -> usize {
+        self.large_payloads
+            .threshold_bytes
+            .unwrap_or(self.max_message_bytes)
+    }
     pub(crate) fn max_retry_elapsed(&self) -> Option<Duration> {
         (self.max_retry_elapsed_ms > 0).then(|| Duration::from_millis(self.max_retry_elapsed_ms))
     }
@@ -225,5 +370,71 @@ mod tests {
             .validate("sink.sqs")
             .unwrap_err()
             .starts_with("sink.sqs.endpoint"));
+    }
+
+    #[test]
+    fn limits_per_service() {
+        let config = AwsConfig {
+            max_message_bytes: 1_048_576,
+            ..AwsConfig::default()
+        };
+        assert!(config.validate("sink.sqs").is_ok());
+        let err = config.validate("sink.sns").unwrap_err();
+        assert!(
+            err.starts_with("sink.sns.max_message_bytes: must be 1024 to 262144"),
+            "{err}"
+        );
+        let config = AwsConfig {
+            max_message_bytes: 1_048_577,
+            ..AwsConfig::default()
+        };
+        assert!(config
+            .validate("sink.sqs")
+            .unwrap_err()
+            .contains("1024 to 1048576"));
+    }
+
+    #[test]
+    fn large_payloads_keys() {
+        let config: AwsConfig = serde_json::from_str(
+            r#"{"large_payloads":{"mode":"s3","bucket":"outbox-bodies","prefix":"relay/","always":true}}"#,
+        )
+        .unwrap();
+        assert!(config.large_payloads.offloads());
+        assert_eq!(config.offload_threshold(), 262_144);
+        assert!(config.validate("sink.sns").is_ok());
+        let reject = AwsConfig::default();
+        assert!(!reject.large_payloads.offloads());
+        for (json, want) in [
+            (
+                r#"{"mode":"s3"}"#,
+                "sink.sqs.large_payloads.bucket: required",
+            ),
+            (
+                r#"{"mode":"s3","bucket":"Bad_Bucket"}"#,
+                "sink.sqs.large_payloads.bucket: \"Bad_Bucket\"",
+            ),
+            (
+                r#"{"mode":"s3","bucket":"b-1","threshold_bytes":300000}"#,
+                "sink.sqs.large_payloads.threshold_bytes",
+            ),
+            (
+                r#"{"bucket":"b-1"}"#,
+                "sink.sqs.large_payloads.bucket is set but sink.sqs.large_payloads.mode is reject",
+            ),
+        ] {
+            let large: LargePayloads = serde_json::from_str(json).unwrap();
+            let config = AwsConfig {
+                large_payloads: large,
+                ..AwsConfig::default()
+            };
+            let err = config.validate("sink.sqs").unwrap_err();
+            assert!(err.starts_with(want), "{json}: {err}");
+        }
+        let err =
+            serde_json::from_str::<LargePayloads>(r#"{"mode":"s3","bukket":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = serde_json::from_str::<LargePayloads>(r#"{"mode":"store"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
     }
 }

@@ -1,4 +1,6 @@
-//! The one place SNS / SQS errors are classified.
+//! The one place SNS / SQS errors are classified, and the S3 errors of
+//! `large_payloads` (PutObject), whose codes share the table (`SlowDown`,
+//! `InternalError`, `ServiceUnavailable`, `AccessDenied`… mean the same there).
 //!
 //! Every failure, whether of a whole request (an `SdkError`) or of one entry of a batch
 //! response (`Failed[]` with a code and `SenderFault`), goes through [`classify_code`] or
@@ -15,11 +17,11 @@
 //! | `InternalError`, `InternalFailure`, `InternalServerError`, `ServiceUnavailable*`, `RequestTimeout*`, `KMSInternal*`, any HTTP 5xx, unknown code with `SenderFault=false` | Retryable | `server_error` | (always retried) |
 //! | timeouts (also HTTP 408), connection errors, unparseable responses | Retryable | `timeout` / `dispatch` / `bad_response` | (always retried) |
 //! | `InvalidClientTokenId`, `UnrecognizedClientException`, `SignatureDoesNotMatch`, `IncompleteSignature`, `MissingAuthenticationToken`, `InvalidAccessKeyId`, `ExpiredToken*`, `InvalidSecurity`, no credentials found | Fatal | `invalid_credentials` | no |
-//! | `AuthorizationError`, `AccessDenied*`, `KMSAccessDenied*` (HTTP 403) | Permanent | `not_authorized` | **yes** |
-//! | `NotFound*`, `QueueDoesNotExist`, `NonExistentQueue`, `ResourceNotFoundException`, `QueueDeletedRecently` (HTTP 404) | Permanent | `destination_not_found` | **yes** |
+//! | `AuthorizationError`, `AccessDenied*`, `KMSAccessDenied*`, S3 `AllAccessDisabled` (HTTP 403) | Permanent | `not_authorized` | **yes** |
+//! | `NotFound*`, `QueueDoesNotExist`, `NonExistentQueue`, `ResourceNotFoundException`, `QueueDeletedRecently`, S3 `NoSuchBucket` (HTTP 404) | Permanent | `destination_not_found` | **yes** |
 //! | `KMSDisabled*`, `KMSNotFound*`, `KMSInvalidState*`, `KMSOptInRequired`, `KMSInvalidKeyUsage*` | Permanent | `kms_key_unusable` | **yes** |
-//! | `MessageTooLong`, `BatchRequestTooLong`, `BatchEntryTooLong`, detected before sending | Permanent | `message_too_large` | no |
-//! | `InvalidParameter*`, `ValidationError`, `ValidationException`, `InvalidMessageContents`, `InvalidAttribute*`, `InvalidBatchEntryId`, `UnsupportedOperation` | Permanent | `invalid_parameter` | no |
+//! | `MessageTooLong`, `BatchRequestTooLong`, `BatchEntryTooLong`, S3 `EntityTooLarge`, detected before sending | Permanent | `message_too_large` | no |
+//! | `InvalidParameter*`, `ValidationError`, `ValidationException`, `InvalidMessageContents`, `InvalidAttribute*`, `InvalidBatchEntryId`, `UnsupportedOperation`, S3 `InvalidBucketName`, `KeyTooLongError`, `InvalidArgument` | Permanent | `invalid_parameter` | no |
 //! | any other code with `SenderFault=true` or HTTP 4xx (e.g. a proxy's 407) | Permanent | `client_error` | **yes** |
 //! | any other code without `SenderFault` or status | Retryable | `unknown` | (always retried) |
 //!
@@ -97,13 +99,15 @@ pub fn classify_code(
         | "AccessDenied"
         | "AccessDeniedException"
         | "KMSAccessDenied"
-        | "KMSAccessDeniedException" => (Permanent, "not_authorized"),
+        | "KMSAccessDeniedException"
+        | "AllAccessDisabled" => (Permanent, "not_authorized"),
         "NotFound"
         | "NotFoundException"
         | "QueueDoesNotExist"
         | "NonExistentQueue"
         | "ResourceNotFoundException"
-        | "QueueDeletedRecently" => (Permanent, "destination_not_found"),
+        | "QueueDeletedRecently"
+        | "NoSuchBucket" => (Permanent, "destination_not_found"),
         "KMSDisabled"
         | "KMSDisabledException"
         | "KMSNotFound"
@@ -116,7 +120,8 @@ pub fn classify_code(
         "MessageTooLong"
         | "BatchRequestTooLong"
         | "BatchEntryTooLong"
-        | "RequestEntityTooLarge" => (Permanent, "message_too_large"),
+        | "RequestEntityTooLarge"
+        | "EntityTooLarge" => (Permanent, "message_too_large"),
         "InvalidParameter"
         | "InvalidParameterException"
         | "InvalidParameterValue"
@@ -134,7 +139,10 @@ pub fn classify_code(
         | "EmptyBatchRequest"
         | "UnsupportedOperation"
         | "InvalidAddress"
-        | "InvalidIdFormat" => (Permanent, "invalid_parameter"),
+        | "InvalidIdFormat"
+        | "InvalidBucketName"
+        | "KeyTooLongError"
+        | "InvalidArgument" => (Permanent, "invalid_parameter"),
         _ => match (sender_fault, status) {
             (_, Some(s)) if s >= 500 => (Retryable, "server_error"),
             (Some(false), _) => (Retryable, "server_error"),

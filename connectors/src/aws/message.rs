@@ -2,23 +2,47 @@
 
 use sha2::{Digest, Sha256};
 
+use super::offload::{self, Offload, RESERVED_ATTRIBUTE};
+use super::AwsConfig;
 use crate::{ErrorClass, OutboxEvent, PublishError};
 
 /// SQS allows at most 10 message attributes per message (SNS → SQS delivery too).
 pub const MAX_ATTRIBUTES: usize = 10;
 
 /// One message ready to be put into a batch entry.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Message {
+    /// The body sent: the event's body, or the S3 pointer when offloaded.
     pub body: String,
     /// `(name, value)`, all of data type `String`.
     pub attributes: Vec<(String, String)>,
+    /// Offloaded to S3: where the body goes. The message then also carries the
+    /// `ExtendedPayloadSize` attribute (see [`Message::number_attributes`]).
+    pub offload: Option<Offload>,
     /// FIFO only.
     pub group_id: Option<String>,
     /// FIFO only.
     pub deduplication_id: Option<String>,
     /// Body + attribute names, types and values, as AWS counts against the size limit.
     pub size: usize,
+}
+
+impl Message {
+    /// The attributes of data type `Number`: `ExtendedPayloadSize` when offloaded.
+    pub fn number_attributes(&self) -> Vec<(&'static str, String)> {
+        match &self.offload {
+            Some(o) => vec![(RESERVED_ATTRIBUTE, o.body.len().to_string())],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Attribute names, data types and values, as AWS counts them against the size limit.
+fn attributes_size(attributes: &[(String, String)]) -> usize {
+    attributes
+        .iter()
+        .map(|(n, v)| n.len() + "String".len() + v.len())
+        .sum()
 }
 
 /// Maps an id onto what `MessageGroupId` / `MessageDeduplicationId` accept: 1 to 128
@@ -133,13 +157,13 @@ fn envelope(event: &OutboxEvent) -> String {
     Value::Object(object).to_string()
 }
 
-/// Builds the message of `event`, or the permanent error that keeps it from being sent.
-pub(crate) fn build(
-    event: &OutboxEvent,
-    raw_payload: bool,
-    fifo: bool,
-    max_bytes: usize,
-) -> Result<Message, PublishError> {
+/// Builds the message of `event`, or the permanent error that keeps it from being sent:
+/// inline, or with `large_payloads.mode: s3` and a size over the threshold (or `always`),
+/// a pointer to the body's S3 object (see `offload.rs`).
+pub(crate) fn build(event: &OutboxEvent, config: &AwsConfig) -> Result<Message, PublishError> {
+    let raw_payload = config.raw_payload;
+    let fifo = config.fifo;
+    let max_bytes = config.max_message_bytes;
     let permanent = |kind: &'static str, why: String| {
         PublishError::new(
             ErrorClass::Permanent,
@@ -176,16 +200,43 @@ pub(crate) fn build(
             "the body contains characters SNS/SQS reject (control characters other than tab, LF, CR)".into(),
         ));
     }
-    let attributes = attributes(event);
-    let size = body.len()
-        + attributes
-            .iter()
-            .map(|(n, v)| n.len() + "String".len() + v.len())
-            .sum::<usize>();
+    let mut attributes = attributes(event);
+    let inline_size = body.len() + attributes_size(&attributes);
+    let large = &config.large_payloads;
+    let offloaded = large.offloads() && (large.always || inline_size > config.offload_threshold());
+    let (body, offload, size) = if offloaded {
+        // The reserved attribute takes one of SQS's ten.
+        attributes.truncate(MAX_ATTRIBUTES - 1);
+        let bucket = large.bucket.clone().unwrap_or_default();
+        let key = offload::object_key(&large.prefix, &event.id);
+        let pointer = offload::pointer_body(&bucket, &key);
+        let stored = body.into_bytes();
+        let size = pointer.len()
+            + attributes_size(&attributes)
+            + RESERVED_ATTRIBUTE.len()
+            + "Number".len()
+            + stored.len().to_string().len();
+        let offload = Offload {
+            bucket,
+            key,
+            body: stored.into(),
+            stored: Default::default(),
+        };
+        (pointer, Some(offload), size)
+    } else {
+        (body, None, inline_size)
+    };
     if size > max_bytes {
+        let what = if offloaded {
+            "the S3 pointer message"
+        } else {
+            "the message"
+        };
         return Err(permanent(
             "message_too_large",
-            format!("the message is {size} bytes (body and attributes), over the {max_bytes}-byte limit"),
+            format!(
+                "{what} is {size} bytes (body and attributes), over the {max_bytes}-byte limit"
+            ),
         ));
     }
     let (group_id, deduplication_id) = if fifo {
@@ -196,6 +247,7 @@ pub(crate) fn build(
     Ok(Message {
         body,
         attributes,
+        offload,
         group_id,
         deduplication_id,
         size,
@@ -280,27 +332,105 @@ mod tests {
         assert_eq!(attrs[0].1, "e-1");
     }
 
+    fn config(raw_payload: bool, fifo: bool) -> AwsConfig {
+        AwsConfig {
+            raw_payload,
+            fifo,
+            ..AwsConfig::default()
+        }
+    }
+
     #[test]
     fn bodies_and_limits() {
-        let m = build(&event(Some(b"{\"a\":1}"), &[]), true, true, 262_144).unwrap();
+        let m = build(&event(Some(b"{\"a\":1}"), &[]), &config(true, true)).unwrap();
         assert_eq!(m.body, "{\"a\":1}");
         assert_eq!(m.group_id.as_deref(), Some("order-1"));
         assert_eq!(m.deduplication_id.as_deref(), Some("e-1"));
-        let m = build(&event(Some(b"{\"a\":1}"), &[]), false, false, 262_144).unwrap();
+        let m = build(&event(Some(b"{\"a\":1}"), &[]), &config(false, false)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&m.body).unwrap();
         assert_eq!(v["payload"]["a"], 1);
         assert_eq!(v["aggregateid"], "order-1");
         assert!(m.group_id.is_none());
-        let m = build(&event(Some(&[0xff, 0]), &[]), false, false, 262_144).unwrap();
+        let m = build(&event(Some(&[0xff, 0]), &[]), &config(false, false)).unwrap();
         assert!(m.body.contains("payload_base64"));
-        let err = build(&event(None, &[]), true, false, 262_144).unwrap_err();
+        let err = build(&event(None, &[]), &config(true, false)).unwrap_err();
         assert_eq!(err.class, ErrorClass::Permanent);
         let big = vec![b'x'; 262_144];
-        let err = build(&event(Some(&big), &[]), true, false, 262_144).unwrap_err();
+        let err = build(&event(Some(&big), &[]), &config(true, false)).unwrap_err();
         assert_eq!(err.kind, "message_too_large");
         assert!(
             err.message.contains("e-1") && err.message.contains("arn:aws:sns"),
             "{err}"
         );
+    }
+
+    fn offloading(threshold: Option<usize>, always: bool) -> AwsConfig {
+        AwsConfig {
+            fifo: true,
+            large_payloads: crate::aws::config::LargePayloads {
+                mode: crate::aws::config::LargePayloadMode::S3,
+                bucket: Some("outbox-bodies".into()),
+                prefix: "relay/".into(),
+                threshold_bytes: threshold,
+                always,
+                ..Default::default()
+            },
+            ..AwsConfig::default()
+        }
+    }
+
+    #[test]
+    fn over_the_threshold_the_body_goes_to_s3_and_a_pointer_is_sent() {
+        let headers: Vec<(String, String)> = (0..12)
+            .map(|i| (format!("h{i}"), "v".to_string()))
+            .collect();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let big = vec![b'x'; 300_000];
+        let m = build(&event(Some(&big), &headers), &offloading(None, false)).unwrap();
+        assert_eq!(
+            m.body,
+            r#"["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3BucketName":"outbox-bodies","s3Key":"relay/e-1"}]"#
+        );
+        let o = m.offload.as_ref().unwrap();
+        assert_eq!(
+            (o.bucket.as_str(), o.key.as_str()),
+            ("outbox-bodies", "relay/e-1")
+        );
+        assert_eq!(&o.body[..], &big[..]);
+        assert_eq!(
+            m.number_attributes(),
+            vec![("ExtendedPayloadSize", "300000".to_string())]
+        );
+        // Nine attributes of the event's, and the reserved one: SQS's ten.
+        assert_eq!(m.attributes.len(), 9);
+        let attrs: usize = m
+            .attributes
+            .iter()
+            .map(|(n, v)| n.len() + 6 + v.len())
+            .sum();
+        assert_eq!(
+            m.size,
+            m.body.len() + attrs + "ExtendedPayloadSize".len() + "Number".len() + 6
+        );
+        assert_eq!(m.group_id.as_deref(), Some("order-1"));
+        assert_eq!(m.deduplication_id.as_deref(), Some("e-1"));
+
+        // At the threshold, counting attributes, the message goes as it is.
+        let attrs = attributes_size(&attributes(&event(Some(b"{}"), &[])));
+        let exact = vec![b'y'; 1000 - attrs];
+        let m = build(&event(Some(&exact), &[]), &offloading(Some(1000), false)).unwrap();
+        assert!(m.offload.is_none() && m.size == 1000 && m.number_attributes().is_empty());
+        let over = vec![b'y'; 1001 - attrs];
+        let m = build(&event(Some(&over), &[]), &offloading(Some(1000), false)).unwrap();
+        assert!(m.offload.is_some());
+        // `always`: even the smallest body.
+        let m = build(&event(Some(b"{}"), &[]), &offloading(None, true)).unwrap();
+        assert_eq!(&m.offload.unwrap().body[..], b"{}");
+        // Without offload, the same 300 kB event is refused.
+        let err = build(&event(Some(&big), &[]), &config(true, true)).unwrap_err();
+        assert_eq!(err.kind, "message_too_large");
     }
 }

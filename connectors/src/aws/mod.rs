@@ -54,12 +54,16 @@
 //! - success: delivered;
 //! - **Permanent** failure (invalid parameter, message too large — detected before
 //!   sending by measuring body + attributes): that event fails with a message naming the
-//!   event id and the destination; the aggregate's later events go on;
-//! - Permanent failure that **may be transient** (not authorized, topic/queue not found,
-//!   KMS key unusable, unknown 4xx: the `error` table's last column): retried like a
-//!   retryable one until `transient_error_window_ms` (default 5 minutes) has passed since
-//!   the aggregate's first such failure, or the destination's first one with nothing
-//!   delivered to it since; then it fails the event as above;
+//!   event id and the destination. The aggregate's later events go on, but never sent
+//!   by this publisher after the failure: those it already holds are handed back
+//!   `Retryable` (`behind_rejected`), and the relay replays them behind the rejection's
+//!   outcome (parked with it, or after its dead letter);
+//! - Permanent failure that **may be transient** (not authorized, topic/queue/bucket not
+//!   found, KMS key unusable, unknown 4xx: the `error` table's last column): retried like
+//!   a retryable one until `transient_error_window_ms` (default 5 minutes) has passed
+//!   since the aggregate's first such failure, or the destination's first one with
+//!   nothing delivered to it since; then it fails the event, and the aggregate's later
+//!   events the publisher holds fail with it (they would meet the same condition);
 //! - **Retryable** failure (throttling, 5xx, timeouts, connection errors): the aggregate's
 //!   later events wait, and the entry is sent again after an exponential backoff with
 //!   jitter (`retry_initial_backoff_ms` doubling up to `retry_max_backoff_ms`);
@@ -87,6 +91,16 @@
 //! the SQS limit of 10 attributes (earlier ones win; invalid names, empty or non-UTF-8
 //! values are left out).
 //!
+//! # Large payloads
+//!
+//! With `large_payloads.mode: s3` a message over `threshold_bytes` (default
+//! `max_message_bytes`, body and attributes counted) has its body stored in S3 under a
+//! key derived from the event id, and the message carries a pointer in the extended
+//! client libraries' format (`offload`). The object is written and confirmed before the
+//! message is sent, within the same request and under the same retries, classification
+//! and circuit breaker; the event is delivered when the message is acknowledged, and keeps
+//! its place in its aggregate's lane.
+//!
 //! # Credentials
 //!
 //! The AWS default chain (environment, profile, web identity / IRSA, ECS, IMDS). Nothing
@@ -100,14 +114,23 @@ mod config;
 mod destination;
 mod error;
 mod message;
+mod offload;
+#[cfg(test)]
+mod offload_tests;
 mod sink;
 mod sns;
 mod sqs;
 
 pub use client::Client;
-pub use config::{AwsConfig, SnsConfig, SqsConfig};
+pub use config::{
+    service_limit, AwsConfig, LargePayloadMode, LargePayloads, SnsConfig, SqsConfig,
+    SNS_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES,
+};
 pub use error::{classify_code, classify_sdk_error, may_be_transient};
 pub use message::{fifo_id, MAX_ATTRIBUTES};
+pub use offload::{
+    object_key, pointer_body, ObjectStore, S3Store, POINTER_CLASS, RESERVED_ATTRIBUTE,
+};
 pub use sink::AwsPublisher;
 pub use sns::SnsClient;
 pub use sqs::SqsClient;

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::client::{self, Client, EntryResult};
 use super::error::may_be_transient;
 use super::message::{self, Message};
+use super::offload::{ObjectStore, S3Store};
 use super::AwsConfig;
 use crate::policy::{Backoff, RateLimiter, LOG_WINDOW};
 use crate::policy::{Breaker, CircuitReport, CircuitState};
@@ -52,6 +53,8 @@ struct Shared {
     /// The same, per destination.
     retries_by_destination: Mutex<std::collections::HashMap<Arc<str>, u64>>,
     requests: AtomicU64,
+    /// Per destination: offloaded events delivered, and their bodies' bytes.
+    offloaded: Mutex<HashMap<Arc<str>, (u64, u64)>>,
     fatal: Mutex<Option<PublishError>>,
 }
 
@@ -71,12 +74,22 @@ impl<C: Client> AwsPublisher<C> {
         config
             .validate(&format!("sink.{}", C::NAME))
             .map_err(|e| PublishError::new(ErrorClass::Fatal, "config", e))?;
-        let client = C::new(&client::load(C::NAME, config).await?);
-        Ok(Self::start(config, client))
+        let sdk = client::load(C::NAME, config).await?;
+        let client = C::new(&sdk);
+        let store = config
+            .large_payloads
+            .offloads()
+            .then(|| Arc::new(S3Store::new(&sdk, &config.large_payloads)) as Arc<dyn ObjectStore>);
+        Ok(Self::start(config, client, store))
     }
 
-    /// Starts the dispatcher on `client` (tests pass a scripted one).
-    pub(crate) fn start(config: &AwsConfig, client: C) -> Self {
+    /// Starts the dispatcher on `client` and, with `large_payloads.mode: s3`, `store`
+    /// (tests pass scripted ones).
+    pub(crate) fn start(
+        config: &AwsConfig,
+        client: C,
+        store: Option<Arc<dyn ObjectStore>>,
+    ) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let (pending_tx, pending) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -84,11 +97,13 @@ impl<C: Client> AwsPublisher<C> {
             retries: AtomicU64::new(0),
             retries_by_destination: Mutex::new(std::collections::HashMap::new()),
             requests: AtomicU64::new(0),
+            offloaded: Mutex::new(HashMap::new()),
             fatal: Mutex::new(None),
         });
         let dispatcher = Dispatcher {
             config: config.clone(),
             client: client.clone(),
+            store,
             shared: shared.clone(),
             pending: pending_tx,
             lanes: HashMap::new(),
@@ -124,6 +139,16 @@ impl<C: Client> AwsPublisher<C> {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         map.iter().map(|(d, n)| (d.clone(), *n)).collect()
+    }
+
+    /// Offloaded events delivered and their body bytes, per destination, since start.
+    pub fn offloaded_by_destination(&self) -> Vec<(Arc<str>, u64, u64)> {
+        let map = self
+            .shared
+            .offloaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(d, (n, b))| (d.clone(), *n, *b)).collect()
     }
 
     /// Batch requests sent, since start (for metrics).
@@ -170,13 +195,7 @@ impl<C: Client> Publisher for AwsPublisher<C> {
     /// The message checks `accept` makes (size with attributes, a body for raw payloads),
     /// made early so the relay can take the event's policy outcome in commit order.
     fn check(&self, event: &OutboxEvent) -> Result<(), PublishError> {
-        message::build(
-            event,
-            self.config.raw_payload,
-            self.config.fifo,
-            self.config.max_message_bytes,
-        )
-        .map(|_| ())
+        message::build(event, &self.config).map(|_| ())
     }
 
     async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
@@ -186,12 +205,7 @@ impl<C: Client> Publisher for AwsPublisher<C> {
         let mut jobs = Vec::with_capacity(batch.len());
         let mut waits = Vec::with_capacity(batch.len());
         for event in &batch {
-            match message::build(
-                event,
-                self.config.raw_payload,
-                self.config.fifo,
-                self.config.max_message_bytes,
-            ) {
+            match message::build(event, &self.config) {
                 Ok(message) => {
                     let (done, wait) = oneshot::channel();
                     jobs.push(Job {
@@ -263,6 +277,10 @@ impl<C: Client> Publisher for AwsPublisher<C> {
     fn requests(&self) -> u64 {
         AwsPublisher::requests(self)
     }
+
+    fn offloaded_by_destination(&self) -> Vec<(Arc<str>, u64, u64)> {
+        AwsPublisher::offloaded_by_destination(self)
+    }
 }
 
 fn closed() -> PublishError {
@@ -290,6 +308,8 @@ struct Lane {
 struct Dispatcher<C> {
     config: AwsConfig,
     client: C,
+    /// Where offloaded bodies go (`large_payloads.mode: s3`).
+    store: Option<Arc<dyn ObjectStore>>,
     shared: Arc<Shared>,
     pending: watch::Sender<usize>,
     lanes: HashMap<String, Lane>,
@@ -446,12 +466,13 @@ impl<C: Client> Dispatcher<C> {
             self.lanes.get_mut(&key).expect("ready lane").in_flight = true;
             lanes.push(key);
         }
-        self.shared.requests.fetch_add(1, Ordering::Relaxed);
         let client = self.client.clone();
+        let store = self.store.clone();
+        let shared = self.shared.clone();
         Some(
             async move {
-                let refs: Vec<&Message> = messages.iter().map(|m| m.as_ref()).collect();
-                let results = client.send_batch(&destination, &refs).await;
+                let results =
+                    send(&client, store.as_deref(), &shared, &destination, &messages).await;
                 (sent_to, now, lanes, results)
             }
             .boxed(),
@@ -554,6 +575,16 @@ impl<C: Client> Dispatcher<C> {
                     self.transient_since.remove(&destination);
                 }
                 let (_, job) = lane.queue.pop_front().expect("in-flight entry");
+                if let (Ok(()), Some(offload)) = (&result, &job.message.offload) {
+                    let mut offloaded = self
+                        .shared
+                        .offloaded
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let entry = offloaded.entry(job.destination.clone()).or_default();
+                    entry.0 += 1;
+                    entry.1 += offload.body.len() as u64;
+                }
                 self.queued -= 1;
                 lane.attempt = 0;
                 lane.first_failure = None;
@@ -564,7 +595,40 @@ impl<C: Client> Dispatcher<C> {
                         tracing::warn!(event_id = %job.event_id, destination = %job.destination, kind = e.kind, "event failed permanently: {}{more}", e.message);
                     }
                 }
+                let rejected = result
+                    .as_ref()
+                    .err()
+                    .map(|e| (job.event_id.clone(), e.clone()));
                 let _ = job.done.send(result);
+                // The aggregate's later events this lane holds are never sent after a
+                // permanent failure (the relay parks the aggregate behind it, or
+                // dead-letters it and goes on). After a failure of the destination (or its
+                // bucket) that outlasted the window, they fail with it: they would meet
+                // it too, and the destination's clock has run out. After a failure of the
+                // message itself they fail Retryable, and the relay replays them behind
+                // the rejection's outcome, as Kafka's gap-less producer fails everything
+                // after a rejected record.
+                if let Some((rejected, err)) = rejected.filter(|_| !lane.queue.is_empty()) {
+                    let lane = self.lanes.remove(&key).expect("lane");
+                    self.queued -= lane.queue.len();
+                    let (class, kind) = if may_be_transient(&err) {
+                        (err.class, err.kind)
+                    } else {
+                        (ErrorClass::Retryable, "behind_rejected")
+                    };
+                    for (_, job) in lane.queue {
+                        let e = PublishError::new(
+                            class,
+                            kind,
+                            format!(
+                                "event {} to {}: not sent: event {rejected} of its aggregate, before it, was rejected permanently: {}",
+                                job.event_id, job.destination, err.message
+                            ),
+                        );
+                        let _ = job.done.send(Err(e));
+                    }
+                    continue;
+                }
             }
             if let Some(e) = fatal {
                 self.fail_everything(e);
@@ -657,6 +721,74 @@ impl<C: Client> Dispatcher<C> {
         self.queued = 0;
         self.pending.send_replace(0);
     }
+}
+
+/// One request: the S3 objects of offloaded messages first (those not yet confirmed, all
+/// at once), then one PublishBatch / SendMessageBatch with the messages whose object is
+/// confirmed or that have none. A message whose put failed is not sent: its result is the
+/// put's error, so the lane retries it (put and send) like a failed send, and the
+/// destination's circuit breaker counts it.
+async fn send<C: Client>(
+    client: &C,
+    store: Option<&dyn ObjectStore>,
+    shared: &Shared,
+    destination: &str,
+    messages: &[Arc<Message>],
+) -> Vec<EntryResult> {
+    let mut results: Vec<Option<EntryResult>> = vec![None; messages.len()];
+    let puts = messages.iter().enumerate().filter_map(|(i, m)| {
+        let offload = m.offload.as_ref()?;
+        if offload.stored.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(async move {
+            let result = match store {
+                Some(store) => {
+                    store
+                        .put(&offload.bucket, &offload.key, offload.body.clone())
+                        .await
+                }
+                None => Err(PublishError::new(
+                    ErrorClass::Fatal,
+                    "config",
+                    "a message to offload, and no S3 client (large_payloads.mode is not s3)",
+                )),
+            };
+            if result.is_ok() {
+                offload.stored.store(true, Ordering::Release);
+            }
+            (i, result)
+        })
+    });
+    for (i, result) in futures::future::join_all(puts).await {
+        if let Err(e) = result {
+            results[i] = Some(Err(e));
+        }
+    }
+    let ready: Vec<usize> = (0..messages.len())
+        .filter(|i| results[*i].is_none())
+        .collect();
+    if !ready.is_empty() {
+        // Counted when sent: a request whose every object failed sends nothing.
+        shared.requests.fetch_add(1, Ordering::Relaxed);
+        let refs: Vec<&Message> = ready.iter().map(|&i| messages[i].as_ref()).collect();
+        let sent = client.send_batch(destination, &refs).await;
+        for (i, result) in ready.into_iter().zip(sent) {
+            results[i] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(PublishError::new(
+                    ErrorClass::Retryable,
+                    "bad_response",
+                    format!("{destination}: the batch response did not mention the entry"),
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Records a circuit's transition for the metrics, with a log line.

@@ -61,6 +61,16 @@ async fn publish_batch(
                 Err(e) => return request_failed(messages.len(), build_error(e)),
             }
         }
+        for (name, value) in m.number_attributes() {
+            let value = MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value(value)
+                .build();
+            match value {
+                Ok(value) => entry = entry.message_attributes(name, value),
+                Err(e) => return request_failed(messages.len(), build_error(e)),
+            }
+        }
         match entry.build() {
             Ok(entry) => entries.push(entry),
             Err(e) => return request_failed(messages.len(), build_error(e)),

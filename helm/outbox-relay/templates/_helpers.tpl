@@ -109,6 +109,14 @@ and no explicit sslrootcert. */}}
 {{- $aws := dict "fifo" $a.fifo "max_concurrency" (int64 $a.maxConcurrency) "raw_payload" $a.rawPayload "max_message_bytes" (int64 $a.maxMessageBytes) "retry_initial_backoff_ms" (int64 $a.retryInitialBackoffMs) "retry_max_backoff_ms" (int64 $a.retryMaxBackoffMs) "max_retry_elapsed_ms" (int64 $a.maxRetryElapsedMs) "request_timeout_ms" (int64 $a.requestTimeoutMs) "connect_timeout_ms" (int64 $a.connectTimeoutMs) }}
 {{- if $a.region }}{{ $_ := set $aws "region" $a.region }}{{ end }}
 {{- if $a.endpoint }}{{ $_ := set $aws "endpoint" $a.endpoint }}{{ end }}
+{{- $l := $a.largePayloads | default dict }}
+{{- if eq ($l.mode | default "reject") "s3" }}
+{{- $large := dict "mode" "s3" "bucket" $l.bucket "always" ($l.always | default false) "force_path_style" ($l.forcePathStyle | default false) }}
+{{- if $l.prefix }}{{ $_ := set $large "prefix" $l.prefix }}{{ end }}
+{{- if $l.thresholdBytes }}{{ $_ := set $large "threshold_bytes" (int64 $l.thresholdBytes) }}{{ end }}
+{{- if $l.endpoint }}{{ $_ := set $large "endpoint" $l.endpoint }}{{ end }}
+{{- $_ := set $aws "large_payloads" $large }}
+{{- end }}
 {{- $_ := set $sink $kind $aws }}
 {{- end }}
 {{- $p := .Values.pipeline }}

@@ -59,7 +59,7 @@ impl PipelineConfig {
             )));
         }
         if !(self.destination_share > 0.0 && self.destination_share <= 1.0) {
-            return Err(err(&format!(
+            return Err(err(format!(
                 "pipeline.destination_share: must be above 0 and at most 1 (got {})",
                 self.destination_share
             )));

@@ -33,6 +33,8 @@ struct Counted {
     retries: HashMap<Arc<str>, u64>,
     requests: u64,
     transitions: HashMap<(Arc<str>, usize), u64>,
+    /// Offloaded events and bytes, per destination.
+    offloaded: HashMap<Arc<str>, (u64, u64)>,
 }
 
 impl ConnectorStats {
@@ -49,6 +51,11 @@ impl ConnectorStats {
                 *c.retries.entry(destination).or_default() += n;
             }
             c.requests += p.requests();
+            for (destination, events, bytes) in p.offloaded_by_destination() {
+                let entry = c.offloaded.entry(destination).or_default();
+                entry.0 += events;
+                entry.1 += bytes;
+            }
             for circuit in p.circuits() {
                 for state in STATES {
                     *c.transitions
@@ -64,14 +71,17 @@ impl ConnectorStats {
     }
 }
 
-/// Exports `sink_retries_total`, `sink_requests_total`, `circuit_state` and
-/// `circuit_transitions_total` from [`ConnectorStats`].
+/// Exports `sink_retries_total`, `sink_requests_total`, `circuit_state`,
+/// `circuit_transitions_total`, `offloaded_events_total` and `offloaded_bytes_total` from
+/// [`ConnectorStats`].
 pub struct ConnectorCollector {
     pub stats: ConnectorStats,
     pub retries: IntCounterVec,
     pub requests: IntCounter,
     pub circuit_state: IntGaugeVec,
     pub circuit_transitions: IntCounterVec,
+    pub offloaded_events: IntCounterVec,
+    pub offloaded_bytes: IntCounterVec,
 }
 
 /// Raises `counter` to `total` (counters only go up; `total` never goes down either).
@@ -88,7 +98,13 @@ impl ConnectorCollector {
         let mut retries = c.retries.clone();
         let mut requests = c.requests;
         let mut transitions = c.transitions.clone();
+        let mut offloaded = c.offloaded.clone();
         if let Some(p) = &c.current {
+            for (destination, events, bytes) in p.offloaded_by_destination() {
+                let entry = offloaded.entry(destination).or_default();
+                entry.0 += events;
+                entry.1 += bytes;
+            }
             for (destination, n) in p.retries_by_destination() {
                 *retries.entry(destination).or_default() += n;
             }
@@ -108,6 +124,16 @@ impl ConnectorCollector {
             raise(&self.retries.with_label_values(&[&destination]), total);
         }
         raise(&self.requests, requests);
+        for (destination, (events, bytes)) in offloaded {
+            raise(
+                &self.offloaded_events.with_label_values(&[&destination]),
+                events,
+            );
+            raise(
+                &self.offloaded_bytes.with_label_values(&[&destination]),
+                bytes,
+            );
+        }
         for ((destination, state), total) in transitions {
             let label = STATES[state].as_str();
             raise(
@@ -126,6 +152,8 @@ impl Collector for ConnectorCollector {
         d.extend(self.requests.desc());
         d.extend(self.circuit_state.desc());
         d.extend(self.circuit_transitions.desc());
+        d.extend(self.offloaded_events.desc());
+        d.extend(self.offloaded_bytes.desc());
         d
     }
 
@@ -135,6 +163,8 @@ impl Collector for ConnectorCollector {
         families.extend(self.requests.collect());
         families.extend(self.circuit_state.collect());
         families.extend(self.circuit_transitions.collect());
+        families.extend(self.offloaded_events.collect());
+        families.extend(self.offloaded_bytes.collect());
         families
     }
 }
@@ -155,6 +185,7 @@ mod tests {
         retries: u64,
         requests: u64,
         open: u64,
+        offloaded: (u64, u64),
     }
 
     #[async_trait::async_trait]
@@ -179,6 +210,9 @@ mod tests {
         }
         fn requests(&self) -> u64 {
             self.requests
+        }
+        fn offloaded_by_destination(&self) -> Vec<(Arc<str>, u64, u64)> {
+            vec![(Arc::from("q"), self.offloaded.0, self.offloaded.1)]
         }
         fn circuits(&self) -> Vec<CircuitReport> {
             vec![CircuitReport {
@@ -209,7 +243,12 @@ mod tests {
             retries: 3,
             requests: 10,
             open: 1,
+            offloaded: (2, 600_000),
         }));
+        assert_eq!(
+            scrape(&m, "outbox_relay_offloaded_events_total{destination=\"q\"}"),
+            2.0
+        );
         assert_eq!(
             scrape(&m, "outbox_relay_sink_retries_total{destination=\"q\"}"),
             3.0
@@ -225,7 +264,16 @@ mod tests {
             retries: 2,
             requests: 1,
             open: 1,
+            offloaded: (1, 300_000),
         }));
+        assert_eq!(
+            scrape(&m, "outbox_relay_offloaded_events_total{destination=\"q\"}"),
+            3.0
+        );
+        assert_eq!(
+            scrape(&m, "outbox_relay_offloaded_bytes_total{destination=\"q\"}"),
+            900_000.0
+        );
         assert_eq!(
             scrape(&m, "outbox_relay_sink_retries_total{destination=\"q\"}"),
             5.0

@@ -54,6 +54,10 @@ pub struct Metrics {
     /// Batch requests the connector sent (SNS/SQS; 0 for Kafka, which batches inside
     /// librdkafka).
     pub sink_requests: IntCounter,
+    /// Events delivered with their body offloaded to S3 (SNS/SQS `large_payloads`), and
+    /// those bodies' bytes, by destination.
+    pub offloaded_events: IntCounterVec,
+    pub offloaded_bytes: IntCounterVec,
     /// The connector whose own counters (retries, requests, circuits) are read at scrape
     /// time.
     pub connector: ConnectorStats,
@@ -149,6 +153,16 @@ impl Metrics {
                 &["destination"],
             )
             .unwrap(),
+            offloaded_events: IntCounterVec::new(
+                Opts::new("offloaded_events_total", "Events delivered as a pointer with their body stored in S3 (SNS/SQS large_payloads), by destination."),
+                &["destination"],
+            )
+            .unwrap(),
+            offloaded_bytes: IntCounterVec::new(
+                Opts::new("offloaded_bytes_total", "Bytes of bodies stored in S3 for delivered events (SNS/SQS large_payloads), by destination."),
+                &["destination"],
+            )
+            .unwrap(),
             connector: ConnectorStats::default(),
             slot_created: IntCounter::new("slot_created_total", "Replication slots the relay created. A lost slot is never re-created silently.").unwrap(),
             slot_safe_wal_size: IntGauge::new("slot_safe_wal_size_bytes", "Bytes of WAL that can still be written before PostgreSQL invalidates the slot (pg_replication_slots.safe_wal_size); -1 when max_slot_wal_keep_size is unlimited.").unwrap(),
@@ -174,6 +188,8 @@ impl Metrics {
             requests: m.sink_requests.clone(),
             circuit_state: m.circuit_state.clone(),
             circuit_transitions: m.circuit_transitions.clone(),
+            offloaded_events: m.offloaded_events.clone(),
+            offloaded_bytes: m.offloaded_bytes.clone(),
         }))
         .unwrap();
         r.register(Box::new(m.events_published.clone())).unwrap();

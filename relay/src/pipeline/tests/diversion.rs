@@ -141,7 +141,7 @@ async fn beyond_its_share_a_destinations_events_are_parked_and_the_reader_goes_o
     let held = h.publisher.next_batch().await;
     let sent = held.events.len();
     let bytes: usize = held.events.iter().map(|e| e.budget_bytes()).sum();
-    assert!(sent >= 1 && sent < 10, "{sent} sent");
+    assert!((1..10).contains(&sent), "{sent} sent");
     assert!(
         bytes <= budget / 4,
         "{bytes} bytes held, share {}",
