@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
+use outbox_connectors::policy::RateLimiter;
 use outbox_connectors::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
 use outbox_pgoutput::Lsn;
 use prometheus::Histogram;
@@ -71,6 +72,8 @@ pub struct Acker {
     pub diversion: Option<Arc<Diversion>>,
     /// Present with `pipeline.destination_share` below 1.
     pub bulkhead: Option<Arc<Bulkhead>>,
+    /// Holds back repeats of the diversion warning (one per batch otherwise).
+    pub log_limiter: std::sync::Mutex<RateLimiter>,
 }
 
 impl Acker {
@@ -175,11 +178,17 @@ impl Acker {
             .parking
             .as_ref()
             .expect("on_open: park is only enabled with parking");
-        warn!(
-            events = copies.len(),
-            destination = %copies.first().map(|e| &*e.destination).unwrap_or(""),
-            "a circuit opened while these events were in flight; parking them (the connector may still deliver them once, before their redriven copies)"
-        );
+        let destination = copies.first().map(|e| e.destination.clone());
+        let destination = destination.as_deref().unwrap_or("");
+        let more = self
+            .log_limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit_suffix(destination, std::time::Instant::now());
+        if let Some(more) = more {
+            warn!(events = copies.len(), %destination,
+                "a circuit opened while these events were in flight; parking them (the connector may still deliver them once, before their redriven copies){more}");
+        }
         copies
             .into_iter()
             .map(|event| {

@@ -93,6 +93,9 @@ impl Flow {
                 parking: state.parking.clone(),
                 diversion: state.diversion.clone(),
                 bulkhead: state.bulkhead.clone(),
+                log_limiter: std::sync::Mutex::new(outbox_connectors::policy::RateLimiter::new(
+                    outbox_connectors::policy::LOG_WINDOW,
+                )),
             }
             .run(ack_rx),
         );

@@ -150,7 +150,8 @@ async fn read_record(
 /// For `check`: whether the state tables are usable or creatable, changing nothing.
 pub async fn inspect(client: &Client, config: &Config) -> Result<String, RelayError> {
     let schema = &config.state.schema;
-    let parking_needed = config.outbox.on_invalid == crate::config::InvalidEventPolicy::Park;
+    let parking_needed = config.outbox.on_invalid == crate::config::InvalidEventPolicy::Park
+        || config.sink.parks_on_open();
     if config.state.mode == StateMode::Off {
         return Ok(
             "state.mode is off: PostgreSQL restarts replay delivered events; no parking".into(),
@@ -195,11 +196,11 @@ pub async fn inspect(client: &Client, config: &Config) -> Result<String, RelayEr
     };
     if parking_needed || config.state.mode == StateMode::Required {
         Err(RelayError::Setup(format!(
-            "{problem}; outbox.on_invalid: park (the default) and state.mode: required need them: create them as a privileged role (README, \"State tables\") or set on_invalid to dead_letter or halt"
+            "{problem}; outbox.on_invalid: park (the default), circuit_breaker.on_open: park and state.mode: required need them: create them as a privileged role (README, \"State tables\") or set on_invalid to dead_letter or halt and on_open to stall"
         )))
     } else {
         Ok(format!(
-            "{problem}: running without them (PostgreSQL restarts replay delivered events; only dead_letter and halt are available)"
+            "{problem}: running without them (PostgreSQL restarts replay delivered events; only on_invalid dead_letter or halt and on_open stall are available)"
         ))
     }
 }

@@ -162,3 +162,58 @@ async fn beyond_its_share_a_destinations_events_are_parked_and_the_reader_goes_o
     assert_eq!(next.events[0].aggregate_id, "K");
     next.succeed();
 }
+
+/// With `on_open: park` a batch holds one destination's events: when a circuit opens, the
+/// acker parks exactly that destination's in-flight events, never a healthy one's.
+#[tokio::test]
+async fn an_open_circuit_parks_only_its_own_destinations_events() {
+    use super::Change;
+    let store = MemoryParkStore::default();
+    let diversion = Arc::new(Diversion::default());
+    let mut h = harness(&store, &diversion).await;
+    let typed = |aggregate_type, aggregate_id| Change::TypedRow {
+        aggregate_type,
+        aggregate_id,
+    };
+    let end = h
+        .tx(&[
+            typed("Order", "A"),
+            typed("Customer", "C"),
+            typed("Order", "B"),
+        ])
+        .await
+        .unwrap();
+    let order = h.publisher.next_batch().await;
+    let customer = h.publisher.next_batch().await;
+    let last = h.publisher.next_batch().await;
+    let ids = |b: &outbox_connectors::testing::AcceptedBatch| {
+        b.events
+            .iter()
+            .map(|e| e.aggregate_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (ids(&order), ids(&customer), ids(&last)),
+        (
+            vec!["A".to_string()],
+            vec!["C".to_string()],
+            vec!["B".to_string()]
+        )
+    );
+    let order_destination = order.events[0].destination.to_string();
+    set(&h, &diversion, &order_destination, CircuitState::Open);
+    customer.succeed();
+    h.settle().await;
+    assert_eq!(h.flushed(), end);
+    let parked: Vec<String> = store.rows().into_iter().map(|(a, _, _)| a).collect();
+    assert_eq!(
+        parked,
+        vec!["A".to_string(), "B".to_string()],
+        "C was delivered, not parked"
+    );
+    assert_eq!(
+        h.counter("events_published_total", &[("result", "ok")]),
+        1.0
+    );
+    drop((order, last));
+}

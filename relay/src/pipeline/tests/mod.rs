@@ -100,6 +100,11 @@ pub enum Change {
     Message {
         transactional: bool,
     },
+    /// A row of another aggregate type (so another destination).
+    TypedRow {
+        aggregate_type: &'static str,
+        aggregate_id: &'static str,
+    },
 }
 
 pub fn row(aggregate_id: &'static str) -> Change {
@@ -206,8 +211,14 @@ impl Harness {
         for change in changes {
             self.next_lsn += 0x10;
             let msg = match change {
-                Change::Row { aggregate_id } => self.insert(*aggregate_id, true),
-                Change::InvalidRow { aggregate_id } => self.insert(Some(aggregate_id), false),
+                Change::Row { aggregate_id } => self.insert("Order", *aggregate_id, true),
+                Change::InvalidRow { aggregate_id } => {
+                    self.insert("Order", Some(aggregate_id), false)
+                }
+                Change::TypedRow {
+                    aggregate_type,
+                    aggregate_id,
+                } => self.insert(aggregate_type, Some(aggregate_id), true),
                 Change::Message { transactional } => self.message(*transactional, "agg-m"),
             };
             self.feed(msg).await?;
@@ -228,7 +239,7 @@ impl Harness {
         format!("00000000-0000-0000-0000-{:012}", self.ids)
     }
 
-    fn insert(&mut self, aggregate_id: Option<&str>, valid: bool) -> M {
+    fn insert(&mut self, aggregate_type: &str, aggregate_id: Option<&str>, valid: bool) -> M {
         let id = self.next_id();
         let text = |s: &str| TupleValue::Text(Bytes::copy_from_slice(s.as_bytes()));
         M::Insert(Insert {
@@ -236,7 +247,7 @@ impl Harness {
             rel_id: REL_ID,
             new: TupleData(vec![
                 text(&id),
-                text("Order"),
+                text(aggregate_type),
                 aggregate_id.map_or(TupleValue::Null, text),
                 if valid {
                     text("OrderPlaced")
