@@ -20,6 +20,7 @@ use super::ack::Acker;
 use super::budget::Budget;
 use super::bulkhead::Bulkhead;
 use super::diversion::Diversion;
+use super::cleanup::CleanupObserver;
 use super::reader::{Batch, Reader};
 use super::rejections::Rejections;
 use super::Progress;
@@ -59,6 +60,8 @@ pub struct FlowState {
     pub diversion: Option<Arc<Diversion>>,
     /// With `pipeline.destination_share` below 1 (which needs `diversion`).
     pub bulkhead: Option<Arc<Bulkhead>>,
+    /// Notes outbox rows for `outbox.cleanup` (see `cleanup.rs`).
+    pub cleanup: Option<CleanupObserver>,
 }
 
 pub struct Flow {
@@ -68,6 +71,7 @@ pub struct Flow {
     acker_done: bool,
     progress: Arc<Progress>,
     metrics: Metrics,
+    cleanup: Option<CleanupObserver>,
 }
 
 impl Flow {
@@ -121,6 +125,7 @@ impl Flow {
             acker_done: false,
             progress,
             metrics,
+            cleanup: state.cleanup,
         }
     }
 
@@ -138,12 +143,20 @@ impl Flow {
                 self.progress.note_server_wal_end(wal_end);
                 self.metrics.replication_bytes.inc_by(data.len() as u64);
                 match decode(&data, DecodeContext::TOP_LEVEL) {
-                    Ok(m) => self.reader.on_message(m).await,
+                    Ok(m) => {
+                        if let Some(c) = &mut self.cleanup {
+                            c.observe(&m);
+                        }
+                        self.reader.on_message(m).await
+                    }
                     Err(e) => Err(e.into()),
                 }
             }
             ReplicationMessage::PrimaryKeepalive { wal_end, .. } => {
                 self.progress.note_server_wal_end(wal_end);
+                if let Some(c) = &mut self.cleanup {
+                    c.idle(wal_end);
+                }
                 self.reader.on_idle_position(wal_end).await
             }
         };

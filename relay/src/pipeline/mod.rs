@@ -10,6 +10,7 @@ mod ack;
 mod budget;
 mod bulkhead;
 mod diversion;
+mod cleanup;
 mod flow;
 mod progress;
 mod reader;

@@ -14,11 +14,12 @@ use tracing::{info, warn};
 
 use super::bulkhead::Bulkhead;
 use super::diversion::{watch_circuits, Diversion};
+use super::cleanup::{self, Cleanup, CleanupTable};
 use super::flow::{Flow, FlowMemory, FlowSettings, FlowState};
 use super::redriver;
 use super::{status, Progress};
 use crate::config::Config;
-use crate::config::InvalidEventPolicy;
+use crate::config::{CleanupPolicy, InvalidEventPolicy};
 use crate::error::RelayError;
 use crate::outbox::{Mapper, Router};
 use crate::source::{heartbeat, setup, slot, slot_metrics, wal_position};
@@ -86,6 +87,20 @@ async fn session(
         Duration::from_millis(config.source.status_interval_ms),
     ));
     let mut background = start_background(config, &source.sql, &progress, &ctx.metrics);
+    let cleanup = source.cleanup.map(|(cleanup, client)| {
+        // Rows of transactions from the slot's position on may still be in the table.
+        progress.hold_confirmation(source.slot_confirmed);
+        let observer = cleanup.observer();
+        background.push(AbortOnDrop(tokio::spawn(cleanup::run(
+            cleanup,
+            client,
+            progress.clone(),
+            ctx.metrics.clone(),
+            config.outbox.cleanup_batch_rows,
+            Duration::from_millis(config.source.status_interval_ms),
+        ))));
+        observer
+    });
     if let Some(parking) = &source.parking {
         background.push(AbortOnDrop(tokio::spawn(state::report_parked(
             parking.clone(),
@@ -148,6 +163,7 @@ async fn session(
             parking: source.parking.clone(),
             diversion: diversion.clone(),
             bulkhead,
+            cleanup,
         },
         shutdown.clone(),
     );
@@ -216,6 +232,11 @@ struct PreparedSource {
     stream: ReplicationStream,
     status: outbox_pgwire::StatusSender,
     resume_at: Lsn,
+    /// The slot's own confirmed position: the server streams from here.
+    slot_confirmed: Lsn,
+    /// With `outbox.cleanup: delete_published`: its state and its own connection.
+    cleanup: Option<(Arc<Cleanup>, Client)>,
+    _cleanup_connection: Option<AbortOnDrop<()>>,
 }
 
 /// Checks the database, makes sure the publication and the slot exist, and starts
@@ -244,7 +265,8 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         .map(Arc::new);
     // Where the slot resumes is already acknowledged: start the watermark there, so lag
     // and the status updates are meaningful before the first event is durable.
-    let resume_at = slot::ensure(&sql, &mut repl, config, state.as_deref(), metrics).await?;
+    let slot_confirmed = slot::ensure(&sql, &mut repl, config, state.as_deref(), metrics).await?;
+    let resume_at = slot_confirmed;
     let resume_at = match &state {
         Some(store) => match store.load_progress().await? {
             Some(recorded) if recorded > resume_at => {
@@ -273,6 +295,21 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         _ => (None, None),
     };
 
+    let (cleanup, cleanup_connection) = match config.outbox.cleanup {
+        CleanupPolicy::None => (None, None),
+        CleanupPolicy::DeletePublished => {
+            let mut tables = Vec::new();
+            for table in &config.outbox.tables {
+                tables.push(CleanupTable::resolve(&sql, table).await?);
+            }
+            let (client, connection) = connect_sql(&opts).await?;
+            (
+                Some((Cleanup::new(tables, slot_confirmed), client)),
+                Some(AbortOnDrop(connection)),
+            )
+        }
+    };
+
     let version = setup::server_version_num(&sql).await?;
     setup::check_proto_version(version, config)?;
     let messages = setup::pgoutput_messages(version, config)?;
@@ -298,6 +335,9 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         stream,
         status,
         resume_at,
+        slot_confirmed,
+        cleanup,
+        _cleanup_connection: cleanup_connection,
     })
 }
 

@@ -151,6 +151,7 @@ impl Harness {
                 parking: parking.clone(),
                 diversion: setup.diversion.clone(),
                 bulkhead: setup.bulkhead.clone(),
+                cleanup: None,
             },
             shutdown_rx,
         );
