@@ -139,6 +139,20 @@ impl Cleanup {
         })
     }
 
+    /// Deletes delivered rows given per table (config order), e.g. a snapshot's.
+    pub async fn delete_rows(
+        &self,
+        client: &Client,
+        ids: &[Vec<String>],
+        batch_rows: usize,
+        metrics: &Metrics,
+    ) -> Result<(), RelayError> {
+        for (table, ids) in self.tables.iter().zip(ids) {
+            table.delete(client, ids, batch_rows, metrics).await?;
+        }
+        Ok(())
+    }
+
     pub fn observer(self: &Arc<Self>) -> CleanupObserver {
         CleanupObserver {
             cleanup: self.clone(),

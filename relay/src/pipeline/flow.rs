@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outbox_connectors::Publisher;
-use outbox_pgoutput::{decode, DecodeContext, Lsn};
+use outbox_pgoutput::{decode, DecodeContext, LogicalReplicationMessage, Lsn};
 use outbox_pgwire::ReplicationMessage;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::ack::Acker;
+use super::ack::{AckItem, Acker};
 use super::budget::Budget;
 use super::bulkhead::Bulkhead;
 use super::diversion::Diversion;
@@ -169,6 +169,44 @@ impl Flow {
             }
             step => step,
         }
+    }
+
+    /// Takes a message that did not come from the stream (a snapshot's rows, shaped as
+    /// pgoutput messages): the same mapping, batching and acknowledgement as streamed
+    /// ones. `Ok(false)`: shutdown was requested while waiting for budget.
+    pub(super) async fn on_decoded(
+        &mut self,
+        msg: LogicalReplicationMessage,
+    ) -> Result<bool, RelayError> {
+        match self.reader.on_message(msg).await {
+            Err(e) if self.reader.ack_queue_closed() => {
+                Err(self.acker_stopped().await.unwrap_or(e))
+            }
+            step => step,
+        }
+    }
+
+    /// Waits until the acker has finished everything handed over so far (delivered,
+    /// dead-lettered or parked). A marker holding a permit of its own goes through the
+    /// acknowledgement queue; the acker drops the permit once it is done with it (or
+    /// with the queue, when it stops).
+    pub(super) async fn settle(&mut self) -> Result<(), RelayError> {
+        let done = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = done.clone().acquire_owned().await.expect("never closed");
+        let mut marker = AckItem::mark(self.progress.flushed());
+        marker.permit = Some(permit);
+        if self.reader.ack_tx.send(marker).await.is_err() {
+            return Err(self.acker_stopped().await.unwrap_or_else(|| {
+                RelayError::StreamEnded("the acknowledgement queue closed".into())
+            }));
+        }
+        let _ = done.acquire().await;
+        if self.acker.is_finished() {
+            return Err(self.acker_stopped().await.unwrap_or_else(|| {
+                RelayError::StreamEnded("the acknowledgement queue closed".into())
+            }));
+        }
+        Ok(())
     }
 
     /// Resolves when the acker stops before the reader is done: always an error (or

@@ -17,6 +17,7 @@ mod reader;
 mod redriver;
 mod rejections;
 mod session;
+mod snapshot;
 mod status;
 mod supervisor;
 #[cfg(test)]
