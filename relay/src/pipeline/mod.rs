@@ -9,8 +9,8 @@
 mod ack;
 mod budget;
 mod bulkhead;
-mod diversion;
 mod cleanup;
+mod diversion;
 mod flow;
 mod progress;
 mod reader;

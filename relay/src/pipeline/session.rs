@@ -13,8 +13,8 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use super::bulkhead::Bulkhead;
-use super::diversion::{watch_circuits, Diversion};
 use super::cleanup::{self, Cleanup, CleanupTable};
+use super::diversion::{watch_circuits, Diversion};
 use super::flow::{Flow, FlowMemory, FlowSettings, FlowState};
 use super::redriver;
 use super::snapshot::Snapshot;

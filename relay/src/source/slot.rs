@@ -177,6 +177,7 @@ pub fn on_lost(
     record: Option<&ProgressRecord>,
     cause: &LossCause,
 ) -> RelayError {
+    // Only reached with `halt` (`snapshot` repairs the loss instead).
     match config.source.on_slot_lost {
         SlotLostPolicy::Halt | SlotLostPolicy::Snapshot => RelayError::SlotLost(lost_message(
             &config.source.slot,
