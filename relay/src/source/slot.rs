@@ -65,9 +65,11 @@ pub async fn ensure(
         Some(store) => store.load_record().await?,
         None => None,
     };
+    // Checked whatever the configuration says now: the slot of an unfinished snapshot
+    // is behind rows that were never published.
     let unfinished = match state {
-        Some(store) if src.may_snapshot() => store.snapshot_pending().await?,
-        _ => false,
+        Some(store) => store.snapshot_pending().await?,
+        None => false,
     };
     let reason = if unfinished {
         warn!(slot = %src.slot, "a snapshot of this slot did not finish; taking a new one (rows it had published are published again)");

@@ -14,6 +14,14 @@ use crate::error::RelayError;
 impl StateStore {
     /// A snapshot of this slot was started and not completed.
     pub async fn snapshot_pending(&self) -> Result<bool, RelayError> {
+        let exists: bool = self
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.snapshot])
+            .await?
+            .get(0);
+        if !exists {
+            return Ok(false);
+        }
         let row = self
             .client
             .query_opt(
@@ -26,6 +34,17 @@ impl StateStore {
 
     /// Marks a snapshot of this slot as started, durably.
     pub async fn begin_snapshot(&self) -> Result<(), RelayError> {
+        let exists: bool = self
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.snapshot])
+            .await?
+            .get(0);
+        if !exists {
+            return Err(RelayError::Setup(format!(
+                "a snapshot needs the table {} (it records that the snapshot is incomplete) and it does not exist: create it as a privileged role with the SQL in the README's \"State tables\", or set source.snapshot: never and source.on_slot_lost: halt",
+                self.snapshot
+            )));
+        }
         self.client
             .batch_execute(&format!(
                 "BEGIN;
