@@ -8,6 +8,7 @@ mod diversion;
 mod outcomes;
 mod parking;
 mod replay;
+mod settle;
 mod supervisor;
 
 use std::sync::Arc;
