@@ -139,6 +139,11 @@ async fn check_slot(
         None => None,
     };
     if let Some(cause) = slot::loss(info.as_ref(), record.as_ref()) {
+        if config.source.snapshot_on_loss() {
+            return Ok(format!(
+                "slot {name:?} was lost ({cause:?}); run will create a new one and publish the outbox rows still in the tables (source.on_slot_lost: snapshot)"
+            ));
+        }
         let table = format!(
             "{}.progress",
             outbox_pgwire::quote_ident(&config.state.schema)
@@ -148,7 +153,12 @@ async fn check_slot(
     match info {
         Some(info) => setup::verify_slot(&info, name, &config.source.database),
         None if config.source.create_slot => Ok(format!(
-            "slot {name:?} does not exist yet; run will create it"
+            "slot {name:?} does not exist yet; run will create it{}",
+            if config.source.snapshot == crate::config::SnapshotMode::Never {
+                ""
+            } else {
+                " and publish the rows already in the outbox tables (source.snapshot)"
+            }
         )),
         None => Err(RelayError::Setup(format!(
             "slot {name:?} does not exist and source.create_slot is false"

@@ -10,6 +10,7 @@ pub mod env;
 pub mod fault_proxy;
 pub mod http_fault;
 pub mod kafka;
+pub mod ordered;
 pub mod pg;
 pub mod process;
 pub mod relay;

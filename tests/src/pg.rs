@@ -176,6 +176,12 @@ pub async fn cleanup(client: &Client, slot: &str, publication: &str, tables: &[&
             &[&slot],
         )
         .await;
+    let _ = client
+        .execute(
+            "DELETE FROM outbox_relay.snapshot WHERE slot = $1",
+            &[&slot],
+        )
+        .await;
     for t in tables {
         let _ = client
             .batch_execute(&format!("DROP TABLE IF EXISTS {t}"))

@@ -18,6 +18,8 @@ pub struct RelaySetup {
     pub inflight_bytes: usize,
     /// `validate_json` on every outbox table.
     pub validate_json: bool,
+    /// Extra YAML for every entry of `outbox.tables` (indented by six spaces).
+    pub table_extra: String,
     /// Extra YAML appended under `outbox:` (indented by the caller).
     pub outbox_extra: String,
     /// Extra top-level YAML.
@@ -42,6 +44,7 @@ impl RelaySetup {
             topic_prefix: name.replace('_', "-"),
             inflight_bytes: 4 * 1024 * 1024,
             validate_json: false,
+            table_extra: String::new(),
             outbox_extra: String::new(),
             extra: String::new(),
             env: Vec::new(),
@@ -76,8 +79,8 @@ impl RelaySetup {
             .iter()
             .map(|t| {
                 format!(
-                    "    - table: public.{t}\n      validate_json: {}\n",
-                    self.validate_json
+                    "    - table: public.{t}\n      validate_json: {}\n{}",
+                    self.validate_json, self.table_extra
                 )
             })
             .collect();

@@ -48,6 +48,10 @@ pub struct CreatedSlot {
     pub slot_name: String,
     /// Changes committed after this LSN will be streamed from the slot.
     pub consistent_point: Lsn,
+    /// The exported snapshot (`SNAPSHOT 'export'`): what the database held at the
+    /// consistent point, importable with `SET TRANSACTION SNAPSHOT` until the next
+    /// command on this connection.
+    pub snapshot_name: Option<String>,
     pub output_plugin: Option<String>,
 }
 
@@ -279,6 +283,37 @@ impl ReplicationClient {
         self.run_create_slot(&sql, slot).await
     }
 
+    /// A persistent slot that exports its snapshot (`EXPORT_SNAPSHOT`; with `failover`,
+    /// PostgreSQL 17's `(SNAPSHOT 'export', FAILOVER true)`). The snapshot stays
+    /// importable only while this connection sends no further command: import it
+    /// (`SET TRANSACTION SNAPSHOT`) on another connection before starting replication.
+    pub async fn create_logical_slot_exporting(
+        &mut self,
+        slot: &str,
+        plugin: &str,
+        failover: bool,
+    ) -> Result<CreatedSlot, PgWireError> {
+        // The legacy spelling is accepted from PostgreSQL 10 to 18, so 13 and 14 (which
+        // lack the option list) need no branch; FAILOVER exists only in the list.
+        let options = if failover {
+            "(SNAPSHOT 'export', FAILOVER true)"
+        } else {
+            "EXPORT_SNAPSHOT"
+        };
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL {} {options}",
+            quote_ident(slot),
+            quote_ident(plugin)
+        );
+        let created = self.run_create_slot(&sql, slot).await?;
+        if created.snapshot_name.is_none() {
+            return Err(PgWireError::protocol(
+                "CREATE_REPLICATION_SLOT with EXPORT_SNAPSHOT returned no snapshot name",
+            ));
+        }
+        Ok(created)
+    }
+
     /// Like `create_logical_slot`, but the server drops the slot when this
     /// connection ends.
     pub async fn create_temporary_logical_slot(
@@ -315,6 +350,7 @@ impl ReplicationClient {
         Ok(CreatedSlot {
             slot_name: row[0].clone().unwrap_or_else(|| slot.to_owned()),
             consistent_point: parse_lsn(point, "consistent_point")?,
+            snapshot_name: row.get(2).cloned().flatten(),
             output_plugin: row.get(3).cloned().flatten(),
         })
     }

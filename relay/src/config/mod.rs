@@ -16,13 +16,13 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use outbox::{
-    ColumnNames, HeaderColumn, InvalidEventPolicy, MessagesConfig, OutboxConfig, RouteConfig,
-    RouteOverride, TableConfig,
+    CleanupPolicy, ColumnNames, HeaderColumn, InvalidEventPolicy, MessagesConfig, OutboxConfig,
+    RouteConfig, RouteOverride, TableConfig,
 };
 pub use runtime::{LogFormat, PipelineConfig, TelemetryConfig};
 pub use secret::Secret;
 pub use sink::{SinkConfig, SinkKind};
-pub use source::{SlotLostPolicy, SourceConfig};
+pub use source::{SlotLostPolicy, SnapshotMode, SourceConfig};
 pub use state::{StateConfig, StateMode};
 
 /// The whole configuration.
@@ -107,6 +107,11 @@ impl Config {
         if self.sink.parks_on_open() && self.state.mode == StateMode::Off {
             return Err(err(
                 "circuit_breaker.on_open: park needs the state tables, but state.mode is off; set on_open to stall, or enable state",
+            ));
+        }
+        if self.source.may_snapshot() && self.state.mode == StateMode::Off {
+            return Err(err(
+                "source.snapshot / source.on_slot_lost: a snapshot needs the state tables (they record that it is incomplete, so a crash during it leads to a new one), but state.mode is off",
             ));
         }
         Ok(())

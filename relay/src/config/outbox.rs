@@ -34,6 +34,30 @@ pub struct OutboxConfig {
     /// dead-letter record names its size but leaves the big values out.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// `none` keeps every row; `delete_published` deletes outbox rows once their events
+    /// are durable at the broker (or parked durably), in batches, so the table does not
+    /// grow without bound (README "Outbox cleanup").
+    #[serde(default)]
+    pub cleanup: CleanupPolicy,
+    /// Rows deleted by one statement of the cleanup, at most.
+    #[serde(default = "default_cleanup_batch_rows")]
+    pub cleanup_batch_rows: usize,
+}
+
+/// `outbox.cleanup`
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupPolicy {
+    /// The relay never deletes outbox rows (the application does, or nobody).
+    #[default]
+    None,
+    /// Delete each outbox row (by its `columns.id`, which must be unique) after its
+    /// event is delivered.
+    DeletePublished,
+}
+
+fn default_cleanup_batch_rows() -> usize {
+    1000
 }
 
 impl Default for OutboxConfig {
@@ -46,6 +70,8 @@ impl Default for OutboxConfig {
             dead_letter_destination: default_dead_letter(),
             commit_lsn_header: false,
             max_event_bytes: default_max_event_bytes(),
+            cleanup: CleanupPolicy::default(),
+            cleanup_batch_rows: default_cleanup_batch_rows(),
         }
     }
 }
@@ -60,6 +86,7 @@ fn default_tables() -> Vec<TableConfig> {
         columns: ColumnNames::default(),
         header_columns: Vec::new(),
         validate_json: false,
+        snapshot_order_by: Vec::new(),
     }]
 }
 
@@ -82,6 +109,12 @@ pub struct TableConfig {
     /// payload columns are always valid; this matters for text and varchar columns.
     #[serde(default)]
     pub validate_json: bool,
+    /// Columns a snapshot reads the table's rows in (`ORDER BY`, ascending), so each
+    /// aggregate's events are published in this order: e.g. a `bigserial` sequence
+    /// column, or the timestamp column followed by a tie-breaker. Empty: the table's
+    /// `columns.timestamp` column, then `columns.id`.
+    #[serde(default)]
+    pub snapshot_order_by: Vec<String>,
 }
 
 impl TableConfig {
@@ -90,6 +123,15 @@ impl TableConfig {
         self.table
             .split_once('.')
             .unwrap_or(("public", &self.table))
+    }
+
+    /// The columns a snapshot orders the rows by.
+    pub fn snapshot_order(&self) -> Vec<&str> {
+        if self.snapshot_order_by.is_empty() {
+            vec![&self.columns.timestamp, &self.columns.id]
+        } else {
+            self.snapshot_order_by.iter().map(String::as_str).collect()
+        }
     }
 }
 
@@ -237,6 +279,12 @@ impl OutboxConfig {
             return Err(err(
                 "outbox.route: set a template or at least one override, or no event has a destination",
             ));
+        }
+        if self.cleanup_batch_rows == 0 || self.cleanup_batch_rows > 100_000 {
+            return Err(err(format!(
+                "outbox.cleanup_batch_rows: must be 1 to 100000 (got {})",
+                self.cleanup_batch_rows
+            )));
         }
         if self.dead_letter_destination.is_empty()
             && self.on_invalid == InvalidEventPolicy::DeadLetter

@@ -94,9 +94,16 @@ pub struct SourceConfig {
     // Slot safety (README "Slot lifecycle").
     /// What to do when the slot existed (the relay's progress record for it is on this
     /// system) and is gone or invalidated: `halt` stops with an error naming the slot,
-    /// the last delivered LSN and the operator's choices. `snapshot` is reserved.
+    /// the last delivered LSN and the operator's choices. `snapshot` creates a new slot
+    /// and publishes the outbox rows still in the tables (README "Snapshots"), which
+    /// repairs the gap when the rows are kept until delivered (`outbox.cleanup`).
     #[serde(default)]
     pub on_slot_lost: SlotLostPolicy,
+    /// When the relay publishes the rows already in the outbox tables (Debezium's
+    /// `snapshot.mode`): `never`; `initial`, when it creates the slot for the first
+    /// time; `when_needed`, also when the slot was lost (as `on_slot_lost: snapshot`).
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
     /// Create the slot with `FAILOVER` (PostgreSQL 17+) so it is synchronized to standbys
     /// and survives a failover; an older server refuses it with a clear error.
     #[serde(default)]
@@ -111,8 +118,34 @@ pub enum SlotLostPolicy {
     /// read; only the operator can reconcile them.
     #[default]
     Halt,
-    /// Reserved for re-reading the outbox table; refused by validation until it exists.
+    /// Create a new slot with a snapshot and publish the rows in the outbox tables, then
+    /// stream from the new slot.
     Snapshot,
+}
+
+/// `source.snapshot`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Only rows committed after the slot's creation are published.
+    #[default]
+    Never,
+    /// The first start (no slot, no record of one) publishes the rows already there.
+    Initial,
+    /// `initial`, and a lost slot is repaired the same way.
+    WhenNeeded,
+}
+
+impl SourceConfig {
+    /// A lost slot is repaired by a snapshot rather than halting.
+    pub fn snapshot_on_loss(&self) -> bool {
+        self.on_slot_lost == SlotLostPolicy::Snapshot || self.snapshot == SnapshotMode::WhenNeeded
+    }
+
+    /// Whether this configuration ever snapshots (it then needs the state tables).
+    pub fn may_snapshot(&self) -> bool {
+        self.snapshot != SnapshotMode::Never || self.snapshot_on_loss()
+    }
 }
 
 fn default_port() -> u16 {
@@ -202,11 +235,6 @@ impl SourceConfig {
         {
             return Err(err(
                 "source.tcp_keepalive_interval_ms and source.tcp_keepalive_count: must be at least 1 while keepalive is on (tcp_keepalive_idle_ms > 0)",
-            ));
-        }
-        if self.on_slot_lost == SlotLostPolicy::Snapshot {
-            return Err(err(
-                "source.on_slot_lost: snapshot is not implemented yet; the only policy is halt",
             ));
         }
         if self.password.is_some() && self.password_file.is_some() {

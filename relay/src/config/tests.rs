@@ -449,17 +449,36 @@ fn slot_safety_keys_default_to_halt_and_no_failover() {
 }
 
 #[test]
-fn on_slot_lost_snapshot_is_refused_until_it_exists() {
+fn snapshot_keys_parse_and_need_the_state_tables() {
     let f = write(
-        &MINIMAL.replace("user: relay", "user: relay\n  on_slot_lost: snapshot"),
+        &MINIMAL.replace(
+            "user: relay",
+            "user: relay\n  on_slot_lost: snapshot\n  snapshot: initial",
+        ),
         "yaml",
     );
-    let e = Config::load_from(Some(f.path()), env(&[]))
-        .unwrap_err()
-        .to_string();
+    let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
     assert_eq!(
-        e,
-        "configuration: source.on_slot_lost: snapshot is not implemented yet; the only policy is halt"
+        c.source.on_slot_lost,
+        crate::config::SlotLostPolicy::Snapshot
+    );
+    assert_eq!(c.source.snapshot, crate::config::SnapshotMode::Initial);
+    assert!(c.source.snapshot_on_loss());
+    assert_eq!(c.outbox.tables[0].snapshot_order(), vec!["timestamp", "id"]);
+    let f = write(
+        &MINIMAL.replace("user: relay", "user: relay\n  snapshot: when_needed"),
+        "yaml",
+    );
+    let c = Config::load_from(
+        Some(f.path()),
+        env(&[
+            ("RELAY__STATE__MODE", "off"),
+            ("RELAY__OUTBOX__ON_INVALID", "dead_letter"),
+        ]),
+    );
+    assert_eq!(
+        c.unwrap_err().to_string(),
+        "configuration: source.snapshot / source.on_slot_lost: a snapshot needs the state tables (they record that it is incomplete, so a crash during it leads to a new one), but state.mode is off"
     );
     let f = write(
         &MINIMAL.replace("user: relay", "user: relay\n  on_slot_lost: ignore"),
@@ -469,4 +488,30 @@ fn on_slot_lost_snapshot_is_refused_until_it_exists() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("ignore"), "{e}");
+}
+
+#[test]
+fn cleanup_defaults_to_none_and_bounds_its_batches() {
+    let f = write(MINIMAL, "yaml");
+    let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+    assert_eq!(c.outbox.cleanup, crate::config::CleanupPolicy::None);
+    let c = Config::load_from(
+        Some(f.path()),
+        env(&[("RELAY__OUTBOX__CLEANUP", "delete_published")]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.outbox.cleanup,
+        crate::config::CleanupPolicy::DeletePublished
+    );
+    assert_eq!(c.outbox.cleanup_batch_rows, 1000);
+    let e = Config::load_from(
+        Some(f.path()),
+        env(&[("RELAY__OUTBOX__CLEANUP_BATCH_ROWS", "0")]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "configuration: outbox.cleanup_batch_rows: must be 1 to 100000 (got 0)"
+    );
 }

@@ -10,15 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outbox_connectors::Publisher;
-use outbox_pgoutput::{decode, DecodeContext, Lsn};
+use outbox_pgoutput::{decode, DecodeContext, LogicalReplicationMessage, Lsn};
 use outbox_pgwire::ReplicationMessage;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::ack::Acker;
+use super::ack::{AckItem, Acker};
 use super::budget::Budget;
 use super::bulkhead::Bulkhead;
+use super::cleanup::CleanupObserver;
 use super::diversion::Diversion;
 use super::reader::{Batch, Reader};
 use super::rejections::Rejections;
@@ -59,6 +60,8 @@ pub struct FlowState {
     pub diversion: Option<Arc<Diversion>>,
     /// With `pipeline.destination_share` below 1 (which needs `diversion`).
     pub bulkhead: Option<Arc<Bulkhead>>,
+    /// Notes outbox rows for `outbox.cleanup` (see `cleanup.rs`).
+    pub cleanup: Option<CleanupObserver>,
 }
 
 pub struct Flow {
@@ -68,6 +71,7 @@ pub struct Flow {
     acker_done: bool,
     progress: Arc<Progress>,
     metrics: Metrics,
+    cleanup: Option<CleanupObserver>,
 }
 
 impl Flow {
@@ -124,6 +128,7 @@ impl Flow {
             acker_done: false,
             progress,
             metrics,
+            cleanup: state.cleanup,
         }
     }
 
@@ -141,12 +146,20 @@ impl Flow {
                 self.progress.note_server_wal_end(wal_end);
                 self.metrics.replication_bytes.inc_by(data.len() as u64);
                 match decode(&data, DecodeContext::TOP_LEVEL) {
-                    Ok(m) => self.reader.on_message(m).await,
+                    Ok(m) => {
+                        if let Some(c) = &mut self.cleanup {
+                            c.observe(&m);
+                        }
+                        self.reader.on_message(m).await
+                    }
                     Err(e) => Err(e.into()),
                 }
             }
             ReplicationMessage::PrimaryKeepalive { wal_end, .. } => {
                 self.progress.note_server_wal_end(wal_end);
+                if let Some(c) = &mut self.cleanup {
+                    c.idle(wal_end);
+                }
                 self.reader.on_idle_position(wal_end).await
             }
         };
@@ -159,6 +172,44 @@ impl Flow {
             }
             step => step,
         }
+    }
+
+    /// Takes a message that did not come from the stream (a snapshot's rows, shaped as
+    /// pgoutput messages): the same mapping, batching and acknowledgement as streamed
+    /// ones. `Ok(false)`: shutdown was requested while waiting for budget.
+    pub(super) async fn on_decoded(
+        &mut self,
+        msg: LogicalReplicationMessage,
+    ) -> Result<bool, RelayError> {
+        match self.reader.on_message(msg).await {
+            Err(e) if self.reader.ack_queue_closed() => {
+                Err(self.acker_stopped().await.unwrap_or(e))
+            }
+            step => step,
+        }
+    }
+
+    /// Waits until the acker has finished everything handed over so far (delivered,
+    /// dead-lettered or parked). A marker holding a permit of its own goes through the
+    /// acknowledgement queue; the acker drops the permit once it is done with it (or
+    /// with the queue, when it stops).
+    pub(super) async fn settle(&mut self) -> Result<(), RelayError> {
+        let done = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = done.clone().acquire_owned().await.expect("never closed");
+        let mut marker = AckItem::mark(self.progress.flushed());
+        marker.permit = Some(permit);
+        if self.reader.ack_tx.send(marker).await.is_err() {
+            return Err(self.acker_stopped().await.unwrap_or_else(|| {
+                RelayError::StreamEnded("the acknowledgement queue closed".into())
+            }));
+        }
+        let _ = done.acquire().await;
+        if self.acker.is_finished() {
+            return Err(self.acker_stopped().await.unwrap_or_else(|| {
+                RelayError::StreamEnded("the acknowledgement queue closed".into())
+            }));
+        }
+        Ok(())
     }
 
     /// Resolves when the acker stops before the reader is done: always an error (or

@@ -9,6 +9,7 @@
 mod ack;
 mod budget;
 mod bulkhead;
+mod cleanup;
 mod diversion;
 mod flow;
 mod progress;
@@ -16,6 +17,7 @@ mod reader;
 mod redriver;
 mod rejections;
 mod session;
+mod snapshot;
 mod status;
 mod supervisor;
 #[cfg(test)]

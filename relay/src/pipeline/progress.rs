@@ -15,6 +15,9 @@ pub struct Progress {
     flushed: AtomicU64,
     /// The server's current end of WAL, from XLogData and keepalives.
     server_wal_end: AtomicU64,
+    /// With `outbox.cleanup`, the confirmation sent to the server stays at or before
+    /// this (0: no hold): see `cleanup.rs`.
+    confirm_hold: AtomicU64,
     /// When the batch the acker is waiting for was handed to the sink: the oldest event
     /// not yet acknowledged. None while the acker waits for nothing.
     oldest_inflight: Mutex<Option<Instant>>,
@@ -29,6 +32,19 @@ impl Progress {
     }
     pub fn server_wal_end(&self) -> Lsn {
         Lsn(self.server_wal_end.load(Ordering::Acquire))
+    }
+    /// What the status updates confirm to the server: the flush watermark, held back
+    /// by the cleanup when it has rows still to delete.
+    pub fn confirmable(&self) -> Lsn {
+        let flushed = self.flushed();
+        match self.confirm_hold.load(Ordering::Acquire) {
+            0 => flushed,
+            hold => flushed.min(Lsn(hold)),
+        }
+    }
+    /// Moves the hold forward (it never moves backwards).
+    pub fn hold_confirmation(&self, lsn: Lsn) {
+        self.confirm_hold.fetch_max(lsn.0.max(1), Ordering::AcqRel);
     }
     pub fn note_received(&self, lsn: Lsn) {
         self.received.fetch_max(lsn.0, Ordering::AcqRel);
@@ -67,6 +83,19 @@ mod tests {
         p.note_received(Lsn(3));
         p.note_received(Lsn(2));
         assert_eq!(p.received(), Lsn(3));
+    }
+
+    #[test]
+    fn the_confirmation_is_held_back_only_when_a_hold_is_set() {
+        let p = Progress::default();
+        p.advance_flushed(Lsn(100));
+        assert_eq!(p.confirmable(), Lsn(100));
+        p.hold_confirmation(Lsn(40));
+        assert_eq!(p.confirmable(), Lsn(40));
+        p.hold_confirmation(Lsn(30));
+        assert_eq!(p.confirmable(), Lsn(40));
+        p.hold_confirmation(Lsn(500));
+        assert_eq!(p.confirmable(), Lsn(100));
     }
 
     #[test]

@@ -13,12 +13,14 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use super::bulkhead::Bulkhead;
+use super::cleanup::{self, Cleanup, CleanupTable};
 use super::diversion::{watch_circuits, Diversion};
 use super::flow::{Flow, FlowMemory, FlowSettings, FlowState};
 use super::redriver;
+use super::snapshot::Snapshot;
 use super::{status, Progress};
 use crate::config::Config;
-use crate::config::InvalidEventPolicy;
+use crate::config::{CleanupPolicy, InvalidEventPolicy};
 use crate::error::RelayError;
 use crate::outbox::{Mapper, Router};
 use crate::source::{heartbeat, setup, slot, slot_metrics, wal_position};
@@ -75,17 +77,22 @@ async fn session(
     progress.advance_flushed(source.resume_at);
     progress.note_received(source.resume_at);
     *started = Some((source.resume_at, progress.clone()));
-    let reply_now = Arc::new(Notify::new());
-    let (stop_status, stop_rx) = oneshot::channel();
-    let status_task = tokio::spawn(status::run(
-        source.status,
-        progress.clone(),
-        ctx.metrics.clone(),
-        reply_now.clone(),
-        stop_rx,
-        Duration::from_millis(config.source.status_interval_ms),
-    ));
     let mut background = start_background(config, &source.sql, &progress, &ctx.metrics);
+    let cleanup_state = source.cleanup.as_ref().map(|(c, _)| c.clone());
+    let cleanup = source.cleanup.map(|(cleanup, client)| {
+        // Rows of transactions from the slot's position on may still be in the table.
+        progress.hold_confirmation(source.slot_confirmed);
+        let observer = cleanup.observer();
+        background.push(AbortOnDrop(tokio::spawn(cleanup::run(
+            cleanup,
+            client,
+            progress.clone(),
+            ctx.metrics.clone(),
+            config.outbox.cleanup_batch_rows,
+            Duration::from_millis(config.source.status_interval_ms),
+        ))));
+        observer
+    });
     if let Some(parking) = &source.parking {
         background.push(AbortOnDrop(tokio::spawn(state::report_parked(
             parking.clone(),
@@ -148,14 +155,49 @@ async fn session(
             parking: source.parking.clone(),
             diversion: diversion.clone(),
             bulkhead,
+            cleanup,
         },
         shutdown.clone(),
     );
-    ctx.health.set_replicating(true);
-    ctx.metrics.replicating.set(1);
-    let outcome = stream(source.stream, &mut flow, &reply_now, shutdown).await;
-    ctx.health.set_replicating(false);
-    ctx.metrics.replicating.set(0);
+    // A new slot's snapshot is delivered before the stream starts.
+    let started = match &source.snapshot {
+        Some(snapshot) => {
+            deliver_snapshot(
+                ctx,
+                snapshot,
+                &mut flow,
+                source.state.as_deref(),
+                cleanup_state.as_deref(),
+            )
+            .await
+        }
+        None => Ok(true),
+    };
+    let (outcome, status) = match started {
+        Ok(true) => match source.replication.start().await {
+            Ok((stream_rx, sender)) => {
+                let reply_now = Arc::new(Notify::new());
+                let (stop_status, stop_rx) = oneshot::channel();
+                let status_task = tokio::spawn(status::run(
+                    sender,
+                    progress.clone(),
+                    ctx.metrics.clone(),
+                    reply_now.clone(),
+                    stop_rx,
+                    Duration::from_millis(config.source.status_interval_ms),
+                ));
+                ctx.health.set_replicating(true);
+                ctx.metrics.replicating.set(1);
+                let outcome = stream(stream_rx, &mut flow, &reply_now, shutdown).await;
+                ctx.health.set_replicating(false);
+                ctx.metrics.replicating.set(0);
+                (outcome, Some((stop_status, status_task)))
+            }
+            Err(e) => (Err(e), None),
+        },
+        Ok(false) => (Ok(()), None),
+        Err(e) => (Err(e), None),
+    };
     drop(background);
 
     let drained = flow
@@ -170,11 +212,13 @@ async fn session(
         }
     }
     // Final status update with the final watermark, then CopyDone.
-    let _ = stop_status.send(());
-    match tokio::time::timeout(Duration::from_secs(5), status_task).await {
-        Ok(Ok(Ok(()))) => info!(flush = %progress.flushed(), "final status sent"),
-        Ok(Ok(Err(e))) if outcome.is_ok() => warn!(error = %e, "final status update failed"),
-        _ => {}
+    if let Some((stop_status, status_task)) = status {
+        let _ = stop_status.send(());
+        match tokio::time::timeout(Duration::from_secs(5), status_task).await {
+            Ok(Ok(Ok(()))) => info!(flush = %progress.flushed(), "final status sent"),
+            Ok(Ok(Err(e))) if outcome.is_ok() => warn!(error = %e, "final status update failed"),
+            _ => {}
+        }
     }
     if let Some(store) = &source.state {
         let record = tokio::time::timeout(
@@ -186,6 +230,40 @@ async fn session(
         }
     }
     outcome.and(drained)
+}
+
+/// Publishes the snapshot and, once every event is delivered, deletes its rows (with
+/// `outbox.cleanup`) and clears the incomplete-snapshot mark. `Ok(false)`: shutdown
+/// came first; the mark stays, and the next start snapshots again.
+async fn deliver_snapshot(
+    ctx: &SessionContext,
+    snapshot: &Snapshot,
+    flow: &mut Flow,
+    state: Option<&StateStore>,
+    cleanup: Option<&Cleanup>,
+) -> Result<bool, RelayError> {
+    let config = &ctx.config;
+    let Some(published) = snapshot
+        .publish(flow, &config.outbox.tables, cleanup.is_some(), &ctx.metrics)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if let Some(cleanup) = cleanup {
+        snapshot
+            .delete_published(
+                cleanup,
+                &published,
+                config.outbox.cleanup_batch_rows,
+                &ctx.metrics,
+            )
+            .await?;
+    }
+    if let Some(store) = state {
+        store.end_snapshot().await?;
+    }
+    ctx.metrics.snapshots_completed.inc();
+    Ok(true)
 }
 
 fn build_mapper(config: &Config, publisher: &Arc<dyn Publisher>) -> Result<Mapper, RelayError> {
@@ -213,9 +291,16 @@ struct PreparedSource {
     /// Parked aggregates and the parking writer (with `on_invalid: park`).
     parking: Option<Arc<Parking>>,
     _parking_connection: Option<AbortOnDrop<()>>,
-    stream: ReplicationStream,
-    status: outbox_pgwire::StatusSender,
+    /// Started once the snapshot (if any) is delivered.
+    replication: StartReplication,
+    /// A new slot's imported snapshot, to publish before streaming.
+    snapshot: Option<Snapshot>,
     resume_at: Lsn,
+    /// The slot's own confirmed position: the server streams from here.
+    slot_confirmed: Lsn,
+    /// With `outbox.cleanup: delete_published`: its state and its own connection.
+    cleanup: Option<(Arc<Cleanup>, Client)>,
+    _cleanup_connection: Option<AbortOnDrop<()>>,
 }
 
 /// Checks the database, makes sure the publication and the slot exist, and starts
@@ -244,7 +329,15 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         .map(Arc::new);
     // Where the slot resumes is already acknowledged: start the watermark there, so lag
     // and the status updates are meaningful before the first event is durable.
-    let resume_at = slot::ensure(&sql, &mut repl, config, state.as_deref(), metrics).await?;
+    let slot_start = slot::ensure(&sql, &mut repl, config, state.as_deref(), metrics).await?;
+    // Imported before the replication connection sends anything else (which would end
+    // the exported snapshot).
+    let snapshot = match &slot_start.snapshot {
+        Some(name) => Some(Snapshot::import(&opts, name, slot_start.confirmed).await?),
+        None => None,
+    };
+    let slot_confirmed = slot_start.confirmed;
+    let resume_at = slot_confirmed;
     let resume_at = match &state {
         Some(store) => match store.load_progress().await? {
             Some(recorded) if recorded > resume_at => {
@@ -273,32 +366,73 @@ async fn prepare_source(config: &Config, metrics: &Metrics) -> Result<PreparedSo
         _ => (None, None),
     };
 
+    let (cleanup, cleanup_connection) = match config.outbox.cleanup {
+        CleanupPolicy::None => (None, None),
+        CleanupPolicy::DeletePublished => {
+            let mut tables = Vec::new();
+            for table in &config.outbox.tables {
+                tables.push(CleanupTable::resolve(&sql, table).await?);
+            }
+            let (client, connection) = connect_sql(&opts).await?;
+            (
+                Some((Cleanup::new(tables, slot_confirmed), client)),
+                Some(AbortOnDrop(connection)),
+            )
+        }
+    };
+
     let version = setup::server_version_num(&sql).await?;
     setup::check_proto_version(version, config)?;
     let messages = setup::pgoutput_messages(version, config)?;
-    let proto = src.proto_version.to_string();
-    let publications = setup::quote_ident(&src.publication);
     let mut options = vec![
-        ("proto_version", proto.as_str()),
-        ("publication_names", publications.as_str()),
+        ("proto_version", src.proto_version.to_string()),
+        ("publication_names", setup::quote_ident(&src.publication)),
     ];
     if messages {
-        options.push(("messages", "true"));
+        options.push(("messages", "true".to_string()));
     }
-    let (stream, status) = repl
-        .start_logical_replication(&src.slot, Lsn::ZERO, &options)
-        .await?;
-    info!(slot = %src.slot, timeline = system.timeline, server_lsn = %system.xlogpos, "replicating");
+    let replication = StartReplication {
+        repl,
+        slot: src.slot.clone(),
+        options,
+        timeline: system.timeline,
+        server_lsn: system.xlogpos,
+    };
     Ok(PreparedSource {
         sql,
         _sql_connection: sql_connection,
         state,
         parking,
         _parking_connection: parking_connection,
-        stream,
-        status,
+        replication,
+        snapshot,
         resume_at,
+        slot_confirmed,
+        cleanup,
+        _cleanup_connection: cleanup_connection,
     })
+}
+
+/// START_REPLICATION, deferred until a snapshot is delivered.
+struct StartReplication {
+    repl: ReplicationClient,
+    slot: String,
+    options: Vec<(&'static str, String)>,
+    timeline: u32,
+    server_lsn: Lsn,
+}
+
+impl StartReplication {
+    async fn start(self) -> Result<(ReplicationStream, outbox_pgwire::StatusSender), RelayError> {
+        let options: Vec<(&str, &str)> =
+            self.options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let started = self
+            .repl
+            .start_logical_replication(&self.slot, Lsn::ZERO, &options)
+            .await?;
+        info!(slot = %self.slot, timeline = self.timeline, server_lsn = %self.server_lsn, "replicating");
+        Ok(started)
+    }
 }
 
 /// Heartbeats and the server WAL position poll; they stop when the returned guards drop.

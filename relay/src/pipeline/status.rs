@@ -42,7 +42,9 @@ async fn send(
     progress: &Progress,
     metrics: &Metrics,
 ) -> Result<(), PgWireError> {
-    let flush = progress.flushed();
+    // With `outbox.cleanup` the confirmation stays before rows not deleted yet, so a
+    // restart replays (and the cleanup finds) them.
+    let flush = progress.confirmable();
     let write = progress.received().max(flush);
     sender.send_status(write, flush, flush, false).await?;
     debug!(%write, %flush, "status update");

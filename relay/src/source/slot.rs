@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use super::setup::{self, SlotInfo};
-use crate::config::{Config, SlotLostPolicy};
+use crate::config::{Config, SlotLostPolicy, SnapshotMode};
 use crate::error::RelayError;
 use crate::state::{ProgressRecord, StateStore};
 use crate::telemetry::Metrics;
@@ -28,41 +28,82 @@ pub enum LossCause {
     Invalidated(Option<String>),
 }
 
-/// Makes sure the slot is there and returns where streaming resumes (everything before
-/// it is acknowledged): the slot's confirmed flush, or the consistent point of a slot
-/// created now because none existed and the relay never read one here.
+/// Where a session starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotStart {
+    /// The slot's confirmed position (everything before it is acknowledged), or the
+    /// consistent point of a slot created now.
+    pub confirmed: Lsn,
+    /// A slot created now with an exported snapshot: its name. The rows visible in it
+    /// are to be published before streaming (README "Snapshots").
+    pub snapshot: Option<String>,
+}
+
+/// Why a snapshot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotReason {
+    Initial,
+    SlotLost,
+    Unfinished,
+}
+
+/// Makes sure the slot is there and returns where streaming resumes: the slot's
+/// confirmed flush; or the consistent point of a slot created now because none existed
+/// and the relay never read one here, with a snapshot when `source.snapshot` asks; or a
+/// new slot with a snapshot when the old one was lost (`on_slot_lost: snapshot`) or an
+/// earlier snapshot did not finish.
 pub async fn ensure(
     sql: &Client,
     repl: &mut ReplicationClient,
     config: &Config,
     state: Option<&StateStore>,
     metrics: &Metrics,
-) -> Result<Lsn, RelayError> {
+) -> Result<SlotStart, RelayError> {
     let src = &config.source;
     let info = setup::inspect_slot(sql, &src.slot).await?;
     let record = match state {
         Some(store) => store.load_record().await?,
         None => None,
     };
-    if let Some(cause) = loss(info.as_ref(), record.as_ref()) {
-        return Err(on_lost(
-            config,
-            state.map(StateStore::table),
-            record.as_ref(),
-            &cause,
-        ));
-    }
-    if let Some(info) = info {
-        info!("{}", setup::verify_slot(&info, &src.slot, &src.database)?);
-        return Ok(info.confirmed_flush.unwrap_or(Lsn::ZERO));
-    }
+    // Checked whatever the configuration says now: the slot of an unfinished snapshot
+    // is behind rows that were never published.
+    let unfinished = match state {
+        Some(store) => store.snapshot_pending().await?,
+        None => false,
+    };
+    let reason = if unfinished {
+        warn!(slot = %src.slot, "a snapshot of this slot did not finish; taking a new one (rows it had published are published again)");
+        Some(SnapshotReason::Unfinished)
+    } else if let Some(cause) = loss(info.as_ref(), record.as_ref()) {
+        if !src.snapshot_on_loss() {
+            return Err(on_lost(
+                config,
+                state.map(StateStore::table),
+                record.as_ref(),
+                &cause,
+            ));
+        }
+        warn!(slot = %src.slot, ?cause, recorded = ?record.as_ref().map(|r| r.confirmed_lsn.to_string()),
+            "replication slot lost; creating a new one and publishing the outbox rows still in the tables (source.on_slot_lost = snapshot)");
+        Some(SnapshotReason::SlotLost)
+    } else if let Some(info) = &info {
+        info!("{}", setup::verify_slot(info, &src.slot, &src.database)?);
+        return Ok(SlotStart {
+            confirmed: info.confirmed_flush.unwrap_or(Lsn::ZERO),
+            snapshot: None,
+        });
+    } else if src.snapshot != SnapshotMode::Never {
+        Some(SnapshotReason::Initial)
+    } else {
+        None
+    };
     if !src.create_slot {
         return Err(RelayError::Setup(format!(
             "replication slot {:?} does not exist and source.create_slot is false; create it with SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
             src.slot, src.slot
         )));
     }
-    let created = if src.slot_failover {
+    if src.slot_failover {
         let version = setup::server_version_num(sql).await?;
         if version < 170000 {
             return Err(RelayError::Setup(format!(
@@ -72,20 +113,50 @@ pub async fn ensure(
                 version % 10000
             )));
         }
-        repl.create_failover_logical_slot(&src.slot, "pgoutput")
-            .await?
-    } else {
-        repl.create_logical_slot(&src.slot, "pgoutput").await?
+    }
+    let created = match reason {
+        Some(reason) => {
+            let store = state.ok_or_else(|| {
+                RelayError::Setup(format!(
+                    "a snapshot is needed ({reason:?}) but the state tables in schema {:?} cannot be used (see the warning above): they record that a snapshot is incomplete; grant the role access to them",
+                    config.state.schema
+                ))
+            })?;
+            // The mark first: a crash at any later point leads to a new snapshot.
+            store.begin_snapshot().await?;
+            if let Some(info) = &info {
+                if let Some(pid) = info.active_pid {
+                    return Err(RelayError::SlotBusy(format!(
+                        "slot {:?} is in use by server process {pid} (another relay?); waiting",
+                        src.slot
+                    )));
+                }
+                // Lost (invalidated) or left by an unfinished snapshot: its position
+                // is of no use, and the new slot takes its name.
+                repl.drop_slot(&src.slot, false).await?;
+                info!(slot = %src.slot, "dropped the old slot");
+            }
+            repl.create_logical_slot_exporting(&src.slot, "pgoutput", src.slot_failover)
+                .await?
+        }
+        None if src.slot_failover => {
+            repl.create_failover_logical_slot(&src.slot, "pgoutput")
+                .await?
+        }
+        None => repl.create_logical_slot(&src.slot, "pgoutput").await?,
     };
     metrics.slot_created.inc();
-    info!(slot = %src.slot, consistent_point = %created.consistent_point, failover = src.slot_failover, "created replication slot");
+    info!(slot = %src.slot, consistent_point = %created.consistent_point, failover = src.slot_failover, snapshot = ?created.snapshot_name, "created replication slot");
     match state {
         // Recorded at once, so a loss before the first delivery is caught too.
         Some(store) => store.record_progress(created.consistent_point).await?,
         None => warn!(slot = %src.slot,
             "without the relay's state table a lost slot cannot be told from a first start: if this slot is ever dropped or invalidated it will be re-created silently and the events in between skipped"),
     }
-    Ok(created.consistent_point)
+    Ok(SlotStart {
+        confirmed: created.consistent_point,
+        snapshot: created.snapshot_name,
+    })
 }
 
 /// The slot is lost if it is invalidated, or if it is missing while the relay holds a
@@ -108,6 +179,7 @@ pub fn on_lost(
     record: Option<&ProgressRecord>,
     cause: &LossCause,
 ) -> RelayError {
+    // Only reached with `halt` (`snapshot` repairs the loss instead).
     match config.source.on_slot_lost {
         SlotLostPolicy::Halt | SlotLostPolicy::Snapshot => RelayError::SlotLost(lost_message(
             &config.source.slot,

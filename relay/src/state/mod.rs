@@ -8,11 +8,13 @@
 //! (never the received position), so a lagging or failed write means duplicates, never a
 //! skipped event.
 //!
-//! The same schema holds the parked events (`<state.schema>.parked`, see [`Parking`]).
+//! The same schema holds the parked events (`<state.schema>.parked`, see [`Parking`]) and
+//! the mark of an incomplete snapshot (`<state.schema>.snapshot`).
 
 mod parking;
 mod progress;
 mod redrive;
+mod snapshot_mark;
 mod store;
 
 pub use parking::{

@@ -27,6 +27,8 @@ pub struct StateStore {
     table: String,
     /// `<schema>.parked`, quoted.
     pub(super) parked: String,
+    /// `<schema>.snapshot`, quoted: a row while a snapshot of the slot is incomplete.
+    pub(super) snapshot: String,
     pub(super) slot: String,
     /// IDENTIFY_SYSTEM's system identifier: a record from another cluster (a restored
     /// copy, a different server behind the same name) is never trusted.
@@ -64,7 +66,11 @@ CREATE TABLE IF NOT EXISTS {s}.parked (
   parked_at       timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (slot, commit_lsn, seq)
 );
-CREATE INDEX IF NOT EXISTS parked_by_aggregate ON {s}.parked (slot, aggregate_id, commit_lsn, seq);"
+CREATE INDEX IF NOT EXISTS parked_by_aggregate ON {s}.parked (slot, aggregate_id, commit_lsn, seq);
+CREATE TABLE IF NOT EXISTS {s}.snapshot (
+  slot        text PRIMARY KEY,
+  started_at  timestamptz NOT NULL DEFAULT now()
+);"
     )
 }
 
@@ -84,6 +90,7 @@ pub async fn open(
             client: client.clone(),
             table: format!("{}.progress", quote_ident(&config.state.schema)),
             parked: format!("{}.parked", quote_ident(&config.state.schema)),
+            snapshot: format!("{}.snapshot", quote_ident(&config.state.schema)),
             slot: config.source.slot.clone(),
             system_id: system_id.to_owned(),
         })),
@@ -209,6 +216,7 @@ pub async fn inspect(client: &Client, config: &Config) -> Result<String, RelayEr
 async fn usable(client: &Client, schema: &str) -> Result<(), String> {
     let table = format!("{}.progress", quote_ident(schema));
     let parked = format!("{}.parked", quote_ident(schema));
+    let snapshot = format!("{}.snapshot", quote_ident(schema));
     let exists: bool = client
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
@@ -225,6 +233,18 @@ async fn usable(client: &Client, schema: &str) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot create {table}: {e}"))?;
         info!(%table, "created the relay's state table");
+    }
+    // A schema from before snapshots existed gets the snapshot table when the role may
+    // create it; without it everything but snapshots works (they then fail by name).
+    let has_snapshot: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&snapshot])
+        .await
+        .map_err(|e| format!("cannot look up {snapshot}: {e}"))?
+        .get(0);
+    if !has_snapshot {
+        if let Err(e) = client.batch_execute(&create_sql(schema)).await {
+            warn!(table = %snapshot, error = %e, "cannot create the snapshot table; snapshots (source.snapshot, on_slot_lost: snapshot) will fail until a privileged role creates it (README \"State tables\")");
+        }
     }
     for t in [&table, &parked] {
         let writable: bool = client

@@ -68,6 +68,12 @@ pub struct Metrics {
     /// Replication slots the relay created (first start only; a lost slot is not
     /// re-created).
     pub slot_created: IntCounter,
+    /// Outbox rows deleted after their events were delivered (`outbox.cleanup`).
+    pub outbox_rows_deleted: IntCounter,
+    /// Outbox rows a snapshot read and handed to the pipeline (README "Snapshots").
+    pub snapshot_rows: IntCounter,
+    /// Snapshots completed (every row delivered).
+    pub snapshots_completed: IntCounter,
     /// `pg_replication_slots.safe_wal_size`: WAL that can still be written before the
     /// slot is invalidated; -1 when unlimited (`max_slot_wal_keep_size = -1`) or unknown.
     pub slot_safe_wal_size: IntGauge,
@@ -165,6 +171,9 @@ impl Metrics {
             .unwrap(),
             connector: ConnectorStats::default(),
             slot_created: IntCounter::new("slot_created_total", "Replication slots the relay created. A lost slot is never re-created silently.").unwrap(),
+            outbox_rows_deleted: IntCounter::new("outbox_rows_deleted_total", "Outbox rows deleted after their events were delivered (outbox.cleanup: delete_published).").unwrap(),
+            snapshot_rows: IntCounter::new("snapshot_rows_total", "Outbox rows read by snapshots and handed to the pipeline.").unwrap(),
+            snapshots_completed: IntCounter::new("snapshots_completed_total", "Snapshots whose every row was delivered.").unwrap(),
             slot_safe_wal_size: IntGauge::new("slot_safe_wal_size_bytes", "Bytes of WAL that can still be written before PostgreSQL invalidates the slot (pg_replication_slots.safe_wal_size); -1 when max_slot_wal_keep_size is unlimited.").unwrap(),
             slot_max_wal_keep_size: IntGauge::new("slot_max_wal_keep_size_bytes", "The server's max_slot_wal_keep_size in bytes; -1 when unlimited.").unwrap(),
             slot_wal_status: IntGaugeVec::new(
@@ -218,6 +227,9 @@ impl Metrics {
         r.register(Box::new(m.restarts.clone())).unwrap();
         r.register(Box::new(m.batch_events.clone())).unwrap();
         r.register(Box::new(m.slot_created.clone())).unwrap();
+        r.register(Box::new(m.outbox_rows_deleted.clone())).unwrap();
+        r.register(Box::new(m.snapshot_rows.clone())).unwrap();
+        r.register(Box::new(m.snapshots_completed.clone())).unwrap();
         r.register(Box::new(m.slot_safe_wal_size.clone())).unwrap();
         r.register(Box::new(m.slot_max_wal_keep_size.clone()))
             .unwrap();

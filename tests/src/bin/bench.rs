@@ -33,6 +33,11 @@ struct Args {
     /// Also measure parking (Kafka unreachable, on_open: park) and redrive throughput.
     #[arg(long)]
     park_redrive: bool,
+    /// A last run of the relay with this sink (`null` or `kafka`) and
+    /// `outbox.cleanup: delete_published`, from a slot of its own: the cost of the
+    /// cleanup, and how long until the table is empty.
+    #[arg(long)]
+    cleanup: Option<String>,
 }
 
 #[derive(Debug)]
@@ -41,15 +46,18 @@ struct Run {
     wall: f64,
     cpu: f64,
     peak_rss_kb: u64,
+    /// With the cleanup: seconds from the start until the outbox table was empty.
+    emptied: Option<f64>,
 }
 
 const PUBLICATION: &str = "bench_pub";
 const TABLE: &str = "bench_outbox";
-const SLOTS: [&str; 4] = [
+const SLOTS: [&str; 5] = [
     "bench_recvlogical",
     "bench_null",
     "bench_kafka",
     "bench_park",
+    "bench_cleanup",
 ];
 
 #[tokio::main]
@@ -95,10 +103,10 @@ async fn main() {
 
     let mut runs = vec![recvlogical(&end_lsn)];
     eprintln!("bench: {runs:?}");
-    runs.push(relay(&args, "null", SLOTS[1]).await);
+    runs.push(relay(&args, "null", SLOTS[1], false).await);
     eprintln!("bench: {:?}", runs.last().unwrap());
     if !args.skip_kafka {
-        runs.push(relay(&args, "kafka", SLOTS[2]).await);
+        runs.push(relay(&args, "kafka", SLOTS[2], false).await);
         eprintln!("bench: {:?}", runs.last().unwrap());
     }
 
@@ -106,6 +114,11 @@ async fn main() {
         let (park, redrive) = park_redrive(&args, &client, SLOTS[3]).await;
         runs.push(park);
         runs.push(redrive);
+    }
+    // Last: it deletes the rows.
+    if let Some(sink) = &args.cleanup {
+        runs.push(relay(&args, sink, SLOTS[4], true).await);
+        eprintln!("bench: {:?}", runs.last().unwrap());
     }
 
     let ceiling = args.backlog.events as f64 / runs[0].wall;
@@ -123,6 +136,14 @@ async fn main() {
             r.cpu * 1e6 / args.backlog.events as f64,
             r.peak_rss_kb as f64 / 1024.0
         );
+    }
+    for r in &runs {
+        if let Some(secs) = r.emptied {
+            println!(
+                "\n{}: table empty {secs:.2} s after the start (CPU s include the deletes)",
+                r.name
+            );
+        }
     }
     println!("\n{} events, {} aggregates, {} rows per transaction, average payload {avg_payload:.0} bytes", args.backlog.events, args.backlog.aggregates, args.backlog.txn_rows);
 
@@ -194,16 +215,17 @@ fn recvlogical(end_lsn: &str) -> Run {
         wall,
         cpu: f[1] + f[2],
         peak_rss_kb: f[3] as u64,
+        emptied: None,
     }
 }
 
 /// The relay on `slot` until it has published every event, measured from process start.
 /// The relay's configuration for one run: `sink_yaml` under `sink:`.
-fn relay_config(args: &Args, slot: &str, sink_yaml: &str, port: u16) -> String {
+fn relay_config(args: &Args, slot: &str, sink_yaml: &str, port: u16, cleanup: bool) -> String {
     format!(
-        "source:\n  host: {}\n  port: {}\n  database: {}\n  user: {}\n  password: {}\n  sslmode: disable\n  slot: {slot}\n  publication: {PUBLICATION}\n  create_slot: false\n  create_publication: false\n  heartbeat_interval_ms: 0\noutbox:\n  tables:\n    - table: public.{TABLE}\n  route:\n    template: \"bench-{}.{{aggregatetype}}\"\nsink:\n{sink_yaml}pipeline:\n  inflight_bytes: {}\n  shutdown_timeout_ms: 1000\ntelemetry:\n  listen: 127.0.0.1:{port}\n  log_level: warn\n",
+        "source:\n  host: {}\n  port: {}\n  database: {}\n  user: {}\n  password: {}\n  sslmode: disable\n  slot: {slot}\n  publication: {PUBLICATION}\n  create_slot: false\n  create_publication: false\n  heartbeat_interval_ms: 0\noutbox:\n  tables:\n    - table: public.{TABLE}\n  route:\n    template: \"bench-{}.{{aggregatetype}}\"\n  cleanup: {}\nsink:\n{sink_yaml}pipeline:\n  inflight_bytes: {}\n  shutdown_timeout_ms: 1000\ntelemetry:\n  listen: 127.0.0.1:{port}\n  log_level: warn\n",
         env::pg_host(), env::pg_port(), env::pg_database(), env::pg_user(), env::pg_password(),
-        std::process::id(), args.inflight_bytes,
+        std::process::id(), if cleanup { "delete_published" } else { "none" }, args.inflight_bytes,
     )
 }
 
@@ -238,7 +260,7 @@ async fn park_redrive(args: &Args, client: &tokio_postgres::Client, slot: &str) 
     let port = free_port();
     let dead = format!("  kind: kafka\n  kafka:\n    brokers: 127.0.0.1:1\n{breaker}");
     let started = Instant::now();
-    let mut child = spawn_relay(args, "park", relay_config(args, slot, &dead, port));
+    let mut child = spawn_relay(args, "park", relay_config(args, slot, &dead, port, false));
     let pid = child.id();
     let wall = wait_for(&mut child, started, "park", || {
         http_get(port, "/metrics").is_some_and(|(_, body)| {
@@ -258,6 +280,7 @@ async fn park_redrive(args: &Args, client: &tokio_postgres::Client, slot: &str) 
         wall,
         cpu: usage.cpu_seconds,
         peak_rss_kb: usage.peak_rss_kb,
+        emptied: None,
     };
 
     let port = free_port();
@@ -266,7 +289,11 @@ async fn park_redrive(args: &Args, client: &tokio_postgres::Client, slot: &str) 
         env::kafka_bootstrap()
     );
     let started = Instant::now();
-    let mut child = spawn_relay(args, "redrive", relay_config(args, slot, &live, port));
+    let mut child = spawn_relay(
+        args,
+        "redrive",
+        relay_config(args, slot, &live, port, false),
+    );
     let pid = child.id();
     let mut left = i64::MAX;
     let wall = loop {
@@ -300,6 +327,7 @@ async fn park_redrive(args: &Args, client: &tokio_postgres::Client, slot: &str) 
         wall,
         cpu: usage.cpu_seconds,
         peak_rss_kb: usage.peak_rss_kb,
+        emptied: None,
     };
     (park, redrive)
 }
@@ -326,7 +354,7 @@ fn wait_for(
     }
 }
 
-async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
+async fn relay(args: &Args, sink: &str, slot: &str, cleanup: bool) -> Run {
     let port = free_port();
     let sink_yaml = if sink == "kafka" {
         format!(
@@ -337,7 +365,11 @@ async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
         "  kind: \"null\"\n".to_string()
     };
     let started = Instant::now();
-    let mut child = spawn_relay(args, sink, relay_config(args, slot, &sink_yaml, port));
+    let mut child = spawn_relay(
+        args,
+        sink,
+        relay_config(args, slot, &sink_yaml, port, cleanup),
+    );
     let pid = child.id();
     let wall = wait_for(&mut child, started, sink, || {
         http_get(port, "/metrics").is_some_and(|(_, body)| {
@@ -349,13 +381,38 @@ async fn relay(args: &Args, sink: &str, slot: &str) -> Run {
                 >= args.backlog.events
         })
     });
+    let mut emptied = None;
+    if cleanup {
+        let client = pg::connect().await;
+        loop {
+            let left: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {TABLE}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1200),
+                "the cleanup did not empty the table"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        emptied = Some(started.elapsed().as_secs_f64());
+    }
     let usage = ProcessUsage::of(pid).expect("relay /proc");
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = child.wait();
     Run {
-        name: format!("outbox-relay → {sink}"),
+        name: if cleanup {
+            format!("outbox-relay → {sink}, cleanup: delete_published")
+        } else {
+            format!("outbox-relay → {sink}")
+        },
+        emptied,
         wall,
         cpu: usage.cpu_seconds,
         peak_rss_kb: usage.peak_rss_kb,

@@ -8,6 +8,7 @@ mod diversion;
 mod outcomes;
 mod parking;
 mod replay;
+mod settle;
 mod supervisor;
 
 use std::sync::Arc;
@@ -156,6 +157,7 @@ impl Harness {
                 parking: parking.clone(),
                 diversion: setup.diversion.clone(),
                 bulkhead: setup.bulkhead.clone(),
+                cleanup: None,
             },
             shutdown_rx,
         );
