@@ -27,8 +27,10 @@ use super::diversion::Diversion;
 use super::session::AbortOnDrop;
 use crate::state::{redrive_aggregate, Parking, StateStore};
 
-/// How often the parked table is looked at.
+/// How often the parked table is looked at while a redrive is under way.
 const TICK: Duration = Duration::from_secs(1);
+/// … and while every destination with diverted events is still closed to them.
+const LOOK_EVERY: Duration = Duration::from_secs(5);
 /// Aggregates redriven at once.
 const CONCURRENCY: usize = 256;
 /// With a connector that does not probe on its own: how often a diverted aggregate is
@@ -49,8 +51,21 @@ pub async fn run(
     // The probe under way, if any (one at a time).
     let mut probes: Option<AbortOnDrop<()>> = None;
     let mut last_error: Option<Instant> = None;
+    let mut changes = diversion.subscribe();
+    // Whether the last look found aggregates a destination could take (then it looks
+    // again at the next tick), and when it looked.
+    let mut last_look: Option<(Instant, bool)> = None;
     loop {
         tick.tick().await;
+        // Reading the parked table costs a scan of it, which matters in a long outage with
+        // hundreds of thousands of parked events. While nothing can be redriven, look again
+        // only when a circuit changes state, when a probe is due, or every LOOK_EVERY.
+        let changed = changes.has_changed().unwrap_or(false);
+        changes.mark_unchanged();
+        let quiet = last_look.is_some_and(|(at, ready)| !ready && at.elapsed() < LOOK_EVERY);
+        if quiet && !changed {
+            continue;
+        }
         let diverted = match store.diverted_aggregates().await {
             Ok(d) => d,
             Err(e) => {
@@ -64,6 +79,7 @@ pub async fn run(
             }
         };
         if diverted.is_empty() {
+            last_look = Some((Instant::now(), false));
             continue;
         }
         let mut by_destination: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -99,6 +115,7 @@ pub async fn run(
             }
             ready.extend(aggregates.into_iter().map(|a| (destination.clone(), a)));
         }
+        last_look = Some((Instant::now(), !ready.is_empty()));
         if ready.is_empty() {
             continue;
         }

@@ -46,12 +46,17 @@ pub async fn run_writer(
 /// Every `interval`, re-reads which aggregates are parked (a redrive or discard may have
 /// emptied some, which unparks them) and exports the parking gauges.
 pub async fn report_parked(parking: Arc<Parking>, metrics: Metrics, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
+    let mut pause = interval;
     loop {
-        tick.tick().await;
-        match parking.refresh().await {
+        tokio::time::sleep(pause).await;
+        let started = tokio::time::Instant::now();
+        let refreshed = parking.refresh().await;
+        // A refresh reads the whole table and holds parking writes back while it runs:
+        // with hundreds of thousands of parked events (a long outage with on_open: park)
+        // it takes a second, so it runs at most a tenth of the time.
+        pause = interval.max(started.elapsed() * 10);
+        match refreshed {
             Ok(stats) => {
                 warned = false;
                 metrics.parked_events.reset();
