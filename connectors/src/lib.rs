@@ -6,6 +6,7 @@
 //! or [`ErrorClass::Fatal`], and the relay decides what to do from the class alone.
 
 pub mod aws;
+pub mod duration_ms;
 pub mod error;
 pub mod event;
 pub mod kafka;

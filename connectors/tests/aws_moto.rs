@@ -74,9 +74,9 @@ fn config(endpoint: String, fifo: bool) -> AwsConfig {
         endpoint: Some(endpoint),
         fifo,
         max_concurrency: 4,
-        retry_initial_backoff_ms: 5,
-        retry_max_backoff_ms: 50,
-        request_timeout_ms: 10_000,
+        retry_initial_backoff: Duration::from_millis(5),
+        retry_max_backoff: Duration::from_millis(50),
+        request_timeout: Duration::from_millis(10_000),
         ..AwsConfig::default()
     }
 }
@@ -410,7 +410,7 @@ async fn unknown_queue_is_a_permanent_error_naming_the_event() {
     let _ = sdk;
     let queue = format!("{}/123456789012/{}", endpoint(), unique("missing"));
     let publisher = SqsPublisher::new(&AwsConfig {
-        transient_error_window_ms: 0,
+        transient_error_window: Duration::from_millis(0),
         ..config(endpoint(), false)
     })
     .await
@@ -436,7 +436,7 @@ async fn a_queue_created_after_the_first_event_gets_everything_in_order() {
     let name = unique("late");
     let queue = format!("{}/123456789012/{name}", endpoint());
     let publisher = SqsPublisher::new(&AwsConfig {
-        retry_max_backoff_ms: 500,
+        retry_max_backoff: Duration::from_millis(500),
         ..config(endpoint(), false)
     })
     .await
@@ -476,7 +476,7 @@ async fn a_queue_that_never_appears_fails_permanently_after_the_window() {
     let _ = sdk;
     let queue = format!("{}/123456789012/{}", endpoint(), unique("never"));
     let publisher = SqsPublisher::new(&AwsConfig {
-        transient_error_window_ms: 1_500,
+        transient_error_window: Duration::from_millis(1_500),
         ..config(endpoint(), false)
     })
     .await
@@ -992,7 +992,7 @@ async fn a_failing_aggregate_does_not_hold_up_others_and_gives_up_after_max_elap
     let (queue, _) = create_queue(&sdk, &unique("q")).await;
     let proxy = Proxy::start_with(u64::MAX, vec![Fault::Throttle], Some("\"stuck\"")).await;
     let publisher = SqsPublisher::new(&AwsConfig {
-        max_retry_elapsed_ms: 500,
+        max_retry_elapsed: Duration::from_millis(500),
         ..config(proxy.endpoint(), false)
     })
     .await

@@ -85,7 +85,7 @@ async fn run(config: Config) -> ExitCode {
     if let Some(addr) = config.telemetry.listen_addr() {
         let limits = HttpLimits {
             max_connections: config.telemetry.max_connections,
-            request_timeout: config.telemetry.request_timeout(),
+            request_timeout: config.telemetry.request_timeout,
         };
         match serve(addr, limits, metrics.clone(), health.clone()).await {
             Ok((bound, _task)) => info!(%bound, "serving /metrics, /healthz and /readyz"),

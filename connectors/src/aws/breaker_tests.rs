@@ -95,12 +95,12 @@ async fn a_failing_destination_is_probed_per_cool_down_and_others_flow() {
     client.down.store(true, Ordering::SeqCst);
     let config = AwsConfig {
         region: Some("eu-west-1".into()),
-        retry_initial_backoff_ms: 100,
-        retry_max_backoff_ms: 200,
+        retry_initial_backoff: Duration::from_millis(100),
+        retry_max_backoff: Duration::from_millis(200),
         circuit_breaker: BreakerConfig {
             failure_threshold: 3,
-            open_initial_ms: 1000,
-            open_max_ms: 4000,
+            open_initial: Duration::from_millis(1000),
+            open_max: Duration::from_millis(4000),
             ..BreakerConfig::default()
         },
         ..AwsConfig::default()
@@ -172,8 +172,8 @@ async fn without_a_breaker_every_retry_is_a_request() {
     client.down.store(true, Ordering::SeqCst);
     let config = AwsConfig {
         region: Some("eu-west-1".into()),
-        retry_initial_backoff_ms: 100,
-        retry_max_backoff_ms: 200,
+        retry_initial_backoff: Duration::from_millis(100),
+        retry_max_backoff: Duration::from_millis(200),
         circuit_breaker: BreakerConfig {
             failure_threshold: 0,
             ..BreakerConfig::default()

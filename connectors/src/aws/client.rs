@@ -4,7 +4,6 @@
 //! configuration and reading a batch response. Ordering, batching and retries are the
 //! publisher's (`sink`), the same for both.
 
-use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -53,8 +52,8 @@ pub(crate) async fn load(name: &str, config: &AwsConfig) -> Result<SdkConfig, Pu
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-                .operation_attempt_timeout(Duration::from_millis(config.request_timeout_ms))
+                .connect_timeout(config.connect_timeout)
+                .operation_attempt_timeout(config.request_timeout)
                 .build(),
         );
     if let Some(region) = &config.region {

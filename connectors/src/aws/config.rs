@@ -46,17 +46,29 @@ pub struct AwsConfig {
     pub max_message_bytes: usize,
     /// First retry delay after a retryable failure (throttling, 5xx, timeouts), in ms;
     /// doubled per attempt up to `retry_max_backoff_ms`, with jitter. Default 100.
-    #[serde(default = "default_retry_initial_backoff_ms")]
-    pub retry_initial_backoff_ms: u64,
+    #[serde(
+        default = "default_retry_initial_backoff",
+        rename = "retry_initial_backoff_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub retry_initial_backoff: Duration,
     /// Largest retry delay, in ms. Default 20000.
-    #[serde(default = "default_retry_max_backoff_ms")]
-    pub retry_max_backoff_ms: u64,
+    #[serde(
+        default = "default_retry_max_backoff",
+        rename = "retry_max_backoff_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub retry_max_backoff: Duration,
     /// How long the connector keeps retrying an event before reporting it as a
     /// `Retryable` failure, in ms. `0` (default) = retry forever: an outage stalls the
     /// relay (its in-flight budget fills and it stops reading the WAL) instead of failing
     /// events, like the Kafka connector's `message.timeout.ms=0`.
     #[serde(default)]
-    pub max_retry_elapsed_ms: u64,
+    #[serde(
+        rename = "max_retry_elapsed_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub max_retry_elapsed: Duration,
     /// How long errors that are usually permanent but can be transient are retried before
     /// they count as permanent (and the relay dead-letters the event), in ms: not
     /// authorized (403), topic or queue not found (404), KMS key disabled / not found /
@@ -68,8 +80,12 @@ pub struct AwsConfig {
     /// permanent at once, until something is delivered again. `0` = permanent at once.
     /// Errors about the message itself (too large, invalid parameter) are never retried.
     /// Default 300000 (5 minutes).
-    #[serde(default = "default_transient_error_window_ms")]
-    pub transient_error_window_ms: u64,
+    #[serde(
+        default = "default_transient_error_window",
+        rename = "transient_error_window_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub transient_error_window: Duration,
     /// The circuit breaker per destination (topic / queue): after `failure_threshold`
     /// consecutive failed requests nothing is sent there for a cool-down (from
     /// `open_initial_ms`, doubling up to `open_max_ms`, jittered), then one probe request.
@@ -83,11 +99,19 @@ pub struct AwsConfig {
     #[serde(default)]
     pub large_payloads: LargePayloads,
     /// Timeout of one HTTP attempt, in ms. Default 30000.
-    #[serde(default = "default_request_timeout_ms")]
-    pub request_timeout_ms: u64,
+    #[serde(
+        default = "default_request_timeout",
+        rename = "request_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub request_timeout: Duration,
     /// TCP/TLS connect timeout, in ms. Default 5000.
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
+    #[serde(
+        default = "default_connect_timeout",
+        rename = "connect_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub connect_timeout: Duration,
 }
 
 /// The largest message the service accepts, body and attributes counted: SNS 256 KiB;
@@ -226,20 +250,20 @@ fn default_true() -> bool {
 fn default_max_message_bytes() -> usize {
     262_144
 }
-fn default_retry_initial_backoff_ms() -> u64 {
-    100
+fn default_retry_initial_backoff() -> Duration {
+    Duration::from_millis(100)
 }
-fn default_retry_max_backoff_ms() -> u64 {
-    20_000
+fn default_retry_max_backoff() -> Duration {
+    Duration::from_millis(20_000)
 }
-fn default_transient_error_window_ms() -> u64 {
-    300_000
+fn default_transient_error_window() -> Duration {
+    Duration::from_millis(300_000)
 }
-fn default_request_timeout_ms() -> u64 {
-    30_000
+fn default_request_timeout() -> Duration {
+    Duration::from_millis(30_000)
 }
-fn default_connect_timeout_ms() -> u64 {
-    5_000
+fn default_connect_timeout() -> Duration {
+    Duration::from_millis(5_000)
 }
 
 /// The SNS connector's configuration (`sink.sns`).
@@ -256,14 +280,14 @@ impl Default for AwsConfig {
             max_concurrency: default_max_concurrency(),
             raw_payload: true,
             max_message_bytes: default_max_message_bytes(),
-            retry_initial_backoff_ms: default_retry_initial_backoff_ms(),
-            retry_max_backoff_ms: default_retry_max_backoff_ms(),
-            max_retry_elapsed_ms: 0,
-            transient_error_window_ms: default_transient_error_window_ms(),
+            retry_initial_backoff: default_retry_initial_backoff(),
+            retry_max_backoff: default_retry_max_backoff(),
+            max_retry_elapsed: Duration::ZERO,
+            transient_error_window: default_transient_error_window(),
             circuit_breaker: crate::policy::BreakerConfig::default(),
             large_payloads: LargePayloads::default(),
-            request_timeout_ms: default_request_timeout_ms(),
-            connect_timeout_ms: default_connect_timeout_ms(),
+            request_timeout: default_request_timeout(),
+            connect_timeout: default_connect_timeout(),
         }
     }
 }
@@ -282,14 +306,14 @@ impl AwsConfig {
         }
         self.large_payloads
             .validate(&format!("{prefix}.large_payloads"), self.max_message_bytes)?;
-        if self.retry_initial_backoff_ms == 0
-            || self.retry_max_backoff_ms < self.retry_initial_backoff_ms
+        if self.retry_initial_backoff.is_zero()
+            || self.retry_max_backoff < self.retry_initial_backoff
         {
             return Err(format!(
                 "{prefix}.retry_initial_backoff_ms must be > 0 and <= retry_max_backoff_ms"
             ));
         }
-        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(format!(
                 "{prefix}.request_timeout_ms / connect_timeout_ms: must be > 0"
             ));
@@ -315,23 +339,15 @@ impl AwsConfig {
         Ok(())
     }
 
-    pub(crate) fn retry_initial_backoff(&self) -> Duration {
-        Duration::from_millis(self.retry_initial_backoff_ms)
-    }
-    pub(crate) fn retry_max_backoff(&self) -> Duration {
-        Duration::from_millis(self.retry_max_backoff_ms)
-    }
-    pub(crate) fn transient_error_window(&self) -> Duration {
-        Duration::from_millis(self.transient_error_window_ms)
-    }
     /// Messages larger than this (body and attributes) go to S3, when offloading.
     pub(crate) fn offload_threshold(&self) -> usize {
         self.large_payloads
             .threshold_bytes
             .unwrap_or(self.max_message_bytes)
     }
-    pub(crate) fn max_retry_elapsed(&self) -> Option<Duration> {
-        (self.max_retry_elapsed_ms > 0).then(|| Duration::from_millis(self.max_retry_elapsed_ms))
+    /// How long an aggregate's retries may go on (`max_retry_elapsed_ms`; 0 = forever).
+    pub(crate) fn retry_limit(&self) -> Option<Duration> {
+        (!self.max_retry_elapsed.is_zero()).then_some(self.max_retry_elapsed)
     }
 }
 
@@ -345,8 +361,8 @@ mod tests {
         assert_eq!(config.max_concurrency, 16);
         assert!(config.raw_payload);
         assert!(!config.fifo);
-        assert_eq!(config.max_retry_elapsed_ms, 0);
-        assert_eq!(config.transient_error_window_ms, 300_000);
+        assert_eq!(config.max_retry_elapsed, Duration::ZERO);
+        assert_eq!(config.transient_error_window, Duration::from_secs(300));
         assert!(config.validate("sink.sns").is_ok());
         let err = serde_json::from_str::<AwsConfig>(r#"{"regoin":"x"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");

@@ -130,12 +130,12 @@ fn config() -> AwsConfig {
     AwsConfig {
         region: Some("eu-west-1".into()),
         fifo: true,
-        retry_initial_backoff_ms: 100,
-        retry_max_backoff_ms: 200,
+        retry_initial_backoff: Duration::from_millis(100),
+        retry_max_backoff: Duration::from_millis(200),
         circuit_breaker: BreakerConfig {
             failure_threshold: 3,
-            open_initial_ms: 1000,
-            open_max_ms: 2000,
+            open_initial: Duration::from_millis(1000),
+            open_max: Duration::from_millis(2000),
             ..BreakerConfig::default()
         },
         large_payloads: LargePayloads {
@@ -248,7 +248,7 @@ async fn after_a_permanent_failure_the_aggregates_later_events_are_not_sent() {
     });
     store.no_bucket.store(true, Ordering::SeqCst);
     let config = AwsConfig {
-        transient_error_window_ms: 0,
+        transient_error_window: Duration::ZERO,
         ..config()
     };
     let store_dyn: Arc<dyn ObjectStore> = store.clone();

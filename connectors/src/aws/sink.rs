@@ -533,7 +533,7 @@ impl<C: Client> Dispatcher<C> {
                 .clone();
             let mut retry: Option<PublishError> = None;
             let mut fatal: Option<PublishError> = None;
-            let window = self.config.transient_error_window();
+            let window = self.config.transient_error_window;
             let settled = match result {
                 Err(e) if e.class == ErrorClass::Retryable => {
                     retry = Some(e);
@@ -639,7 +639,7 @@ impl<C: Client> Dispatcher<C> {
                 let first = *lane.first_failure.get_or_insert(now);
                 let give_up = self
                     .config
-                    .max_retry_elapsed()
+                    .retry_limit()
                     .is_some_and(|limit| now.duration_since(first) >= limit);
                 if give_up {
                     let kind = format!("giving up {destination} {}", err.kind);
@@ -675,8 +675,8 @@ impl<C: Client> Dispatcher<C> {
                 }
                 let delay = Backoff::delay(
                     lane.attempt,
-                    self.config.retry_initial_backoff(),
-                    self.config.retry_max_backoff(),
+                    self.config.retry_initial_backoff,
+                    self.config.retry_max_backoff,
                 );
                 // Quiet for a blip, loud for a stall: from the third attempt on, one warning
                 // per destination and kind of error per log window (many aggregates hit by

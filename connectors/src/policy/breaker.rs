@@ -24,9 +24,17 @@ pub struct BreakerConfig {
     /// breaker (retry at the retry backoff only).
     pub failure_threshold: u32,
     /// First cool-down of an open circuit, in ms; doubles per opening in a row.
-    pub open_initial_ms: u64,
+    #[serde(
+        rename = "open_initial_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub open_initial: Duration,
     /// Longest cool-down, in ms.
-    pub open_max_ms: u64,
+    #[serde(
+        rename = "open_max_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub open_max: Duration,
     /// What happens to events for a destination whose circuit is open: `stall` (they wait,
     /// and so does everything behind them; the slot holds WAL) or `park` (they go to the
     /// parking table, in order per aggregate, so the slot keeps advancing and other
@@ -51,8 +59,8 @@ impl Default for BreakerConfig {
         let d = BreakerSettings::default();
         BreakerConfig {
             failure_threshold: d.failure_threshold,
-            open_initial_ms: d.open_initial.as_millis() as u64,
-            open_max_ms: d.open_max.as_millis() as u64,
+            open_initial: d.open_initial,
+            open_max: d.open_max,
             on_open: OnOpen::Stall,
             redrive_on_close: true,
         }
@@ -62,10 +70,11 @@ impl Default for BreakerConfig {
 impl BreakerConfig {
     /// `None` when the breaker is off.
     pub fn settings(&self) -> Option<BreakerSettings> {
+        let open_initial = self.open_initial.max(Duration::from_millis(1));
         (self.failure_threshold > 0).then(|| BreakerSettings {
             failure_threshold: self.failure_threshold,
-            open_initial: Duration::from_millis(self.open_initial_ms.max(1)),
-            open_max: Duration::from_millis(self.open_max_ms.max(self.open_initial_ms.max(1))),
+            open_initial,
+            open_max: self.open_max.max(open_initial),
         })
     }
 

@@ -22,17 +22,33 @@ pub struct PipelineConfig {
     /// take the budget from the others. 1 = off. Needs `circuit_breaker.on_open: park`.
     pub destination_share: f64,
     /// How long a graceful shutdown waits for in-flight events.
-    pub shutdown_timeout_ms: u64,
+    #[serde(
+        rename = "shutdown_timeout_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub shutdown_timeout: Duration,
     /// First delay before reconnecting after a retryable failure; doubles up to the max.
-    pub restart_backoff_ms: u64,
-    pub restart_backoff_max_ms: u64,
+    #[serde(
+        rename = "restart_backoff_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub restart_backoff: Duration,
+    #[serde(
+        rename = "restart_backoff_max_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub restart_backoff_max: Duration,
     /// The same event failing this many sessions in a row (the sink and the dead-letter
     /// destination both refusing it, a connector that breaks on it) stops the relay with
     /// an error naming the event, instead of restarting forever.
     pub max_repeated_failures: u32,
     /// How long an authentication failure (a password rotated on the server before the
     /// relay's secret) is retried before the relay stops; 0 = stop at once.
-    pub auth_failure_retry_ms: u64,
+    #[serde(
+        rename = "auth_failure_retry_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub auth_failure_retry: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -41,11 +57,11 @@ impl Default for PipelineConfig {
             inflight_bytes: 16 * 1024 * 1024,
             max_batch_events: 1000,
             destination_share: 1.0,
-            shutdown_timeout_ms: 30_000,
-            restart_backoff_ms: 500,
-            restart_backoff_max_ms: 30_000,
+            shutdown_timeout: Duration::from_millis(30_000),
+            restart_backoff: Duration::from_millis(500),
+            restart_backoff_max: Duration::from_millis(30_000),
             max_repeated_failures: 5,
-            auth_failure_retry_ms: 60_000,
+            auth_failure_retry: Duration::from_millis(60_000),
         }
     }
 }
@@ -70,7 +86,7 @@ impl PipelineConfig {
         if self.max_repeated_failures == 0 {
             return Err(err("pipeline.max_repeated_failures: must be at least 1"));
         }
-        if self.restart_backoff_ms == 0 || self.restart_backoff_max_ms < self.restart_backoff_ms {
+        if self.restart_backoff.is_zero() || self.restart_backoff_max < self.restart_backoff {
             return Err(err(
                 "pipeline.restart_backoff_ms: must be at least 1 and not above restart_backoff_max_ms",
             ));
@@ -102,7 +118,11 @@ pub struct TelemetryConfig {
     pub max_connections: usize,
     /// Deadline for a whole HTTP connection (request head, response); a client that has not
     /// finished by then is disconnected. One request per connection.
-    pub request_timeout_ms: u64,
+    #[serde(
+        rename = "request_timeout_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub request_timeout: Duration,
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `outbox_relay=debug,info`; `RUST_LOG` wins when set.
     pub log_level: String,
@@ -113,7 +133,7 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             listen: "127.0.0.1:9187".into(),
             max_connections: 32,
-            request_timeout_ms: 5_000,
+            request_timeout: Duration::from_millis(5_000),
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -133,7 +153,7 @@ impl TelemetryConfig {
         if self.max_connections == 0 {
             return Err(err("telemetry.max_connections: must be at least 1"));
         }
-        if self.request_timeout_ms == 0 {
+        if self.request_timeout.is_zero() {
             return Err(err("telemetry.request_timeout_ms: must be at least 1"));
         }
         Ok(())
@@ -141,9 +161,5 @@ impl TelemetryConfig {
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.parse().ok()
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
     }
 }

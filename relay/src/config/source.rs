@@ -49,14 +49,26 @@ pub struct SourceConfig {
     #[serde(default = "default_proto")]
     pub proto_version: u32,
     /// How often a standby status update reports progress to the server.
-    #[serde(default = "default_status_interval_ms")]
-    pub status_interval_ms: u64,
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
+    #[serde(
+        default = "default_status_interval",
+        rename = "status_interval_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub status_interval: Duration,
+    #[serde(
+        default = "default_connect_timeout",
+        rename = "connect_timeout_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub connect_timeout: Duration,
     /// Emit a non-transactional logical message this often (0 = never) so the slot can
     /// advance on databases where nothing the publication covers is written.
-    #[serde(default = "default_heartbeat_ms")]
-    pub heartbeat_interval_ms: u64,
+    #[serde(
+        default = "default_heartbeat_interval",
+        rename = "heartbeat_interval_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub heartbeat_interval: Duration,
 
     // Authentication policy (docs/security.md).
     /// libpq's `require_auth`: the methods the server may use, e.g. `scram-sha-256`
@@ -76,18 +88,34 @@ pub struct SourceConfig {
     /// status updates ask the server for a keepalive. Must exceed half the server's
     /// `wal_sender_timeout` (a busy walsender answers only that often) and be at least
     /// four status intervals.
-    #[serde(default = "default_receive_timeout_ms")]
-    pub receive_timeout_ms: u64,
+    #[serde(
+        default = "default_receive_timeout",
+        rename = "receive_timeout_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub receive_timeout: Duration,
     /// `TCP_USER_TIMEOUT` on every PostgreSQL connection (Linux): sent data unacknowledged
     /// this long drops the connection (0 = the OS default, about 15 minutes).
-    #[serde(default = "default_tcp_user_timeout_ms")]
-    pub tcp_user_timeout_ms: u64,
+    #[serde(
+        default = "default_tcp_user_timeout",
+        rename = "tcp_user_timeout_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub tcp_user_timeout: Duration,
     /// TCP keepalive on every PostgreSQL connection: idle time before the first probe
     /// (0 = keepalive off), time between probes, and unanswered probes before giving up.
-    #[serde(default = "default_tcp_keepalive_idle_ms")]
-    pub tcp_keepalive_idle_ms: u64,
-    #[serde(default = "default_tcp_keepalive_interval_ms")]
-    pub tcp_keepalive_interval_ms: u64,
+    #[serde(
+        default = "default_tcp_keepalive_idle",
+        rename = "tcp_keepalive_idle_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub tcp_keepalive_idle: Duration,
+    #[serde(
+        default = "default_tcp_keepalive_interval",
+        rename = "tcp_keepalive_interval_ms",
+        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+    )]
+    pub tcp_keepalive_interval: Duration,
     #[serde(default = "default_tcp_keepalive_count")]
     pub tcp_keepalive_count: u32,
 
@@ -169,26 +197,26 @@ fn yes() -> bool {
 fn default_proto() -> u32 {
     1
 }
-fn default_status_interval_ms() -> u64 {
-    1000
+fn default_status_interval() -> Duration {
+    Duration::from_millis(1000)
 }
-fn default_connect_timeout_ms() -> u64 {
-    10_000
+fn default_connect_timeout() -> Duration {
+    Duration::from_millis(10_000)
 }
-fn default_heartbeat_ms() -> u64 {
-    30_000
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_millis(30_000)
 }
-fn default_receive_timeout_ms() -> u64 {
-    40_000
+fn default_receive_timeout() -> Duration {
+    Duration::from_millis(40_000)
 }
-fn default_tcp_user_timeout_ms() -> u64 {
-    60_000
+fn default_tcp_user_timeout() -> Duration {
+    Duration::from_millis(60_000)
 }
-fn default_tcp_keepalive_idle_ms() -> u64 {
-    30_000
+fn default_tcp_keepalive_idle() -> Duration {
+    Duration::from_millis(30_000)
 }
-fn default_tcp_keepalive_interval_ms() -> u64 {
-    10_000
+fn default_tcp_keepalive_interval() -> Duration {
+    Duration::from_millis(10_000)
 }
 fn default_tcp_keepalive_count() -> u32 {
     3
@@ -221,17 +249,17 @@ impl SourceConfig {
                 self.proto_version
             )));
         }
-        if self.status_interval_ms == 0 || self.status_interval_ms > 60_000 {
+        if self.status_interval.is_zero() || self.status_interval > Duration::from_secs(60) {
             return Err(err("source.status_interval_ms: must be 1 to 60000"));
         }
-        if self.receive_timeout_ms != 0 && self.receive_timeout_ms < 4 * self.status_interval_ms {
+        if !self.receive_timeout.is_zero() && self.receive_timeout < 4 * self.status_interval {
             return Err(err(format!(
                 "source.receive_timeout_ms: must be 0 (off) or at least 4 × source.status_interval_ms ({} ms): the keepalive request goes out with a status update after half of it",
-                4 * self.status_interval_ms
+                (4 * self.status_interval).as_millis()
             )));
         }
-        if self.tcp_keepalive_idle_ms != 0
-            && (self.tcp_keepalive_interval_ms == 0 || self.tcp_keepalive_count == 0)
+        if !self.tcp_keepalive_idle.is_zero()
+            && (self.tcp_keepalive_interval.is_zero() || self.tcp_keepalive_count == 0)
         {
             return Err(err(
                 "source.tcp_keepalive_interval_ms and source.tcp_keepalive_count: must be at least 1 while keepalive is on (tcp_keepalive_idle_ms > 0)",
@@ -298,7 +326,7 @@ impl SourceConfig {
                 .map_err(|e| err(format!("source.sslmode: {e}")))?,
             sslrootcert: self.sslrootcert.clone(),
             application_name: "outbox-relay".into(),
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            connect_timeout: self.connect_timeout,
             // Authentication policy.
             require_auth: self.require_auth()?,
             channel_binding: self.channel_binding()?,
@@ -310,15 +338,15 @@ impl SourceConfig {
 
     /// The dead-connection settings, with 0 meaning off / OS default.
     fn liveness(&self) -> outbox_pgwire::Liveness {
-        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        let set = |d: Duration| (!d.is_zero()).then_some(d);
         outbox_pgwire::Liveness {
-            keepalive: ms(self.tcp_keepalive_idle_ms).map(|idle| outbox_pgwire::TcpKeepalive {
+            keepalive: set(self.tcp_keepalive_idle).map(|idle| outbox_pgwire::TcpKeepalive {
                 idle: Some(idle),
-                interval: ms(self.tcp_keepalive_interval_ms),
+                interval: set(self.tcp_keepalive_interval),
                 retries: Some(self.tcp_keepalive_count),
             }),
-            tcp_user_timeout: ms(self.tcp_user_timeout_ms),
-            receive_timeout: ms(self.receive_timeout_ms),
+            tcp_user_timeout: set(self.tcp_user_timeout),
+            receive_timeout: set(self.receive_timeout),
         }
     }
 }

@@ -89,7 +89,7 @@ async fn session(
             progress.clone(),
             ctx.metrics.clone(),
             config.outbox.cleanup_batch_rows,
-            Duration::from_millis(config.source.status_interval_ms),
+            config.source.status_interval,
         ))));
         observer
     });
@@ -97,7 +97,7 @@ async fn session(
         background.push(AbortOnDrop(tokio::spawn(state::report_parked(
             parking.clone(),
             ctx.metrics.clone(),
-            Duration::from_millis(config.source.status_interval_ms.max(1000)),
+            config.source.status_interval.max(Duration::from_secs(1)),
         ))));
     }
     if let Some(store) = &source.state {
@@ -105,7 +105,7 @@ async fn session(
             store.clone(),
             progress.clone(),
             ctx.metrics.clone(),
-            Duration::from_millis(config.source.status_interval_ms),
+            config.source.status_interval,
         ))));
     }
 
@@ -184,7 +184,7 @@ async fn session(
                     ctx.metrics.clone(),
                     reply_now.clone(),
                     stop_rx,
-                    Duration::from_millis(config.source.status_interval_ms),
+                    config.source.status_interval,
                 ));
                 ctx.health.set_replicating(true);
                 ctx.metrics.replicating.set(1);
@@ -201,10 +201,7 @@ async fn session(
     drop(background);
 
     let drained = flow
-        .finish(
-            &outcome,
-            Duration::from_millis(config.pipeline.shutdown_timeout_ms),
-        )
+        .finish(&outcome, config.pipeline.shutdown_timeout)
         .await;
     if outcome.is_ok() {
         if let Err(e) = publisher.flush(Duration::from_secs(5)).await {
@@ -446,13 +443,13 @@ fn start_background(
     let mut tasks = vec![AbortOnDrop(tokio::spawn(wal_position::run(
         sql.clone(),
         progress.clone(),
-        Duration::from_millis(src.status_interval_ms),
+        src.status_interval,
     )))];
-    if src.heartbeat_interval_ms > 0 {
+    if !src.heartbeat_interval.is_zero() {
         tasks.push(AbortOnDrop(tokio::spawn(heartbeat::run(
-            sql.clone(),
+            heartbeat::SqlHeartbeat(sql.clone()),
             progress.clone(),
-            Duration::from_millis(src.heartbeat_interval_ms),
+            src.heartbeat_interval,
             metrics.clone(),
         ))));
     }
@@ -469,7 +466,7 @@ fn start_background(
         sql.clone(),
         src.slot.clone(),
         metrics.clone(),
-        Duration::from_millis(src.status_interval_ms.max(1000)),
+        src.status_interval.max(Duration::from_secs(1)),
     ))));
     tasks
 }

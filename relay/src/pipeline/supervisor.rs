@@ -58,11 +58,11 @@ pub async fn run(
     let memory = FlowMemory::default();
     let policy = RestartPolicy {
         backoff: Backoff::new(
-            Duration::from_millis(config.pipeline.restart_backoff_ms),
-            Duration::from_millis(config.pipeline.restart_backoff_max_ms),
+            config.pipeline.restart_backoff,
+            config.pipeline.restart_backoff_max,
         ),
         max_repeated_failures: config.pipeline.max_repeated_failures,
-        auth_failure_retry: Duration::from_millis(config.pipeline.auth_failure_retry_ms),
+        auth_failure_retry: config.pipeline.auth_failure_retry,
     };
     let sessions = shutdown.clone();
     supervise(policy, &metrics, shutdown, || {

@@ -59,8 +59,47 @@ impl Pending {
     }
 }
 
+/// Writes one heartbeat: its server time (Unix seconds) and a position at or past its
+/// commit record.
+#[async_trait::async_trait]
+pub trait HeartbeatWriter: Send + Sync + 'static {
+    async fn beat(&self) -> Result<(Lsn, f64), String>;
+}
+
+/// The heartbeat as a transactional logical message on the relay's SQL connection.
+pub struct SqlHeartbeat(pub Arc<Client>);
+
+#[async_trait::async_trait]
+impl HeartbeatWriter for SqlHeartbeat {
+    async fn beat(&self) -> Result<(Lsn, f64), String> {
+        // One implicit transaction; the insert position read afterwards is at or past
+        // its commit record, so the watermark passing it means the heartbeat is done.
+        let at: f64 = self
+            .0
+            .query_one(
+                &format!("SELECT extract(epoch FROM now())::float8 FROM pg_logical_emit_message(true, '{HEARTBEAT_PREFIX}', '')"),
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        let end: String = self
+            .0
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        let lsn = end
+            .parse::<Lsn>()
+            .map_err(|e| format!("pg_current_wal_insert_lsn() = {end:?}: {e}"))?;
+        Ok((lsn, at))
+    }
+}
+
+/// Writes a heartbeat every `interval` and updates the lag metrics from the ones the
+/// flush watermark has passed.
 pub async fn run(
-    client: Arc<Client>,
+    writer: impl HeartbeatWriter,
     progress: Arc<Progress>,
     interval: Duration,
     metrics: Metrics,
@@ -72,28 +111,8 @@ pub async fn run(
     let mut warned = false;
     loop {
         tick.tick().await;
-        // One implicit transaction; the insert position read afterwards is at or past
-        // its commit record, so the watermark passing it means the heartbeat is done.
-        let beat = async {
-            let at: f64 = client
-                .query_one(
-                    &format!("SELECT extract(epoch FROM now())::float8 FROM pg_logical_emit_message(true, '{HEARTBEAT_PREFIX}', '')"),
-                    &[],
-                )
-                .await?
-                .get(0);
-            let end: String = client
-                .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-                .await?
-                .get(0);
-            Ok::<_, tokio_postgres::Error>((end, at))
-        };
-        match beat.await {
-            Ok((end, at)) => {
-                if let Ok(lsn) = end.parse::<Lsn>() {
-                    pending.written(lsn, at);
-                }
-            }
+        match writer.beat().await {
+            Ok((lsn, at)) => pending.written(lsn, at),
             Err(e) => {
                 metrics.errors.with_label_values(&["heartbeat"]).inc();
                 if !warned {
@@ -119,7 +138,84 @@ fn unix_now() -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// Heartbeats at positions 100, 200, 300…, at server times 1000.0, 1001.0…; fails
+    /// while `down` is set.
+    #[derive(Clone, Default)]
+    struct Scripted {
+        written: Arc<AtomicU64>,
+        down: Arc<AtomicBool>,
+        log: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl HeartbeatWriter for Scripted {
+        async fn beat(&self) -> Result<(Lsn, f64), String> {
+            self.log.lock().unwrap().push(tokio::time::Instant::now());
+            if self.down.load(Ordering::SeqCst) {
+                return Err("permission denied for function pg_logical_emit_message".into());
+            }
+            let n = self.written.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok((Lsn(100 * n), 999.0 + n as f64))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beats_every_interval_and_counts_one_as_delivered_once_the_watermark_passes_it() {
+        let writer = Scripted::default();
+        let progress = Arc::new(Progress::default());
+        let metrics = Metrics::new();
+        let task = tokio::spawn(run(
+            writer.clone(),
+            progress.clone(),
+            Duration::from_secs(10),
+            metrics.clone(),
+        ));
+        let start = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        let times: Vec<u64> = writer
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| (*t - start).as_secs())
+            .collect();
+        assert_eq!(
+            times,
+            vec![10, 20, 30],
+            "one heartbeat per interval, none at start"
+        );
+        assert_eq!(
+            metrics.last_acked_commit_timestamp.get(),
+            0.0,
+            "none delivered yet"
+        );
+
+        // The watermark passes the first two: the newest of them counts.
+        progress.advance_flushed(Lsn(250));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(metrics.last_acked_commit_timestamp.get(), 1001.0);
+        assert!(metrics.source_lag_seconds.get() > 0.0);
+
+        // Failures are counted, beating goes on, and it recovers.
+        writer.down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(
+            metrics.errors.with_label_values(&["heartbeat"]).get(),
+            2,
+            "one failed heartbeat per interval"
+        );
+        writer.down.store(false, Ordering::SeqCst);
+        progress.advance_flushed(Lsn(u64::MAX / 2));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(metrics.last_acked_commit_timestamp.get(), 1004.0);
+        assert_eq!(writer.log.lock().unwrap().len(), 7);
+        task.abort();
+    }
 
     #[test]
     fn only_heartbeats_at_or_below_the_watermark_count_as_delivered() {
