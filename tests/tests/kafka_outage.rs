@@ -139,7 +139,8 @@ async fn outage(on_open: &str, outage: Duration) {
         retained.push(retained_wal(&client, &setup.slot()).await);
     }
     let last = pg::confirmed_flush(&client, &setup.slot()).await.unwrap();
-    let parked_during = metric_sum(&relay.metrics(), "outbox_relay_parked_events", &[]);
+    // (+ 0.0: an absent gauge sums to -0.0, which would print as "-0")
+    let parked_during = metric_sum(&relay.metrics(), "outbox_relay_parked_events", &[]) + 0.0;
     let max_retained = *retained.iter().max().unwrap();
     if parks {
         // The slot keeps advancing while the broker is down, and retained WAL stays
