@@ -4,7 +4,6 @@
 //! configuration and reading a batch response. Ordering, batching and retries are the
 //! publisher's (`sink`), the same for both.
 
-
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
