@@ -221,6 +221,37 @@ impl Relay {
         );
     }
 
+    /// After a destination outage: waits until every circuit is closed and the parking
+    /// table is empty (the redriver sent everything), then asserts that the circuits
+    /// whose labels include `labels` went through open, half-open and closed.
+    pub async fn wait_recovered(&self, timeout: Duration, labels: &[&str]) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.metrics();
+            let parked = metric_sum(&m, "outbox_relay_parked_events", &[]);
+            let state = metric_sum(&m, "outbox_relay_circuit_state", &[]);
+            if parked == 0.0 && state == 0.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "parked {parked}, circuit state {state}:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let m = self.metrics();
+        for state in ["open", "half_open", "closed"] {
+            let label = format!("state=\"{state}\"");
+            let mut all = labels.to_vec();
+            all.push(&label);
+            assert!(
+                metric_sum(&m, "outbox_relay_circuit_transitions_total", &all) >= 1.0,
+                "no transition to {state}: {m}"
+            );
+        }
+    }
+
     /// Waits for the replication stream to be open (`outbox_relay_replicating` 1), for a
     /// relay that may not become ready (its broker is unreachable).
     pub fn wait_replicating(&mut self, timeout: Duration) {
