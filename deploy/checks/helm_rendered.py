@@ -35,7 +35,7 @@ assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPriv
 assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault", sc
 assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, c["livenessProbe"]
 assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, c["readinessProbe"]
-assert c["ports"][0] == {"name": "metrics", "containerPort": 9187, "protocol": "TCP"}, c["ports"]
+assert c["ports"][0] == {"name": "metrics", "containerPort": 10187, "protocol": "TCP"}, c["ports"]
 pw = [e for e in c["env"] if e["name"] == "RELAY__SOURCE__PASSWORD"][0]
 assert pw["valueFrom"]["secretKeyRef"] == {"name": "orders-db-relay", "key": "password"}, pw
 assert c["volumeMounts"][0]["mountPath"] == "/etc/outbox-relay"

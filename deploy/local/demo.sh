@@ -47,7 +47,7 @@ else
   nohup "$bin/outbox-relay" --config "$here/relay.yaml" run >>"$log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do
-    curl -fs 127.0.0.1:9187/readyz >/dev/null 2>&1 && break
+    curl -fs 127.0.0.1:10187/readyz >/dev/null 2>&1 && break
     sleep 0.2
   done
   echo "relay running (pid $(cat "$pidfile")), log: $log"
@@ -76,6 +76,6 @@ SQL
 echo "== messages in Kafka (topics outbox.event.*)"
 "$bin/kafka-tail" --prefix outbox.event --idle-secs 15
 echo
-echo "metrics: curl -s 127.0.0.1:9187/metrics | grep ^outbox_relay_"
+echo "metrics: curl -s 127.0.0.1:10187/metrics | grep ^outbox_relay_"
 echo "write more: deploy/local/postgres.sh psql -c \"INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ('Order','order-1','OrderCreated','{}')\""
 echo "stop everything: deploy/local/demo.sh stop"

@@ -110,7 +110,9 @@ pub enum LogFormat {
 pub struct TelemetryConfig {
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`; empty disables it.
     /// Loopback by default: the endpoints are unauthenticated, so listening on other
-    /// interfaces (`0.0.0.0:9187` in a container, which the Helm chart sets) is a choice.
+    /// interfaces (`0.0.0.0:10187` in a container, which the Helm chart sets) is a choice.
+    /// The port is outside 9100–9999, the exporter range of Prometheus's port allocations
+    /// (full): a relay often runs beside postgres_exporter (9187), its old default.
     pub listen: String,
     /// Most HTTP connections open at once; further ones are closed on accept. The server
     /// never uses more than a quarter of the process's file-descriptor limit either, so
@@ -131,7 +133,7 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
-            listen: "127.0.0.1:9187".into(),
+            listen: "127.0.0.1:10187".into(),
             max_connections: 32,
             request_timeout: Duration::from_millis(5_000),
             log_format: LogFormat::Text,
