@@ -6,6 +6,7 @@
 //! or [`ErrorClass::Fatal`], and the relay decides what to do from the class alone.
 
 pub mod aws;
+pub mod client_stats;
 pub mod duration_ms;
 pub mod error;
 pub mod event;
@@ -16,6 +17,7 @@ pub mod publisher;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 
+pub use client_stats::ClientGauge;
 pub use error::{ErrorClass, PublishError};
 pub use event::OutboxEvent;
 pub use publisher::{Delivery, EventOutcome, Publisher};

@@ -95,4 +95,10 @@ pub trait Publisher: Send + Sync + 'static {
     fn offloaded_by_destination(&self) -> Vec<(std::sync::Arc<str>, u64, u64)> {
         Vec::new()
     }
+
+    /// The client library's own view (librdkafka statistics: broker round trips, queue
+    /// depth, batch sizes), as of its last report (for metrics).
+    fn client_gauges(&self) -> Vec<crate::ClientGauge> {
+        Vec::new()
+    }
 }

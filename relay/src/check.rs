@@ -10,28 +10,68 @@ use crate::pipeline::build_publisher;
 use crate::source::{setup, slot};
 use crate::state;
 
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    /// Nothing wrong, but worth knowing: a slot held by a running relay (so `check` can
+    /// run next to one, e.g. as a `helm test`).
+    Info,
+    Fail,
+}
+
 /// One line of the report.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct CheckResult {
     pub name: &'static str,
-    pub result: Result<String, String>,
+    pub outcome: Outcome,
+    pub detail: String,
 }
 
 impl CheckResult {
     fn new(name: &'static str, r: Result<String, RelayError>) -> Self {
-        CheckResult {
-            name,
-            result: r.map_err(|e| e.to_string()),
+        match r {
+            Ok(detail) => CheckResult {
+                name,
+                outcome: Outcome::Pass,
+                detail,
+            },
+            // The slot is in use: by the relay this check runs next to, or another; `run`
+            // would wait for it, so it is not a failure of the setup.
+            Err(RelayError::SlotBusy(detail)) => CheckResult {
+                name,
+                outcome: Outcome::Info,
+                detail,
+            },
+            Err(e) => CheckResult {
+                name,
+                outcome: Outcome::Fail,
+                detail: e.to_string(),
+            },
         }
     }
+
+    /// The text form: `PASS name: detail`.
+    pub fn line(&self) -> String {
+        let tag = match self.outcome {
+            Outcome::Pass => "PASS",
+            Outcome::Info => "INFO",
+            Outcome::Fail => "FAIL",
+        };
+        format!("{tag} {}: {}", self.name, self.detail)
+    }
+}
+
+/// The whole report as JSON: `{"ok": bool, "checks": [{"name", "outcome", "detail"}]}`.
+pub fn report_json(results: &[CheckResult]) -> String {
+    let ok = results.iter().all(|r| r.outcome != Outcome::Fail);
+    serde_json::json!({ "ok": ok, "checks": results }).to_string()
 }
 
 /// Runs every check it can; a failed connection skips the checks that need it and says so.
 pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
-    let mut out = vec![CheckResult {
-        name: "config",
-        result: Ok("valid".into()),
-    }];
+    let mut out = vec![CheckResult::new("config", Ok("valid".into()))];
     let opts = match config.source.connect_options() {
         Ok(o) => o,
         Err(e) => {
@@ -151,7 +191,13 @@ async fn check_slot(
         return Err(slot::on_lost(config, Some(&table), record.as_ref(), &cause));
     }
     match info {
-        Some(info) => setup::verify_slot(&info, name, &config.source.database),
+        Some(info) => match setup::verify_slot(&info, name, &config.source.database) {
+            Err(RelayError::SlotBusy(_)) => Err(RelayError::SlotBusy(format!(
+                "slot {name:?} is in use by server process {} (a running relay, or another client); run would wait for it",
+                info.active_pid.unwrap_or_default()
+            ))),
+            other => other,
+        },
         None if config.source.create_slot => Ok(format!(
             "slot {name:?} does not exist yet; run will create it{}",
             if config.source.snapshot == crate::config::SnapshotMode::Never {

@@ -5,8 +5,13 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 /// Relays PostgreSQL transactional-outbox rows to Kafka, SNS or SQS, in commit order per aggregate.
+///
+/// Exit codes: 0 success; 1 a check failed, `status` found the slot missing or lost,
+/// `run` stopped on an error, or `parked redrive` left events parked; 2 the configuration
+/// or the command line is invalid (or a `parked` command failed); 130 a second signal
+/// during shutdown.
 #[derive(Debug, Parser)]
-#[command(name = "outbox-relay", version)]
+#[command(name = "outbox-relay", version = crate::telemetry::build::VERSION_LINE)]
 pub struct Cli {
     /// Configuration file (YAML or TOML); `RELAY__SECTION__KEY` variables override it.
     #[arg(short, long, global = true, env = "RELAY_CONFIG")]
@@ -20,8 +25,26 @@ pub enum Command {
     /// Replicate and publish until SIGTERM or SIGINT.
     Run,
     /// Check configuration, connectivity, wal_level, outbox tables, publication, slot and
-    /// sink; print PASS/FAIL for each and exit non-zero if any failed.
-    Check,
+    /// sink; print PASS, INFO or FAIL for each and exit 1 if any failed. Safe next to a
+    /// running relay: a slot it holds is INFO.
+    Check {
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The slot (active process, confirmed and received LSN, lag, wal_status,
+    /// safe_wal_size), the publication's tables, parked events and, when its telemetry
+    /// endpoint answers, the running relay's own view. Exit 1 when the slot is missing or
+    /// lost. Needs nothing but the relay binary (works in the distroless image).
+    Status {
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The effective configuration (file, `RELAY__` variables and defaults) with secrets
+    /// shown as `***`.
+    Config {
+        #[arg(long, value_enum, default_value = "yaml")]
+        output: ConfigOutput,
+    },
     /// Inspect, redrive or discard parked events (`outbox.on_invalid: park`).
     Parked {
         #[command(subcommand)]
@@ -75,5 +98,12 @@ pub struct ParkedArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Text,
+    Json,
+}
+
+/// Formats of `outbox-relay config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConfigOutput {
+    Yaml,
     Json,
 }

@@ -1,4 +1,5 @@
-//! outbox-relay: PostgreSQL transactional outbox → Kafka, in commit order per aggregate.
+//! outbox-relay: PostgreSQL transactional outbox → Kafka, SNS or SQS, in commit order per
+//! aggregate.
 //!
 //! - [`config`]: file + environment configuration, validated at start.
 //! - [`source`]: database preparation (wal_level, publication, slot) and heartbeats.
@@ -6,7 +7,7 @@
 //! - [`pipeline`]: sessions, batching, the in-flight budget, acknowledgement.
 //! - [`state`]: the relay's durable progress record in the source database.
 //! - [`telemetry`]: Prometheus metrics, health endpoints, logs.
-//! - [`check`]: the `check` command.
+//! - [`check`], [`status`], [`parked`]: the on-call commands.
 
 pub mod check;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod parked;
 pub mod pipeline;
 pub mod source;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 
 pub use error::RelayError;

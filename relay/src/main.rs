@@ -2,8 +2,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use outbox_relay::check::run_checks;
-use outbox_relay::cli::{Cli, Command};
+use outbox_relay::check::{report_json, run_checks, Outcome};
+use outbox_relay::cli::{Cli, Command, Output};
 use outbox_relay::config::Config;
 use outbox_relay::pipeline;
 use outbox_relay::telemetry::{init_logging, serve, Health, HttpLimits, Metrics};
@@ -21,8 +21,17 @@ fn main() -> ExitCode {
                 Config::log_settings_of_invalid(cli.config.as_deref(), std::env::vars());
             init_logging(format, &level);
             error!(error = %e, "outbox-relay cannot start");
-            if matches!(cli.command, Command::Check) {
-                println!("FAIL config: {e}");
+            match cli.command {
+                Command::Check {
+                    output: Output::Json,
+                } => println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "checks": [
+                        {"name": "config", "outcome": "fail", "detail": e.to_string()}
+                    ]})
+                ),
+                Command::Check { .. } => println!("FAIL config: {e}"),
+                _ => {}
             }
             return ExitCode::from(2);
         }
@@ -45,7 +54,19 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Check => check(config).await,
+            Command::Check { output } => check(config, output).await,
+            Command::Status { output } => match outbox_relay::status::run(&config, output).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    error!(error = %e, "status");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Config { output } => {
+                println!("{}", outbox_relay::config::render(&config, output));
+                ExitCode::SUCCESS
+            }
             Command::Run => run(config).await,
             Command::Parked { action } => match outbox_relay::parked::run(&config, action).await {
                 Ok(true) => ExitCode::SUCCESS,
@@ -59,19 +80,17 @@ fn main() -> ExitCode {
     })
 }
 
-async fn check(config: Config) -> ExitCode {
+async fn check(config: Config, output: Output) -> ExitCode {
     let results = run_checks(&config).await;
-    let mut failed = false;
-    for r in &results {
-        match &r.result {
-            Ok(detail) => println!("PASS {}: {detail}", r.name),
-            Err(problem) => {
-                failed = true;
-                println!("FAIL {}: {problem}", r.name)
+    match output {
+        Output::Json => println!("{}", report_json(&results)),
+        Output::Text => {
+            for r in &results {
+                println!("{}", r.line());
             }
         }
     }
-    if failed {
+    if results.iter().any(|r| r.outcome == Outcome::Fail) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -80,7 +99,7 @@ async fn check(config: Config) -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     let config = Arc::new(config);
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_destination_labels(config.telemetry.max_destination_labels);
     let health = Arc::new(Health::default());
     if let Some(addr) = config.telemetry.listen_addr() {
         let limits = HttpLimits {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `sink.sns` or `sink.sqs`: where and how to publish. Both services take the same keys.
 ///
@@ -10,7 +10,7 @@ use serde::Deserialize;
 /// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, `AWS_PROFILE` and the
 /// shared config files, web identity / IRSA via `AWS_WEB_IDENTITY_TOKEN_FILE`, ECS and EC2
 /// instance metadata) and are never logged.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AwsConfig {
     /// AWS region, e.g. `eu-west-1`. Default: the default chain (`AWS_REGION`,
@@ -49,14 +49,14 @@ pub struct AwsConfig {
     #[serde(
         default = "default_retry_initial_backoff",
         rename = "retry_initial_backoff_ms",
-        deserialize_with = "crate::duration_ms::deserialize"
+        with = "crate::duration_ms"
     )]
     pub retry_initial_backoff: Duration,
     /// Largest retry delay, in ms. Default 20000.
     #[serde(
         default = "default_retry_max_backoff",
         rename = "retry_max_backoff_ms",
-        deserialize_with = "crate::duration_ms::deserialize"
+        with = "crate::duration_ms"
     )]
     pub retry_max_backoff: Duration,
     /// How long the connector keeps retrying an event before reporting it as a
@@ -64,10 +64,7 @@ pub struct AwsConfig {
     /// relay (its in-flight budget fills and it stops reading the WAL) instead of failing
     /// events, like the Kafka connector's `message.timeout.ms=0`.
     #[serde(default)]
-    #[serde(
-        rename = "max_retry_elapsed_ms",
-        deserialize_with = "crate::duration_ms::deserialize"
-    )]
+    #[serde(rename = "max_retry_elapsed_ms", with = "crate::duration_ms")]
     pub max_retry_elapsed: Duration,
     /// How long errors that are usually permanent but can be transient are retried before
     /// they count as permanent (and the relay dead-letters the event), in ms: not
@@ -83,7 +80,7 @@ pub struct AwsConfig {
     #[serde(
         default = "default_transient_error_window",
         rename = "transient_error_window_ms",
-        deserialize_with = "crate::duration_ms::deserialize"
+        with = "crate::duration_ms"
     )]
     pub transient_error_window: Duration,
     /// The circuit breaker per destination (topic / queue): after `failure_threshold`
@@ -102,14 +99,14 @@ pub struct AwsConfig {
     #[serde(
         default = "default_request_timeout",
         rename = "request_timeout_ms",
-        deserialize_with = "crate::duration_ms::deserialize"
+        with = "crate::duration_ms"
     )]
     pub request_timeout: Duration,
     /// TCP/TLS connect timeout, in ms. Default 5000.
     #[serde(
         default = "default_connect_timeout",
         rename = "connect_timeout_ms",
-        deserialize_with = "crate::duration_ms::deserialize"
+        with = "crate::duration_ms"
     )]
     pub connect_timeout: Duration,
 }
@@ -131,7 +128,7 @@ pub const SNS_MAX_MESSAGE_BYTES: usize = 262_144;
 pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
 
 /// `large_payloads.mode`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LargePayloadMode {
     /// A message over the limit fails permanently (the relay's `on_invalid` decides).
@@ -145,7 +142,7 @@ pub enum LargePayloadMode {
 /// `sink.{sns,sqs}.large_payloads`: claim-check offload of large bodies to S3, in the
 /// wire format of the Amazon SQS / SNS Extended Client Libraries (Java, Python), so their
 /// consumers read the original body with no code change. See `offload.rs`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LargePayloads {
     /// `reject` (default) or `s3`.

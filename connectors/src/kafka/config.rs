@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `sink.kafka`: where and how to produce.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list (librdkafka `bootstrap.servers`).
@@ -14,12 +14,40 @@ pub struct KafkaConfig {
     /// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
     /// `ssl.ca.location`...), `compression.type`, `linger.ms`, `batch.size`...
     /// The properties the ordering guarantee rests on cannot be overridden.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redacted_properties")]
     pub properties: BTreeMap<String, String>,
     /// Per topic: opens when every broker is unreachable for `failure_threshold` reconnect
     /// attempts in a row; see `crate::policy::BreakerConfig`.
     #[serde(default)]
     pub circuit_breaker: crate::policy::BreakerConfig,
+}
+
+/// Property names whose values are credentials (librdkafka marks them sensitive):
+/// written out as `***`.
+const SENSITIVE: &[&str] = &[
+    "password",
+    "secret",
+    "key.pem",
+    "ssl_key",
+    "oauthbearer.config",
+    "jaas",
+];
+
+/// Whether a librdkafka property holds a credential.
+pub fn is_sensitive(property: &str) -> bool {
+    let p = property.to_ascii_lowercase();
+    SENSITIVE.iter().any(|s| p.contains(s))
+}
+
+/// The properties with credentials replaced by `***`, for `outbox-relay config`.
+fn redacted_properties<S: serde::Serializer>(
+    properties: &BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(properties.iter().map(|(k, v)| {
+        let v = if is_sensitive(k) { "***" } else { v.as_str() };
+        (k, v)
+    }))
 }
 
 /// Properties the relay sets and a user may not change, with the reason given in errors.
@@ -70,6 +98,9 @@ pub(crate) const DEFAULTS: &[(&str, &str)] = &[
     // A broker connection that died silently (NAT or firewall idle timeout, a node gone
     // without a FIN) is noticed by TCP keepalive instead of waiting for a request timeout.
     ("socket.keepalive.enable", "true"),
+    // librdkafka's statistics (broker round trips, queue depth, batch sizes) become
+    // metrics (kafka/stats.rs); every 10 s costs one JSON report. 0 turns them off.
+    ("statistics.interval.ms", "10000"),
 ];
 
 impl KafkaConfig {

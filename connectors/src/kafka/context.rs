@@ -14,6 +14,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::circuits::KafkaCircuits;
+use super::stats::StatsCell;
 
 use crate::policy::{RateLimiter, LOG_WINDOW};
 
@@ -22,13 +23,15 @@ use crate::policy::{RateLimiter, LOG_WINDOW};
 pub struct RelayKafkaContext {
     limiter: Mutex<RateLimiter>,
     circuits: Arc<KafkaCircuits>,
+    stats: StatsCell,
 }
 
 impl RelayKafkaContext {
-    pub fn new(circuits: Arc<KafkaCircuits>) -> Self {
+    pub fn new(circuits: Arc<KafkaCircuits>, stats: StatsCell) -> Self {
         RelayKafkaContext {
             limiter: Mutex::new(RateLimiter::new(LOG_WINDOW)),
             circuits,
+            stats,
         }
     }
 
@@ -40,6 +43,10 @@ impl RelayKafkaContext {
 }
 
 impl ClientContext for RelayKafkaContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.stats.set(&statistics);
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         // The relay sets enable.gapless.guarantee on purpose (connectors::kafka::config);
         // librdkafka's "experimental" warning about it at every start is not news.

@@ -12,6 +12,7 @@ mod config;
 mod context;
 mod error;
 mod sink;
+mod stats;
 
 pub use config::KafkaConfig;
 pub use error::classify;

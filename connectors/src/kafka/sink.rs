@@ -11,6 +11,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::circuits::KafkaCircuits;
 use super::context::RelayKafkaContext;
+use super::stats::StatsCell;
 use super::{classify, KafkaConfig};
 use crate::policy::CircuitReport;
 use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
@@ -27,6 +28,7 @@ pub struct KafkaPublisher {
     producer: FutureProducer<RelayKafkaContext>,
     circuits: Arc<KafkaCircuits>,
     prober: Option<tokio::task::JoinHandle<()>>,
+    stats: StatsCell,
 }
 
 impl Drop for KafkaPublisher {
@@ -47,8 +49,9 @@ impl KafkaPublisher {
             client.set(k, v);
         }
         let circuits = Arc::new(KafkaCircuits::new(config.circuit_breaker.settings()));
+        let stats = StatsCell::default();
         let producer: FutureProducer<RelayKafkaContext> = client
-            .create_with_context(RelayKafkaContext::new(circuits.clone()))
+            .create_with_context(RelayKafkaContext::new(circuits.clone(), stats.clone()))
             .map_err(|e| {
                 PublishError::new(
                     ErrorClass::Fatal,
@@ -64,6 +67,7 @@ impl KafkaPublisher {
             producer,
             circuits,
             prober,
+            stats,
         })
     }
 
@@ -183,6 +187,10 @@ impl Publisher for KafkaPublisher {
 
     fn probes_open_circuits(&self) -> bool {
         self.prober.is_some()
+    }
+
+    fn client_gauges(&self) -> Vec<crate::ClientGauge> {
+        self.stats.get()
     }
 
     async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {

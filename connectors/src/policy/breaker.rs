@@ -17,23 +17,17 @@ use tokio::time::Instant;
 use super::Backoff;
 
 /// The configuration block of a sink's breaker (`sink.<kind>.circuit_breaker`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// Consecutive failed requests to one destination that open its circuit; 0 = no
     /// breaker (retry at the retry backoff only).
     pub failure_threshold: u32,
     /// First cool-down of an open circuit, in ms; doubles per opening in a row.
-    #[serde(
-        rename = "open_initial_ms",
-        deserialize_with = "crate::duration_ms::deserialize"
-    )]
+    #[serde(rename = "open_initial_ms", with = "crate::duration_ms")]
     pub open_initial: Duration,
     /// Longest cool-down, in ms.
-    #[serde(
-        rename = "open_max_ms",
-        deserialize_with = "crate::duration_ms::deserialize"
-    )]
+    #[serde(rename = "open_max_ms", with = "crate::duration_ms")]
     pub open_max: Duration,
     /// What happens to events for a destination whose circuit is open: `stall` (they wait,
     /// and so does everything behind them; the slot holds WAL) or `park` (they go to the
@@ -46,7 +40,7 @@ pub struct BreakerConfig {
 }
 
 /// `circuit_breaker.on_open`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnOpen {
     #[default]

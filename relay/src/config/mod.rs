@@ -5,6 +5,7 @@
 //! table names the same keys (relay/tests/config_reference compares them).
 
 mod outbox;
+mod render;
 mod runtime;
 mod secret;
 mod sink;
@@ -13,12 +14,13 @@ mod state;
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use outbox::{
     CleanupPolicy, ColumnNames, HeaderColumn, InvalidEventPolicy, MessagesConfig, OutboxConfig,
     RouteConfig, RouteOverride, TableConfig,
 };
+pub use render::render;
 pub use runtime::{LogFormat, PipelineConfig, TelemetryConfig};
 pub use secret::Secret;
 pub use sink::{SinkConfig, SinkKind};
@@ -26,7 +28,7 @@ pub use source::{SlotLostPolicy, SnapshotMode, SourceConfig};
 pub use state::{StateConfig, StateMode};
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The PostgreSQL database whose outbox tables are relayed.

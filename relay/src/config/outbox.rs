@@ -1,11 +1,11 @@
 //! `outbox`: which rows and messages are events, and where they are routed.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{err, ConfigError};
 
 /// `outbox`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// The outbox tables. Default: one table, `public.outbox`, with Debezium's column names.
@@ -45,7 +45,7 @@ pub struct OutboxConfig {
 }
 
 /// `outbox.cleanup`
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum CleanupPolicy {
     /// The relay never deletes outbox rows (the application does, or nobody).
@@ -95,7 +95,7 @@ fn default_dead_letter() -> String {
 }
 
 /// `outbox.tables[]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     /// `schema.table` (schema defaults to `public`).
@@ -136,7 +136,7 @@ impl TableConfig {
 }
 
 /// Column names of an outbox table; defaults are Debezium's Outbox Event Router's.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ColumnNames {
     pub id: String,
@@ -165,7 +165,7 @@ impl Default for ColumnNames {
 }
 
 /// `outbox.tables[].header_columns[]`
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderColumn {
     pub column: String,
@@ -175,7 +175,7 @@ pub struct HeaderColumn {
 }
 
 /// `outbox.messages`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessagesConfig {
     /// Logical messages with exactly this prefix are events; their content is a JSON object
@@ -185,7 +185,7 @@ pub struct MessagesConfig {
 }
 
 /// `outbox.route`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Destination template; `{aggregatetype}` is replaced by the event's aggregate type.
@@ -211,7 +211,7 @@ fn default_template() -> String {
 }
 
 /// `outbox.route.overrides[]`
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteOverride {
     pub aggregate_type: String,
@@ -219,7 +219,7 @@ pub struct RouteOverride {
 }
 
 /// `outbox.on_invalid`
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum InvalidEventPolicy {
     /// Write the event, and every later event of its aggregate, to the parking table

@@ -3,12 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{err, ConfigError};
 
 /// `pipeline`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Bytes of events accepted but not yet acknowledged by the broker. When full, the
@@ -24,18 +24,15 @@ pub struct PipelineConfig {
     /// How long a graceful shutdown waits for in-flight events.
     #[serde(
         rename = "shutdown_timeout_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub shutdown_timeout: Duration,
     /// First delay before reconnecting after a retryable failure; doubles up to the max.
-    #[serde(
-        rename = "restart_backoff_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
-    )]
+    #[serde(rename = "restart_backoff_ms", with = "outbox_connectors::duration_ms")]
     pub restart_backoff: Duration,
     #[serde(
         rename = "restart_backoff_max_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub restart_backoff_max: Duration,
     /// The same event failing this many sessions in a row (the sink and the dead-letter
@@ -46,7 +43,7 @@ pub struct PipelineConfig {
     /// relay's secret) is retried before the relay stops; 0 = stop at once.
     #[serde(
         rename = "auth_failure_retry_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub auth_failure_retry: Duration,
 }
@@ -96,7 +93,7 @@ impl PipelineConfig {
 }
 
 /// `telemetry.log_format`
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     #[default]
@@ -105,7 +102,7 @@ pub enum LogFormat {
 }
 
 /// `telemetry`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`; empty disables it.
@@ -120,11 +117,12 @@ pub struct TelemetryConfig {
     pub max_connections: usize,
     /// Deadline for a whole HTTP connection (request head, response); a client that has not
     /// finished by then is disconnected. One request per connection.
-    #[serde(
-        rename = "request_timeout_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
-    )]
+    #[serde(rename = "request_timeout_ms", with = "outbox_connectors::duration_ms")]
     pub request_timeout: Duration,
+    /// Destinations that get their own `destination` label value in the per-destination
+    /// metrics; later ones are counted together as `_other` (the route template can make
+    /// one destination per aggregate type, without bound). 0 = never label by destination.
+    pub max_destination_labels: usize,
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `outbox_relay=debug,info`; `RUST_LOG` wins when set.
     pub log_level: String,
@@ -136,6 +134,7 @@ impl Default for TelemetryConfig {
             listen: "127.0.0.1:10187".into(),
             max_connections: 32,
             request_timeout: Duration::from_millis(5_000),
+            max_destination_labels: 100,
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }

@@ -6,7 +6,8 @@
 
 use outbox_connectors::aws::AwsConfig;
 use outbox_connectors::kafka::KafkaConfig;
-use serde::Deserialize;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::{err, ConfigError};
 
@@ -100,6 +101,29 @@ impl TryFrom<SinkSection> for SinkConfig {
             SinkKind::Sqs => SinkConfig::Sqs(s.sqs.ok_or_else(|| missing("sqs"))?),
             SinkKind::Null => SinkConfig::Null,
         })
+    }
+}
+
+/// Written back in the shape it is read: `{kind: kafka, kafka: {...}}`.
+impl Serialize for SinkConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            SinkConfig::Kafka(c) => {
+                map.serialize_entry("kind", "kafka")?;
+                map.serialize_entry("kafka", c)?;
+            }
+            SinkConfig::Sns(c) => {
+                map.serialize_entry("kind", "sns")?;
+                map.serialize_entry("sns", c)?;
+            }
+            SinkConfig::Sqs(c) => {
+                map.serialize_entry("kind", "sqs")?;
+                map.serialize_entry("sqs", c)?;
+            }
+            SinkConfig::Null => map.serialize_entry("kind", "none")?,
+        }
+        map.end()
     }
 }
 

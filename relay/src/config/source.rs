@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{err, ConfigError, Secret};
 
 /// `source`: the database to read.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Host name or IP address of the primary.
@@ -52,13 +52,13 @@ pub struct SourceConfig {
     #[serde(
         default = "default_status_interval",
         rename = "status_interval_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub status_interval: Duration,
     #[serde(
         default = "default_connect_timeout",
         rename = "connect_timeout_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub connect_timeout: Duration,
     /// Emit a non-transactional logical message this often (0 = never) so the slot can
@@ -66,7 +66,7 @@ pub struct SourceConfig {
     #[serde(
         default = "default_heartbeat_interval",
         rename = "heartbeat_interval_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub heartbeat_interval: Duration,
 
@@ -91,7 +91,7 @@ pub struct SourceConfig {
     #[serde(
         default = "default_receive_timeout",
         rename = "receive_timeout_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub receive_timeout: Duration,
     /// `TCP_USER_TIMEOUT` on every PostgreSQL connection (Linux): sent data unacknowledged
@@ -99,7 +99,7 @@ pub struct SourceConfig {
     #[serde(
         default = "default_tcp_user_timeout",
         rename = "tcp_user_timeout_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub tcp_user_timeout: Duration,
     /// TCP keepalive on every PostgreSQL connection: idle time before the first probe
@@ -107,13 +107,13 @@ pub struct SourceConfig {
     #[serde(
         default = "default_tcp_keepalive_idle",
         rename = "tcp_keepalive_idle_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub tcp_keepalive_idle: Duration,
     #[serde(
         default = "default_tcp_keepalive_interval",
         rename = "tcp_keepalive_interval_ms",
-        deserialize_with = "outbox_connectors::duration_ms::deserialize"
+        with = "outbox_connectors::duration_ms"
     )]
     pub tcp_keepalive_interval: Duration,
     #[serde(default = "default_tcp_keepalive_count")]
@@ -139,7 +139,7 @@ pub struct SourceConfig {
 }
 
 /// `source.on_slot_lost`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlotLostPolicy {
     /// Stop: the events written while no slot existed are not in any WAL the relay can
@@ -152,7 +152,7 @@ pub enum SlotLostPolicy {
 }
 
 /// `source.snapshot`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotMode {
     /// Only rows committed after the slot's creation are published.

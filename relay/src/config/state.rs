@@ -1,11 +1,11 @@
 //! `state`: the relay's own durable state in the source database.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{err, ConfigError};
 
 /// `state.mode`
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StateMode {
     /// Use the state tables if they exist or can be created; otherwise warn once and run
@@ -19,7 +19,7 @@ pub enum StateMode {
 }
 
 /// `state`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub mode: StateMode,

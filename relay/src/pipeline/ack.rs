@@ -125,10 +125,10 @@ impl Acker {
                                 if let Some((d, n, _)) = run.take() {
                                     self.count(sink, &d, "ok", n);
                                 }
-                                let h = self
-                                    .metrics
-                                    .end_to_end_latency
-                                    .with_label_values(&[sink, &e.destination]);
+                                let h = self.metrics.end_to_end_latency.with_label_values(&[
+                                    sink,
+                                    self.metrics.destinations.label(&e.destination),
+                                ]);
                                 run = Some((e.destination.clone(), 0, h));
                             }
                             if let Some((_, n, h)) = &mut run {
@@ -206,6 +206,7 @@ impl Acker {
     }
 
     fn count(&self, sink: &str, destination: &str, result: &str, n: u64) {
+        let destination = self.metrics.destinations.label(destination);
         self.metrics
             .events_published
             .with_label_values(&[sink, destination, result])

@@ -60,11 +60,14 @@ pub async fn report_parked(parking: Arc<Parking>, metrics: Metrics, interval: Du
             Ok(stats) => {
                 warned = false;
                 metrics.parked_events.reset();
+                let mut by_label = std::collections::HashMap::<&str, i64>::new();
                 for (destination, n) in &stats.by_destination {
-                    metrics
-                        .parked_events
-                        .with_label_values(&[destination])
-                        .set(*n);
+                    *by_label
+                        .entry(metrics.destinations.label(destination))
+                        .or_default() += *n;
+                }
+                for (label, n) in by_label {
+                    metrics.parked_events.with_label_values(&[label]).set(n);
                 }
                 metrics.parked_aggregates.set(stats.aggregates);
                 metrics.parked_oldest_age.set(stats.oldest_age_seconds);

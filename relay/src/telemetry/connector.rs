@@ -12,7 +12,9 @@ use outbox_connectors::policy::CircuitState;
 use outbox_connectors::Publisher;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts};
+
+use super::destination_labels::DestinationLabels;
 
 const STATES: [CircuitState; 3] = [
     CircuitState::Closed,
@@ -72,10 +74,11 @@ impl ConnectorStats {
 }
 
 /// Exports `sink_retries_total`, `sink_requests_total`, `circuit_state`,
-/// `circuit_transitions_total`, `offloaded_events_total` and `offloaded_bytes_total` from
-/// [`ConnectorStats`].
+/// `circuit_transitions_total`, `offloaded_events_total`, `offloaded_bytes_total` and the
+/// client's gauges (`kafka_*`) from [`ConnectorStats`].
 pub struct ConnectorCollector {
     pub stats: ConnectorStats,
+    pub destinations: Arc<DestinationLabels>,
     pub retries: IntCounterVec,
     pub requests: IntCounter,
     pub circuit_state: IntGaugeVec,
@@ -99,6 +102,10 @@ impl ConnectorCollector {
         let mut requests = c.requests;
         let mut transitions = c.transitions.clone();
         let mut offloaded = c.offloaded.clone();
+        // Destinations past the label cap share one series: states are merged (the worst
+        // wins), counts added.
+        let mut states: HashMap<&str, i64> = HashMap::new();
+        let circuits = c.current.as_ref().map(|p| p.circuits()).unwrap_or_default();
         if let Some(p) = &c.current {
             for (destination, events, bytes) in p.offloaded_by_destination() {
                 let entry = offloaded.entry(destination).or_default();
@@ -109,40 +116,99 @@ impl ConnectorCollector {
                 *retries.entry(destination).or_default() += n;
             }
             requests += p.requests();
-            for circuit in p.circuits() {
-                self.circuit_state
-                    .with_label_values(&[&circuit.destination])
-                    .set(circuit.state as i64);
-                for state in STATES {
-                    *transitions
-                        .entry((circuit.destination.clone(), state as usize))
-                        .or_default() += circuit.transitions[state as usize];
-                }
+        }
+        for circuit in &circuits {
+            let state = states
+                .entry(self.destinations.label(&circuit.destination))
+                .or_default();
+            *state = (*state).max(circuit.state as i64);
+            for s in STATES {
+                *transitions
+                    .entry((circuit.destination.clone(), s as usize))
+                    .or_default() += circuit.transitions[s as usize];
             }
         }
-        for (destination, total) in retries {
-            raise(&self.retries.with_label_values(&[&destination]), total);
+        for (label, state) in states {
+            self.circuit_state.with_label_values(&[label]).set(state);
+        }
+        let mut by_label: HashMap<&str, u64> = HashMap::new();
+        for (destination, total) in &retries {
+            *by_label
+                .entry(self.destinations.label(destination))
+                .or_default() += total;
+        }
+        for (label, total) in by_label {
+            raise(&self.retries.with_label_values(&[label]), total);
         }
         raise(&self.requests, requests);
-        for (destination, (events, bytes)) in offloaded {
-            raise(
-                &self.offloaded_events.with_label_values(&[&destination]),
-                events,
-            );
-            raise(
-                &self.offloaded_bytes.with_label_values(&[&destination]),
-                bytes,
-            );
+        let mut by_label: HashMap<&str, (u64, u64)> = HashMap::new();
+        for (destination, (events, bytes)) in &offloaded {
+            let entry = by_label
+                .entry(self.destinations.label(destination))
+                .or_default();
+            entry.0 += events;
+            entry.1 += bytes;
         }
-        for ((destination, state), total) in transitions {
-            let label = STATES[state].as_str();
+        for (label, (events, bytes)) in by_label {
+            raise(&self.offloaded_events.with_label_values(&[label]), events);
+            raise(&self.offloaded_bytes.with_label_values(&[label]), bytes);
+        }
+        let mut by_label: HashMap<(&str, usize), u64> = HashMap::new();
+        for ((destination, state), total) in &transitions {
+            *by_label
+                .entry((self.destinations.label(destination), *state))
+                .or_default() += total;
+        }
+        for ((label, state), total) in by_label {
             raise(
                 &self
                     .circuit_transitions
-                    .with_label_values(&[&destination, label]),
+                    .with_label_values(&[label, STATES[state].as_str()]),
                 total,
             );
         }
+    }
+
+    /// The current connector's client gauges (librdkafka statistics), as families built
+    /// at each scrape: their label sets come and go with brokers and topics.
+    fn client_families(&self) -> Vec<MetricFamily> {
+        let gauges = match &self.stats.lock().current {
+            Some(p) => p.client_gauges(),
+            None => return Vec::new(),
+        };
+        let mut families: Vec<(&'static str, GaugeVec)> = Vec::new();
+        for g in gauges {
+            let names: Vec<&str> = g.labels.iter().map(|(k, _)| *k).collect();
+            let values: Vec<&str> = g
+                .labels
+                .iter()
+                .map(|(k, v)| {
+                    if *k == "topic" {
+                        self.destinations.label(v)
+                    } else {
+                        v.as_str()
+                    }
+                })
+                .collect();
+            let vec = match families.iter().find(|(n, _)| *n == g.name) {
+                Some((_, vec)) => vec.clone(),
+                None => {
+                    let Ok(vec) = GaugeVec::new(Opts::new(g.name, g.help), &names) else {
+                        continue;
+                    };
+                    families.push((g.name, vec.clone()));
+                    vec
+                }
+            };
+            if let Ok(gauge) = vec.get_metric_with_label_values(&values) {
+                // Topics past the label cap share a series; the largest value stands.
+                gauge.set(gauge.get().max(g.value));
+            }
+        }
+        families
+            .into_iter()
+            .flat_map(|(_, v)| v.collect())
+            .collect()
     }
 }
 
@@ -165,6 +231,7 @@ impl Collector for ConnectorCollector {
         families.extend(self.circuit_transitions.collect());
         families.extend(self.offloaded_events.collect());
         families.extend(self.offloaded_bytes.collect());
+        families.extend(self.client_families());
         families
     }
 }

@@ -1,6 +1,13 @@
-//! Prometheus metrics. Names follow `outbox_relay_<name>_<unit>[_total]`.
+//! Prometheus metrics. Names follow `outbox_relay_<name>_<unit>[_total]`, except the
+//! standard `process_*` series, which keep their unprefixed names so that generic
+//! dashboards and alerts (process CPU, memory, open files) find the relay like any other
+//! process.
 
+use std::sync::Arc;
+
+use super::build;
 use super::connector::{ConnectorCollector, ConnectorStats};
+use super::destination_labels::DestinationLabels;
 use prometheus::{
     exponential_buckets, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -9,7 +16,12 @@ use prometheus::{
 /// Every metric the relay exports. Cloning shares the underlying series.
 #[derive(Clone)]
 pub struct Metrics {
+    /// The relay's own series, under `outbox_relay_`.
     pub registry: Registry,
+    /// The standard `process_*` series, unprefixed.
+    pub process: Registry,
+    /// The `destination` label's values, capped (`telemetry.max_destination_labels`).
+    pub destinations: Arc<DestinationLabels>,
     /// Events handed to the sink and finished: `result` is `ok`, `dead_lettered` or `failed`.
     pub events_published: IntCounterVec,
     /// Seconds from accepting a batch to the broker acknowledging all of it.
@@ -93,7 +105,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// With the default cap of 100 `destination` label values.
     pub fn new() -> Self {
+        Self::with_destination_labels(100)
+    }
+
+    pub fn with_destination_labels(max_destination_labels: usize) -> Self {
+        let destinations = Arc::new(DestinationLabels::new(max_destination_labels));
         let registry = Registry::new_custom(Some("outbox_relay".into()), None)
             .expect("static namespace is valid");
         let m = Metrics {
@@ -189,10 +207,13 @@ impl Metrics {
             )
             .unwrap(),
             registry,
+            process: Registry::new(),
+            destinations,
         };
         let r = &m.registry;
         r.register(Box::new(ConnectorCollector {
             stats: m.connector.clone(),
+            destinations: m.destinations.clone(),
             retries: m.sink_retries.clone(),
             requests: m.sink_requests.clone(),
             circuit_state: m.circuit_state.clone(),
@@ -239,13 +260,18 @@ impl Metrics {
         r.register(Box::new(m.source_lag_seconds.clone())).unwrap();
         r.register(Box::new(m.info.clone())).unwrap();
         #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .unwrap();
+        m.process
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .unwrap();
         let build = IntGauge::with_opts(
-            Opts::new("build_info", "Always 1; labelled with the relay version.")
-                .const_label("version", env!("CARGO_PKG_VERSION")),
+            Opts::new(
+                "build_info",
+                "Always 1; labelled with the relay's version and source revision.",
+            )
+            .const_label("version", build::VERSION)
+            .const_label("revision", build::REVISION),
         )
         .unwrap();
         build.set(1);
@@ -253,11 +279,18 @@ impl Metrics {
         m
     }
 
+    /// Every series: the relay's and the process's.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        families
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
         encoder
-            .encode_to_string(&self.registry.gather())
+            .encode_to_string(&self.gather())
             .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
     }
 }
