@@ -102,6 +102,9 @@ sink:
   kind: kafka
   kafka:
     brokers: $OUTBOX_RELAY_KAFKA_BOOTSTRAP
+    # librdkafka statistics every second (default 10 s), for the kafka_* series.
+    properties:
+      statistics.interval.ms: "1000"
 telemetry:
   listen: 127.0.0.1:$relay_port
 EOF
@@ -148,6 +151,14 @@ EOF
     wait_for 60 curl -fs "127.0.0.1:$prom_port/-/ready" || { tail -n 20 "$work/prometheus.log"; return 1; }
     # A few scrapes, until the relay's series are in.
     wait_for 30 prometheus_has outbox_relay_dead_letter_events_total || return 1
+    # librdkafka's batch and queue-wait windows describe the last second only: keep
+    # producing until Prometheus has scraped a report that holds a batch.
+    for _ in $(seq 30); do
+        prometheus_has outbox_relay_kafka_batch_records && prometheus_has outbox_relay_kafka_queue_latency_seconds && break
+        psql_ -c "INSERT INTO $table (aggregatetype, aggregateid, type, payload)
+                  VALUES ('Order', 'order-2', 'OrderSeen', '{}')" >/dev/null || return 1
+        sleep 1
+    done
     sleep 2
     curl -fs "127.0.0.1:$prom_port/api/v1/label/__name__/values" >"$work/names.json"
 }

@@ -77,16 +77,21 @@ def grafana_to_promql(expr):
     return expr.replace("$__rate_interval", "1m").replace("$job", ".+").replace("$instance", ".+")
 
 
-if sys.argv[1] == "--exprs":
-    for e in dashboard_exprs(sys.argv[2]):
-        print(grafana_to_promql(e).replace("\n", " "))
-    sys.exit(0)
+def main():
+    if sys.argv[1] == "--exprs":
+        for e in dashboard_exprs(sys.argv[2]):
+            print(grafana_to_promql(e).replace("\n", " "))
+        return
 
-exprs = dashboard_exprs(sys.argv[1])
-with open(sys.argv[2]) as f:
-    rules = yaml.safe_load(f)
-exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
-result = set()
-for e in exprs:
-    result |= names(e)
-print("\n".join(sorted(result)))
+    exprs = dashboard_exprs(sys.argv[1])
+    with open(sys.argv[2]) as f:
+        rules = yaml.safe_load(f)
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    result = set()
+    for e in exprs:
+        result |= names(e)
+    print("\n".join(sorted(result)))
+
+
+if __name__ == "__main__":
+    main()

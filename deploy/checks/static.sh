@@ -17,6 +17,8 @@ ruff_py() { # the checks' Python: lint and formatting (deploy/checks/ruff.toml)
 }
 check "ruff deploy/checks/*.py (lint + format)" ruff_py
 check "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" "$root/deploy/Dockerfile"
+check "dashboard: a panel for every metric an alert uses" \
+    "$PY" "$here/alert_panels.py" "$root/deploy/grafana/outbox-relay.json" "$root/deploy/prometheus/outbox-relay-rules.yaml"
 
 docker_context() { # the build context deploy/Dockerfile gets (.dockerignore applied) holds a workspace cargo can resolve
     local ctx="$work/docker-context"
