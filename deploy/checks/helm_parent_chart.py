@@ -64,8 +64,10 @@ selector = pm["selector"]["matchLabels"]
 assert selector.items() <= template["metadata"]["labels"].items(), (selector, template["metadata"]["labels"])
 endpoint = pm["podMetricsEndpoints"][0]
 assert endpoint["port"] == relay_port, endpoint
-job_relabel = endpoint["relabelings"][0]
-assert job_relabel["targetLabel"] == "job" and job_relabel["action"] == "replace", job_relabel
+job_relabels = [r for r in endpoint.get("relabelings") or [] if r.get("targetLabel") == "job"]
+assert len(job_relabels) == 1, ("the PodMonitor must set the job label the alerts select", endpoint)
+job_relabel = job_relabels[0]
+assert job_relabel["action"] == "replace", job_relabel
 rules = {r["alert"]: r for g in docs["PrometheusRule"]["spec"]["groups"] for r in g["rules"]}
 for alert in ("OutboxRelayDown", "OutboxRelayAbsent"):
     jobs = re.findall(r'job="([^"]*)"', rules[alert]["expr"])

@@ -1,6 +1,8 @@
 {{/*
 Named templates. The sidecar ones take a context with .Values (this chart's values),
-.Release and .Chart; from a parent chart pass:
+.Release and .Chart; from a parent chart pass the subchart's own scope (Helm 3.7+):
+  (index .Subcharts "outbox-relay")
+or, before Helm 3.7 (set image.tag then: this .Chart has no appVersion):
   (dict "Values" (index .Values "outbox-relay") "Release" .Release "Chart" (dict "Name" "outbox-relay"))
 */}}
 
