@@ -2,11 +2,13 @@
 # deploy/checks/run.sh, part: the Helm chart (lint, kubeconform, rendered objects, schema),
 # the dashboard and alert rules, and the results of the relay config checks. Sourced by
 # run.sh (its variables, check and log).
-KC=(kubeconform -strict -summary -schema-location "$SCHEMAS" -kubernetes-version "$K8S_VERSION"
-    -skip "ServiceMonitor,PrometheusRule")
+# The Prometheus Operator's kinds (ServiceMonitor, PodMonitor, PrometheusRule) against the
+# schemas of its CRDs, the rest against Kubernetes'.
+KC=(kubeconform -strict -summary -schema-location "$SCHEMAS"
+    -schema-location "$CRD_SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" -kubernetes-version "$K8S_VERSION")
 HT=(helm template outbox-relay "$CHART" --namespace outbox --kube-version "$K8S_VERSION")
 
-for v in standalone sidecar all sqs-fifo sns; do
+for v in standalone sidecar all sqs-fifo sns sidecar-monitoring; do
     check "helm lint --strict ($v values)" helm lint --strict --kube-version "$K8S_VERSION" -f "$CHART/ci/$v-values.yaml" "$CHART"
 done
 
@@ -21,11 +23,12 @@ check "helm template | kubeconform (sidecar, classic sidecar example)" template_
 check "helm template | kubeconform (every opt-in enabled)" template_kubeconform all -f "$CHART/ci/all-values.yaml"
 check "helm template | kubeconform (SQS sink, FIFO, NetworkPolicy)" template_kubeconform sqs-fifo -f "$CHART/ci/sqs-fifo-values.yaml"
 check "helm template | kubeconform (SNS sink, sidecar)" template_kubeconform sns -f "$CHART/ci/sns-values.yaml"
+check "helm template | kubeconform (sidecar, PodMonitor, PrometheusRule overrides)" template_kubeconform sidecar-monitoring -f "$CHART/ci/sidecar-monitoring-values.yaml"
 
 assert_rendered() { # python assertions over the rendered manifests
     "$PY" "$here/helm_rendered.py" "$work"
 }
-check "rendered objects: replicas 1 + Recreate, probes, security context, secretKeyRefs, verify-full + CA Secret by default, sidecar forms, opt-ins" assert_rendered
+check "rendered objects: replicas 1 + Recreate, probes, security context, secretKeyRefs, verify-full + CA Secret by default, sidecar forms and probes, helm test Pod, opt-ins" assert_rendered
 
 assert_rendered_aws() { # the sink section of relay.yaml and the AWS-specific objects
     "$PY" "$here/helm_rendered_aws.py" "$work"
@@ -39,9 +42,12 @@ sidecar_parent_chart() { # a user's chart that includes the sidecar template
     (cd "$parent/examples/sidecar-app" && helm dependency build . >/dev/null) || return 1
     helm template demo "$parent/examples/sidecar-app" --kube-version "$K8S_VERSION" >"$work/parent.yaml" || return 1
     "${KC[@]}" "$work/parent.yaml" || return 1
-    "$PY" "$here/helm_parent_chart.py" "$work/parent.yaml"
+    # The same with another relay configuration: the pod's config checksum must change.
+    helm template demo "$parent/examples/sidecar-app" --kube-version "$K8S_VERSION" \
+        --set 'outbox-relay.outbox.route.template=orders.{aggregatetype}' >"$work/parent-changed.yaml" || return 1
+    "$PY" "$here/helm_parent_chart.py" "$work/parent.yaml" "$work/parent-changed.yaml"
 }
-check "example app chart (helm/examples/sidecar-app) includes the sidecar template; kubeconform" sidecar_parent_chart
+check "example app chart (helm/examples/sidecar-app): native sidecar without readiness probe, distinct port names, config checksum, PodMonitor job = alerts' job; kubeconform" sidecar_parent_chart
 
 saga_example_chart() { # the example application (examples/): three services, three native sidecars
     local parent="$work/saga-parent"
@@ -81,6 +87,21 @@ check "schema rejects: sqs.maxConcurrency 0" expect_schema_error concurrency "at
 check "schema rejects: sqs.largePayloads.mode s3 without a bucket" expect_schema_error large-payloads "at '/sqs/largePayloads/bucket': minLength: got 0, want 3" -f "$CHART/ci/sqs-fifo-values.yaml" --set sqs.largePayloads.mode=s3
 check "schema rejects: sns.maxMessageBytes over the SNS limit" expect_schema_error sns-limit "at '/sns/maxMessageBytes': maximum: got 300,000, want 262,144" -f "$CHART/ci/sns-values.yaml" --set sns.maxMessageBytes=300000
 check "schema accepts: sink.kind sqs needs no kafka.brokers" "${HT[@]}" -f "$CHART/ci/sqs-fifo-values.yaml" --set kafka.brokers=
+check "schema rejects: podMonitor.enabled without a selector" expect_schema_error podmonitor "at '/podMonitor/selector': minProperties: got 0, want 1" -f "$CHART/ci/sidecar-values.yaml" --set podMonitor.enabled=true
+check "schema rejects: sidecar.portName over 15 characters" expect_schema_error port-name "at '/sidecar/portName': maxLength: got 18, want 15" -f "$CHART/ci/sidecar-values.yaml" --set sidecar.portName=relay-metrics-port
+check "schema rejects: an unknown key in a prometheusRule.rules override" expect_schema_error rule-key "at '/prometheusRule/rules/OutboxRelayDown': additional properties 'treshold' not allowed" -f "$CHART/ci/standalone-values.yaml" --set prometheusRule.enabled=true --set prometheusRule.rules.OutboxRelayDown.treshold=1
+expect_render_error() { # description expected-substring helm-args...: the chart's own fail
+    local want="$2" out
+    shift 2
+    if out="$("${HT[@]}" "$@" 2>&1)"; then
+        echo "helm rendered the values"
+        return 1
+    fi
+    echo "$out" | head -n 2
+    grep -qF "$want" <<<"$out"
+}
+check "chart refuses: an override for an alert the rules file does not have" expect_render_error unknown-alert "prometheusRule.rules.OutboxRelayDwn: no such alert in the rules file" -f "$CHART/ci/standalone-values.yaml" --set prometheusRule.enabled=true --set prometheusRule.rules.OutboxRelayDwn.enabled=false
+check "chart refuses: a threshold for an alert without one" expect_render_error no-threshold "prometheusRule.rules.OutboxRelayDown has no threshold; override expr instead" -f "$CHART/ci/standalone-values.yaml" --set prometheusRule.enabled=true --set prometheusRule.rules.OutboxRelayDown.threshold=1
 
 extract_config() { # values-name: relay.yaml out of the rendered ConfigMap
     "$PY" "$here/extract_relay_config.py" "$work/$1.yaml" "$work/$1-relay.yaml"
@@ -107,6 +128,12 @@ same_copies() {
 }
 check "dashboard and rules: chart copies identical to deploy/grafana, deploy/prometheus" same_copies
 check "promtool check rules" promtool check rules "$root/deploy/prometheus/outbox-relay-rules.yaml"
+chart_rule_overrides() { # prometheusRule.* applied as asked, nothing else changed; valid rules; a runbook per alert
+    "$PY" "$here/chart_rules.py" "$root/deploy/prometheus/outbox-relay-rules.yaml" \
+        "$work/sidecar-monitoring.yaml" "$root/docs/runbooks.md" "$work/overridden-rules.yaml" &&
+        promtool check rules "$work/overridden-rules.yaml"
+}
+check "chart PrometheusRule overrides (thresholds, for, severity, labels, expr, enabled, job, runbook URL) + promtool; docs/runbooks.md has every alert" chart_rule_overrides
 check "promtool test rules (every alert fires from synthetic series)" \
     promtool test rules "$root/deploy/prometheus/tests/outbox-relay-rules.test.yaml"
 

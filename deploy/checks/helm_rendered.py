@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Assertions over the Helm chart rendered with the ci/ values (standalone, sidecar,
-sidecar-classic, all): replicas 1 + Recreate, probes, security context, secretKeyRefs,
-verify-full with the CA Secret by default, the sidecar forms, the opt-ins.
+sidecar-classic, all, sidecar-monitoring): replicas 1 + Recreate, probes, security
+context, secretKeyRefs, verify-full with the CA Secret by default, the sidecar forms and
+their probes and port name, the config checksum, the helm test Pod, the opt-ins.
 
 Usage: helm_rendered.py WORK_DIR   (WORK_DIR/<values>.yaml from helm template)
 """
 
+import hashlib
+import os
 import sys
 
 import yaml
 
 work = sys.argv[1]
+chart = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "../../helm/outbox-relay/Chart.yaml")))
 
 
 def load(name):
@@ -23,21 +27,46 @@ def kinds(docs):
     return sorted(k for k, _ in docs)
 
 
+def one(docs, kind):
+    (d,) = [d for (k, _), d in docs.items() if k == kind]
+    return d
+
+
+def relay_yaml(docs):
+    return next(d for (k, _), d in docs.items() if k == "ConfigMap" and "relay.yaml" in d.get("data", {}))[
+        "data"
+    ]["relay.yaml"]
+
+
+def checksum_of(docs):
+    """The config checksum annotations must carry: SHA-256 of relay.yaml as the pod mounts it."""
+    return hashlib.sha256(relay_yaml(docs).removesuffix("\n").encode()).hexdigest()
+
+
 sa = load("standalone")
-assert kinds(sa) == ["ConfigMap", "Deployment", "Service", "ServiceAccount"], kinds(sa)
+assert kinds(sa) == ["ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"], kinds(sa)
 dep = next(d for (k, _), d in sa.items() if k == "Deployment")
 spec = dep["spec"]
 assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}, spec["strategy"]
+assert spec["revisionHistoryLimit"] == 10, spec
+assert spec["template"]["metadata"]["annotations"]["checksum/config"] == checksum_of(sa)
 pod = spec["template"]["spec"]
+assert "initContainers" not in pod and "topologySpreadConstraints" not in pod, pod
+assert [c["name"] for c in pod["containers"]] == ["outbox-relay"], pod["containers"]
 c = pod["containers"][0]
+# A real default image: the project's registry and repository, the chart's appVersion.
+assert c["image"] == f"ghcr.io/outbox-relay/outbox-relay:{chart['appVersion']}", c["image"]
 sc = c["securityContext"]
 assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"], sc
 assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault", sc
 assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, c["livenessProbe"]
 assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, c["readinessProbe"]
+assert "startupProbe" not in c, c
 assert c["ports"][0] == {"name": "metrics", "containerPort": 10187, "protocol": "TCP"}, c["ports"]
 pw = [e for e in c["env"] if e["name"] == "RELAY__SOURCE__PASSWORD"][0]
 assert pw["valueFrom"]["secretKeyRef"] == {"name": "orders-db-relay", "key": "password"}, pw
+# `kubectl exec … -- outbox-relay status` finds the configuration without --config.
+assert {"name": "RELAY_CONFIG", "value": "/etc/outbox-relay/relay.yaml"} in c["env"], c["env"]
 assert c["volumeMounts"][0]["mountPath"] == "/etc/outbox-relay"
 # Secure by default: verify-full against the CA from a Secret, mounted read-only.
 src = yaml.safe_load(next(d for (k, _), d in sa.items() if k == "ConfigMap")["data"]["relay.yaml"])["source"]
@@ -55,12 +84,41 @@ ca_volume = {
 }
 assert ca_mount in c["volumeMounts"], c["volumeMounts"]
 assert ca_volume in pod["volumes"], pod["volumes"]
+
+# helm test: `outbox-relay check` with the relay's image, config, Secrets and account, in a
+# Pod the Deployment's ReplicaSet cannot adopt (its labels do not match the selector).
+test = one(sa, "Pod")
+assert test["metadata"]["annotations"]["helm.sh/hook"] == "test", test["metadata"]
+selector = spec["selector"]["matchLabels"]
+assert not selector.items() <= test["metadata"]["labels"].items(), (selector, test["metadata"]["labels"])
+tpod = test["spec"]
+(tc,) = tpod["containers"]
+assert tpod["restartPolicy"] == "Never" and tc["image"] == c["image"], (tpod, tc["image"])
+assert tc["command"] == ["outbox-relay"] and tc["args"] == [
+    "--config",
+    "/etc/outbox-relay/relay.yaml",
+    "check",
+], tc
+assert tc["env"] == c["env"] and tc["volumeMounts"] == c["volumeMounts"], (tc["env"], tc["volumeMounts"])
+assert tpod["volumes"] == pod["volumes"] and tpod["serviceAccountName"] == pod["serviceAccountName"], tpod
+assert tc["securityContext"] == c["securityContext"], tc
+
 sc_ = load("sidecar")
-assert kinds(sc_) == ["ConfigMap", "Deployment", "ServiceAccount"], kinds(sc_)
-ex = next(d for (k, _), d in sc_.items() if k == "Deployment")["spec"]["template"]["spec"]
+assert kinds(sc_) == ["ConfigMap", "Deployment", "Pod", "ServiceAccount"], kinds(sc_)
+ex_dep = next(d for (k, _), d in sc_.items() if k == "Deployment")["spec"]["template"]
+ex = ex_dep["spec"]
+assert ex_dep["metadata"]["annotations"]["checksum/outbox-relay-config"] == checksum_of(sc_), ex_dep
 init = ex["initContainers"][0]
 assert init["name"] == "outbox-relay" and init["restartPolicy"] == "Always", init
 assert [c["name"] for c in ex["containers"]] == ["app"]
+# The sidecar: no readiness probe (the pod's readiness is the app's), liveness on /healthz,
+# a port name of its own (the example app has a port named metrics).
+assert "readinessProbe" not in init and "startupProbe" not in init, init
+assert init["ports"][0] == {"name": "relay-metrics", "containerPort": 10187, "protocol": "TCP"}, init["ports"]
+assert init["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "relay-metrics"}, init[
+    "livenessProbe"
+]
+assert ex["containers"][0]["ports"][0]["name"] == "metrics", ex["containers"][0]
 assert ex["volumes"][0]["configMap"]["name"] == "outbox-relay-config"
 assert ca_volume in ex["volumes"] and ca_mount in init["volumeMounts"], (
     "sidecar: the CA travels with the config volume"
@@ -72,12 +130,14 @@ assert "initContainers" not in classic and [c["name"] for c in classic["containe
     "app",
     "outbox-relay",
 ]
+assert "readinessProbe" not in classic["containers"][1], classic["containers"][1]
 al = load("all")
 want = [
     "ConfigMap",
     "ConfigMap",
     "Deployment",
     "NetworkPolicy",
+    "Pod",
     "PodDisruptionBudget",
     "PrometheusRule",
     "Service",
@@ -105,4 +165,49 @@ env = {e["name"]: e for e in pod["containers"][0]["env"]}
 sasl = env["RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
 assert sasl == {"name": "kafka-outbox-relay", "key": "password"}, sasl
 assert env["AWS_REGION"]["value"] == "eu-west-1"
+dep_all = one(al, "Deployment")["spec"]
+assert dep_all["revisionHistoryLimit"] == 3, dep_all
+assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone", pod
+assert [c["name"] for c in pod["initContainers"]] == ["wait-for-db"], pod["initContainers"]
+assert [c["name"] for c in pod["containers"]] == ["outbox-relay", "log-shipper"], pod["containers"]
+digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+assert pod["containers"][0]["image"] == f"registry.example.com:5000/mirror/outbox-relay@{digest}", pod
+sm = one(al, "ServiceMonitor")
+assert sm["metadata"]["namespace"] == "monitoring", sm["metadata"]
+assert sm["spec"]["namespaceSelector"] == {"matchNames": ["outbox"]}, sm["spec"]
+assert sm["spec"]["targetLabels"] == ["app.kubernetes.io/instance"], sm["spec"]
+endpoint = sm["spec"]["endpoints"][0]
+# job first (the alerts' up{job="outbox-relay"}), then the user's relabelings.
+assert endpoint["relabelings"] == [
+    {"action": "replace", "targetLabel": "job", "replacement": "outbox-relay"},
+    {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"},
+], endpoint
+assert endpoint["metricRelabelings"][0]["action"] == "drop", endpoint
+
+# Sidecar mode with the PodMonitor, another port name and other probes.
+mon = load("sidecar-monitoring")
+assert kinds(mon) == ["ConfigMap", "Deployment", "Pod", "PodMonitor", "PrometheusRule", "ServiceAccount"], (
+    kinds(mon)
+)
+ex_tpl = one(mon, "Deployment")["spec"]["template"]
+init = ex_tpl["spec"]["initContainers"][0]
+assert init["ports"][0]["name"] == "outbox-metrics" and "readinessProbe" not in init, init
+assert init["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "outbox-metrics"}, init["startupProbe"]
+assert init["startupProbe"]["failureThreshold"] == 30, init["startupProbe"]
+# An explicit port stays; the other liveness settings keep their defaults.
+assert init["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 10187}, init["livenessProbe"]
+assert init["livenessProbe"]["periodSeconds"] == 20 and init["livenessProbe"]["failureThreshold"] == 6, init
+pm = one(mon, "PodMonitor")
+assert pm["metadata"]["namespace"] == "monitoring" and pm["metadata"]["labels"]["release"] == "prometheus", pm
+assert pm["spec"]["namespaceSelector"] == {"matchNames": ["outbox"]}, pm["spec"]
+assert pm["spec"]["selector"]["matchLabels"].items() <= ex_tpl["metadata"]["labels"].items(), pm["spec"]
+assert pm["spec"]["podTargetLabels"] == ["app.kubernetes.io/component"], pm["spec"]
+pep = pm["spec"]["podMetricsEndpoints"][0]
+assert pep["port"] == "outbox-metrics" and pep["path"] == "/metrics", pep
+assert pep["relabelings"][0] == {
+    "action": "replace",
+    "targetLabel": "job",
+    "replacement": "orders-outbox-relay",
+}
+assert pep["relabelings"][1]["targetLabel"] == "node" and pep["metricRelabelings"][0]["action"] == "drop", pep
 print("rendered objects as expected")

@@ -1,5 +1,6 @@
 """The example application's chart (helm/examples/saga): three services, each with its
-relay as a native sidecar, its own ServiceAccount and its own relay configuration."""
+relay as a native sidecar (no readiness probe, its own port name), its own ServiceAccount,
+its own relay configuration and a config checksum; a helm test Pod per relay."""
 
 import sys
 
@@ -20,4 +21,11 @@ for name, d in deps.items():
     else:
         ref = ("Secret", vol["secret"]["secretName"])
     assert ref in names, (name, ref)
-print("three services, each with its relay as a native sidecar and its own config")
+    assert "readinessProbe" not in init, (name, init)
+    ports = [p["name"] for c in pod["initContainers"] + pod["containers"] for p in c.get("ports", [])]
+    assert len(ports) == len(set(ports)), (name, ports)
+    assert len(d["spec"]["template"]["metadata"]["annotations"]["checksum/outbox-relay-config"]) == 64, name
+    # The test Pod of this service's relay runs check against the same configuration.
+    test = [t for t in docs if t["kind"] == "Pod" and t["metadata"]["name"] == f"{name}-relay-check"]
+    assert len(test) == 1 and test[0]["spec"]["volumes"][0] == vol, (name, test)
+print("three services, each with its relay as a native sidecar, its own config and a test Pod")

@@ -5,7 +5,12 @@ instrumenta's/yannh's openapi2jsonschema does it (--expanded --kubernetes --stan
 --strict): every $ref inlined, int-or-string as oneOf string/integer, and
 additionalProperties: false wherever properties are listed.
 
+With --crds, the same for CustomResourceDefinitions (their openAPIV3Schema, as
+openapi2jsonschema does for CRDs): e.g. the Prometheus Operator's ServiceMonitor, PodMonitor
+and PrometheusRule, from the example/prometheus-operator-crd directory of its Go module.
+
 Usage: k8s-schemas.py SWAGGER_JSON OUT_DIR
+       k8s-schemas.py --crds CRD_YAML... OUT_DIR
 Writes OUT_DIR/<kind><-group>-<version>.json, kubeconform's {{ .ResourceKind }}{{ .KindSuffix }}.
 """
 
@@ -15,7 +20,60 @@ import os
 import sys
 
 
+def file_name(group, version, kind):
+    suffix = ("-" + group.split(".")[0].lower() if group else "") + "-" + version.lower()
+    return kind.lower() + suffix + ".json"
+
+
+def crds(paths, out):
+    """openAPIV3Schema of every served version; int-or-string as oneOf; strict wherever
+    properties are listed and unknown fields are not preserved."""
+    import yaml  # the checks' venv has PyYAML; the Kubernetes part needs only json
+
+    def strict(node):
+        if isinstance(node, dict):
+            if node.get("x-kubernetes-int-or-string"):
+                node.clear()
+                node["oneOf"] = [{"type": "string"}, {"type": "integer"}]
+                return
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for v in node.values():
+                strict(v)
+        elif isinstance(node, list):
+            for v in node:
+                strict(v)
+
+    os.makedirs(out, exist_ok=True)
+    written = 0
+    for path in paths:
+        with open(path) as f:
+            for crd in yaml.safe_load_all(f):
+                if not crd or crd.get("kind") != "CustomResourceDefinition":
+                    continue
+                group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+                for v in crd["spec"]["versions"]:
+                    if not v.get("served", True):
+                        continue
+                    schema = v["schema"]["openAPIV3Schema"]
+                    props = schema.setdefault("properties", {})
+                    props["apiVersion"] = {"type": "string", "enum": [f"{group}/{v['name']}"]}
+                    props["kind"] = {"type": "string", "enum": [kind]}
+                    strict(schema)
+                    schema["$schema"] = "http://json-schema.org/schema#"
+                    with open(os.path.join(out, file_name(group, v["name"], kind)), "w") as f:
+                        json.dump(schema, f)
+                    written += 1
+    print(f"k8s-schemas: wrote {written} CRD schemas to {out}")
+
+
 def main():
+    if sys.argv[1] == "--crds":
+        return crds(sys.argv[2:-1], sys.argv[-1])
     swagger, out = sys.argv[1], sys.argv[2]
     with open(swagger) as f:
         defs = json.load(f)["definitions"]
@@ -59,8 +117,7 @@ def main():
             props.setdefault("kind", {"type": "string"}).setdefault("enum", [kind])
             strict(schema)
             schema["$schema"] = "http://json-schema.org/schema#"
-            suffix = ("-" + group.split(".")[0].lower() if group else "") + "-" + version.lower()
-            with open(os.path.join(out, kind.lower() + suffix + ".json"), "w") as f:
+            with open(os.path.join(out, file_name(group, version, kind)), "w") as f:
                 json.dump(schema, f)
             written += 1
     print(f"k8s-schemas: wrote {written} schemas to {out}")

