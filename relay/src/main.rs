@@ -6,7 +6,7 @@ use outbox_relay::check::{report_json, run_checks, Outcome};
 use outbox_relay::cli::{Cli, Command, Output};
 use outbox_relay::config::Config;
 use outbox_relay::pipeline;
-use outbox_relay::telemetry::{init_logging, serve, Health, HttpLimits, Metrics};
+use outbox_relay::telemetry::{init_logging, otlp, serve, Health, HttpLimits, Metrics};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -99,7 +99,16 @@ async fn check(config: Config, output: Output) -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     let config = Arc::new(config);
-    let metrics = Metrics::with_destination_labels(config.telemetry.max_destination_labels);
+    let mut metrics = Metrics::with_destination_labels(config.telemetry.max_destination_labels);
+    let exporter = config.telemetry.otlp.enabled().then(|| {
+        let (spans, exporter) = otlp::start(
+            config.telemetry.otlp.clone(),
+            metrics.otlp_spans_exported.clone(),
+            metrics.otlp_spans_dropped.clone(),
+        );
+        metrics.spans = Some(spans);
+        exporter
+    });
     let health = Arc::new(Health::default());
     if let Some(addr) = config.telemetry.listen_addr() {
         let limits = HttpLimits {
@@ -124,7 +133,12 @@ async fn run(config: Config) -> ExitCode {
         wait_for_signal().await;
         std::process::exit(130);
     });
-    match pipeline::run(config, metrics, health, stop_rx).await {
+    let result = pipeline::run(config, metrics, health, stop_rx).await;
+    // The pipeline has drained: the exporter sends the last batches' spans and ends.
+    if let Some(exporter) = exporter {
+        exporter.finish(std::time::Duration::from_secs(3)).await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "outbox-relay stopped");

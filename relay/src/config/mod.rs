@@ -21,7 +21,7 @@ pub use outbox::{
     RouteConfig, RouteOverride, TableConfig,
 };
 pub use render::render;
-pub use runtime::{LogFormat, PipelineConfig, TelemetryConfig};
+pub use runtime::{LogFormat, OtlpConfig, OtlpTarget, PipelineConfig, TelemetryConfig};
 pub use secret::Secret;
 pub use sink::{SinkConfig, SinkKind};
 pub use source::{SlotLostPolicy, SnapshotMode, SourceConfig};

@@ -102,6 +102,11 @@ pub struct Metrics {
     /// Always 1; labelled with the slot, publication, database and sink kind, to join
     /// with postgres_exporter's slot series.
     pub info: IntGaugeVec,
+    /// Batch spans the OTLP receiver accepted, and those dropped (`telemetry.otlp`).
+    pub otlp_spans_exported: IntCounter,
+    pub otlp_spans_dropped: IntCounter,
+    /// Where batch spans go, with `telemetry.otlp.endpoint` set.
+    pub spans: Option<super::otlp::SpanSink>,
 }
 
 impl Metrics {
@@ -206,6 +211,9 @@ impl Metrics {
                 &["slot", "publication", "database", "sink"],
             )
             .unwrap(),
+            otlp_spans_exported: IntCounter::new("otlp_spans_exported_total", "Batch spans the OTLP receiver accepted (telemetry.otlp).").unwrap(),
+            otlp_spans_dropped: IntCounter::new("otlp_spans_dropped_total", "Batch spans dropped: the export queue was full or the receiver failed (telemetry.otlp).").unwrap(),
+            spans: None,
             registry,
             process: Registry::new(),
             destinations,
@@ -259,6 +267,8 @@ impl Metrics {
             .unwrap();
         r.register(Box::new(m.source_lag_seconds.clone())).unwrap();
         r.register(Box::new(m.info.clone())).unwrap();
+        r.register(Box::new(m.otlp_spans_exported.clone())).unwrap();
+        r.register(Box::new(m.otlp_spans_dropped.clone())).unwrap();
         #[cfg(target_os = "linux")]
         m.process
             .register(Box::new(
