@@ -4,6 +4,7 @@
 //! The doc comments on the structs below are the configuration reference; the README's
 //! table names the same keys (relay/tests/config_reference compares them).
 
+mod ha;
 mod outbox;
 mod render;
 mod runtime;
@@ -16,6 +17,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use ha::HaConfig;
 pub use outbox::{
     CleanupPolicy, ColumnNames, HeaderColumn, InvalidEventPolicy, MessagesConfig, OutboxConfig,
     RouteConfig, RouteOverride, TableConfig,
@@ -45,6 +47,9 @@ pub struct Config {
     /// The relay's own durable state (progress) in the source database.
     #[serde(default)]
     pub state: StateConfig,
+    /// Standby replicas and leader election.
+    #[serde(default)]
+    pub ha: HaConfig,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -96,6 +101,7 @@ impl Config {
         self.pipeline.validate()?;
         self.telemetry.validate()?;
         self.state.validate()?;
+        self.ha.validate()?;
         if self.outbox.on_invalid == InvalidEventPolicy::Park && self.state.mode == StateMode::Off {
             return Err(err(
                 "outbox.on_invalid: park needs the state tables, but state.mode is off; set on_invalid to dead_letter or halt, or enable state",
