@@ -218,13 +218,15 @@ impl Mapper {
                     let s = std::str::from_utf8(b).unwrap_or("");
                     match s.parse::<i32>() {
                         Ok(p) if p >= 0 => Some(p),
-                        _ => return Err((
-                            InvalidReason::InvalidPartition,
-                            format!(
+                        _ => {
+                            return Err((
+                                InvalidReason::InvalidPartition,
+                                format!(
                                 "column {:?}: {s:?} is not a partition number (0 to 2147483647)",
                                 cols[i]
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 // NULL: the partitioner chooses by key, as Debezium leaves it.
