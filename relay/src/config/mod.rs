@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 pub use ha::HaConfig;
 pub use outbox::{
-    CleanupPolicy, ColumnNames, HeaderColumn, InvalidEventPolicy, MessagesConfig, OutboxConfig,
-    RouteConfig, RouteOverride, TableConfig,
+    CleanupPolicy, CloudEventsConfig, CloudEventsMode, ColumnNames, HeaderColumn,
+    InvalidEventPolicy, MessagesConfig, OutboxConfig, RouteConfig, RouteOverride, TableConfig,
 };
 pub use render::render;
 pub use runtime::{LogFormat, OtlpConfig, OtlpTarget, PipelineConfig, TelemetryConfig};
@@ -117,10 +117,40 @@ impl Config {
                 "circuit_breaker.on_open: park needs the state tables, but state.mode is off; set on_open to stall, or enable state",
             ));
         }
+        self.validate_outbox_for_sink()?;
         if self.source.may_snapshot() && self.state.mode == StateMode::Off {
             return Err(err(
                 "source.snapshot / source.on_slot_lost: a snapshot needs the state tables (they record that it is incomplete, so a crash during it leads to a new one), but state.mode is off",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Outbox features that only some sinks can carry.
+    fn validate_outbox_for_sink(&self) -> Result<(), ConfigError> {
+        if !matches!(self.sink, SinkConfig::Kafka(_) | SinkConfig::Null) {
+            if let Some(i) = self
+                .outbox
+                .tables
+                .iter()
+                .position(|t| t.partition_column.is_some())
+            {
+                return Err(err(format!(
+                    "outbox.tables[{i}].partition_column: only Kafka has partitions (sink.kind is {})",
+                    format!("{:?}", self.sink.kind()).to_ascii_lowercase()
+                )));
+            }
+        }
+        if let (Some(_), SinkConfig::Sns(aws) | SinkConfig::Sqs(aws)) =
+            (&self.outbox.cloudevents, &self.sink)
+        {
+            if !aws.raw_payload {
+                return Err(err(
+                    "outbox.cloudevents: needs sink.<kind>.raw_payload: true (the relay's JSON envelope would wrap the CloudEvent's data, which its attributes do not describe)",
+                ));
+            }
         }
         Ok(())
     }

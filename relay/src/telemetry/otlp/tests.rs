@@ -32,6 +32,7 @@ fn event(id: &str, destination: &str, traceparent: Option<&str>) -> OutboxEvent 
         commit_lsn: 1,
         commit_time_us: 0,
         seq: 1,
+        partition: None,
     }
 }
 
