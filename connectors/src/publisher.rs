@@ -96,6 +96,13 @@ pub trait Publisher: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// With exactly-once delivery (Kafka transactions): the position `(commit LSN, seq)`
+    /// of the newest event the broker already holds, read at start. The relay skips
+    /// replayed events at or below it. `None`: the connector cannot tell (at-least-once).
+    fn committed_position(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// The client library's own view (librdkafka statistics: broker round trips, queue
     /// depth, batch sizes), as of its last report (for metrics).
     fn client_gauges(&self) -> Vec<crate::ClientGauge> {

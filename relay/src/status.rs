@@ -105,6 +105,8 @@ pub struct RelayView {
     pub reachable: bool,
     pub ready: Option<bool>,
     pub version: Option<String>,
+    /// `ha.enabled`: whether this replica leads (false: a standby).
+    pub leader: Option<bool>,
     pub replicating: Option<bool>,
     pub sink_up: Option<bool>,
     pub source_lag_seconds: Option<f64>,
@@ -391,6 +393,7 @@ async fn relay_view(listen: &str) -> RelayView {
             rest.strip_prefix(' ')?.trim().parse::<f64>().ok()
         })
     };
+    view.leader = sample("outbox_relay_leader").map(|v| v == 1.0);
     view.replicating = sample("outbox_relay_replicating").map(|v| v == 1.0);
     view.sink_up = sample("outbox_relay_sink_up").map(|v| v == 1.0);
     view.source_lag_seconds = sample("outbox_relay_source_lag_seconds");
@@ -559,8 +562,12 @@ pub fn text(s: &Status) -> String {
                 None => "-",
             };
             line(format!(
-                "relay at {endpoint}: version {}, ready {}, replicating {}, sink up {}",
+                "relay at {endpoint}: version {}, {}, ready {}, replicating {}, sink up {}",
                 or_dash(&r.version),
+                match r.leader {
+                    Some(false) => "standby (another replica leads)",
+                    _ => "leader",
+                },
                 yes_no(r.ready),
                 yes_no(r.replicating),
                 yes_no(r.sink_up)

@@ -53,7 +53,17 @@ impl TopicReader {
         Self::subscribe(topic, topic)
     }
 
+    /// As [`TopicReader::exact`], but `read_uncommitted`: it also sees the records of
+    /// aborted and open Kafka transactions.
+    pub fn exact_uncommitted(topic: &str) -> Self {
+        Self::subscribe_with(topic, topic, "read_uncommitted")
+    }
+
     fn subscribe(prefix: &str, pattern: &str) -> Self {
+        Self::subscribe_with(prefix, pattern, "read_committed")
+    }
+
+    fn subscribe_with(prefix: &str, pattern: &str, isolation: &str) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", env::kafka_bootstrap())
             .set(
@@ -63,7 +73,7 @@ impl TopicReader {
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("topic.metadata.refresh.interval.ms", "500")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", isolation)
             .create()
             .expect("kafka consumer");
         consumer.subscribe(&[pattern]).expect("subscribe");

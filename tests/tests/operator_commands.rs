@@ -234,6 +234,7 @@ async fn check_and_status_run_next_to_a_live_relay_and_report_what_on_call_needs
     assert_eq!(s["relay"]["reachable"], true, "{out}");
     assert_eq!(s["relay"]["ready"], true, "{out}");
     assert_eq!(s["relay"]["replicating"], true, "{out}");
+    assert_eq!(s["relay"]["leader"], true, "{out}");
     assert_eq!(s["relay"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(s["problems"], serde_json::json!([]));
     let (code, text) = command(&config, &["status"], &[]);
@@ -243,6 +244,7 @@ async fn check_and_status_run_next_to_a_live_relay_and_report_what_on_call_needs
             "slot \"{name}\": active (server process {walsender})"
         )) && text.contains("parked: 1 events of 1 aggregates")
             && text.contains("null_aggregate_id")
+            && text.contains(", leader, ready yes, replicating yes")
             && text.contains("problems: none"),
         "{text}"
     );

@@ -20,6 +20,35 @@ pub struct KafkaConfig {
     /// attempts in a row; see `crate::policy::BreakerConfig`.
     #[serde(default)]
     pub circuit_breaker: crate::policy::BreakerConfig,
+    /// Exactly-once delivery to `read_committed` consumers: every batch is one Kafka
+    /// transaction that also records, in `progress_topic`, the position it covers; a
+    /// restarted relay skips what Kafka already committed (see kafka/transactional.rs).
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// The producer's `transactional.id` (exactly_once): stable per slot, so that a
+    /// restarted or standby relay fences the old one. Empty: `outbox-relay.<database>.<slot>`.
+    #[serde(default)]
+    pub transactional_id: String,
+    /// The compacted topic holding each transactional id's committed position
+    /// (exactly_once); created (one partition, `cleanup.policy=compact`) if missing.
+    #[serde(default = "default_progress_topic")]
+    pub progress_topic: String,
+    /// How long a Kafka transaction collects batches before it commits (exactly_once):
+    /// longer means fewer commits and more latency.
+    #[serde(
+        default = "default_transaction_interval",
+        rename = "transaction_interval_ms",
+        with = "crate::duration_ms"
+    )]
+    pub transaction_interval: std::time::Duration,
+}
+
+fn default_transaction_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(100)
+}
+
+fn default_progress_topic() -> String {
+    "outbox-relay-progress".into()
 }
 
 /// Property names whose values are credentials (librdkafka marks them sensitive):
@@ -153,6 +182,10 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             circuit_breaker: Default::default(),
+            exactly_once: false,
+            transactional_id: String::new(),
+            progress_topic: default_progress_topic(),
+            transaction_interval: default_transaction_interval(),
         }
     }
 

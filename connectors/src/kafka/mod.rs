@@ -13,7 +13,9 @@ mod context;
 mod error;
 mod sink;
 mod stats;
+mod transactional;
 
 pub use config::KafkaConfig;
 pub use error::classify;
 pub use sink::KafkaPublisher;
+pub use transactional::KafkaTransactionalPublisher;

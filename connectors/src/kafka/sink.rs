@@ -71,34 +71,62 @@ impl KafkaPublisher {
         })
     }
 
-    /// Hands one record to librdkafka, waiting while its queue is full.
     async fn enqueue(&self, event: &OutboxEvent) -> Result<DeliveryFuture, PublishError> {
-        let mut headers = OwnedHeaders::new_with_capacity(event.headers.len());
-        for (key, value) in &event.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value.as_ref()),
-            });
-        }
-        let mut record = FutureRecord::to(&event.destination)
-            .key(event.aggregate_id.as_bytes())
-            .timestamp(event.timestamp_ms)
-            .headers(headers);
-        if let Some(payload) = &event.payload {
-            record = record.payload(payload.as_ref());
-        }
-        if let Some(partition) = event.partition {
-            record = record.partition(partition);
-        }
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-                }
-                Err((err, _)) => return Err(classify(&err)),
+        enqueue(&self.producer, event).await
+    }
+}
+
+/// Kafka's own rule for topic names (Topic.validate): 1 to 249 of [a-zA-Z0-9._-], not
+/// "." or "..".
+pub(super) fn validate_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 249 {
+        return Err(format!("topic {topic:?} must be 1 to 249 characters long"));
+    }
+    if topic == "." || topic == ".." {
+        return Err(format!("topic {topic:?} is not allowed"));
+    }
+    if let Some(bad) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic {topic:?} contains {bad:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Hands one record to librdkafka, waiting while its queue is full (shared with the
+/// transactional publisher).
+pub(super) async fn enqueue(
+    producer: &FutureProducer<RelayKafkaContext>,
+    event: &OutboxEvent,
+) -> Result<DeliveryFuture, PublishError> {
+    let mut headers = OwnedHeaders::new_with_capacity(event.headers.len());
+    for (key, value) in &event.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_ref()),
+        });
+    }
+    let mut record = FutureRecord::to(&event.destination)
+        .key(event.aggregate_id.as_bytes())
+        .timestamp(event.timestamp_ms)
+        .headers(headers);
+    if let Some(payload) = &event.payload {
+        record = record.payload(payload.as_ref());
+    }
+    if let Some(partition) = event.partition {
+        record = record.partition(partition);
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
             }
+            Err((err, _)) => return Err(classify(&err)),
         }
     }
 }
@@ -110,22 +138,7 @@ impl Publisher for KafkaPublisher {
     }
 
     fn validate_destination(&self, topic: &str) -> Result<(), String> {
-        // Kafka's own rule (Topic.validate): 1 to 249 of [a-zA-Z0-9._-], not "." or "..".
-        if topic.is_empty() || topic.len() > 249 {
-            return Err(format!("topic {topic:?} must be 1 to 249 characters long"));
-        }
-        if topic == "." || topic == ".." {
-            return Err(format!("topic {topic:?} is not allowed"));
-        }
-        if let Some(bad) = topic
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(format!(
-                "topic {topic:?} contains {bad:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
-            ));
-        }
-        Ok(())
+        validate_topic(topic)
     }
 
     async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {

@@ -112,6 +112,13 @@ impl Config {
                 "pipeline.destination_share below 1 parks a destination's events beyond its share, which needs sink.<kind>.circuit_breaker.on_open: park",
             ));
         }
+        if let SinkConfig::Kafka(k) = &self.sink {
+            if k.exactly_once && self.sink.parks_on_open() {
+                return Err(err(
+                    "sink.kafka.exactly_once: cannot be combined with circuit_breaker.on_open: park (a broker outage aborts the open transaction and stalls; set on_open to stall)",
+                ));
+            }
+        }
         if self.sink.parks_on_open() && self.state.mode == StateMode::Off {
             return Err(err(
                 "circuit_breaker.on_open: park needs the state tables, but state.mode is off; set on_open to stall, or enable state",

@@ -103,7 +103,9 @@ impl Flow {
             }
             .run(ack_rx),
         );
+        let committed = publisher.committed_position();
         let reader = Reader {
+            committed,
             publisher,
             metrics: metrics.clone(),
             mapper,

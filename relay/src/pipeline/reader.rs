@@ -51,6 +51,9 @@ pub(super) struct Reader {
     pub(super) skip_before: Lsn,
     /// The open transaction is such a replay.
     pub(super) skipping: bool,
+    /// Exactly-once: the newest event the broker already holds (`(commit LSN, seq)`);
+    /// replayed events at or below it are skipped, not published again.
+    pub(super) committed: Option<(u64, u64)>,
     pub(super) rejections: Arc<Rejections>,
     /// Present when the state tables are usable; required by `on_invalid: park`.
     pub(super) parking: Option<Arc<Parking>>,
@@ -171,8 +174,18 @@ impl Reader {
         Ok(true)
     }
 
+    /// Exactly-once: the broker committed this event in an earlier session.
+    fn already_committed(&self, e: &OutboxEvent) -> bool {
+        let held = self.committed.is_some_and(|c| (e.commit_lsn, e.seq) <= c);
+        if held {
+            self.metrics.committed_events_skipped.inc();
+        }
+        held
+    }
+
     async fn on_mapped(&mut self, mapped: Mapped) -> Result<bool, RelayError> {
         match mapped {
+            Mapped::Event(e) if self.already_committed(&e) => Ok(true),
             Mapped::Event(e) => {
                 if self
                     .parking
@@ -235,6 +248,9 @@ impl Reader {
                     ))),
                     InvalidEventPolicy::DeadLetter => {
                         let dl = self.mapper.dead_letter(&inv);
+                        if self.already_committed(&dl) {
+                            return Ok(true);
+                        }
                         self.push(dl, false).await
                     }
                     InvalidEventPolicy::Park => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outbox_connectors::aws::{SnsPublisher, SqsPublisher};
-use outbox_connectors::kafka::KafkaPublisher;
+use outbox_connectors::kafka::{KafkaPublisher, KafkaTransactionalPublisher};
 use outbox_connectors::null::NullPublisher;
 use outbox_connectors::policy::Backoff;
 use outbox_connectors::Publisher;
@@ -35,6 +35,16 @@ pub async fn build_publisher(config: &Config) -> Result<Arc<dyn Publisher>, Rela
 async fn build(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
     Ok(match &config.sink {
         SinkConfig::Null => Arc::new(NullPublisher),
+        SinkConfig::Kafka(kafka) if kafka.exactly_once => {
+            let mut kafka = kafka.clone();
+            if kafka.transactional_id.is_empty() {
+                kafka.transactional_id = format!(
+                    "outbox-relay.{}.{}",
+                    config.source.database, config.source.slot
+                );
+            }
+            Arc::new(KafkaTransactionalPublisher::new(&kafka).await?)
+        }
         SinkConfig::Kafka(kafka) => Arc::new(KafkaPublisher::new(kafka)?),
         SinkConfig::Sns(sns) => Arc::new(SnsPublisher::new(sns).await?),
         SinkConfig::Sqs(sqs) => Arc::new(SqsPublisher::new(sqs).await?),

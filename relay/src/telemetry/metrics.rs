@@ -105,6 +105,8 @@ pub struct Metrics {
     /// Batch spans the OTLP receiver accepted, and those dropped (`telemetry.otlp`).
     pub otlp_spans_exported: IntCounter,
     pub otlp_spans_dropped: IntCounter,
+    /// Exactly-once: replayed events the broker already held, skipped.
+    pub committed_events_skipped: IntCounter,
     /// 1 while this process leads its slot (always, without `ha.enabled`), 0 as a standby.
     pub leader: IntGauge,
     /// Times this process became the leader.
@@ -217,6 +219,7 @@ impl Metrics {
             .unwrap(),
             otlp_spans_exported: IntCounter::new("otlp_spans_exported_total", "Batch spans the OTLP receiver accepted (telemetry.otlp).").unwrap(),
             otlp_spans_dropped: IntCounter::new("otlp_spans_dropped_total", "Batch spans dropped: the export queue was full or the receiver failed (telemetry.otlp).").unwrap(),
+            committed_events_skipped: IntCounter::new("committed_events_skipped_total", "Replayed events the broker already held in a committed transaction (sink.kafka.exactly_once), skipped.").unwrap(),
             leader: IntGauge::new("leader", "1 while this replica leads its slot (always 1 without ha.enabled), 0 as a standby.").unwrap(),
             leader_transitions: IntCounter::new("leader_transitions_total", "Times this replica became the leader of its slot.").unwrap(),
             spans: None,
@@ -275,6 +278,8 @@ impl Metrics {
         r.register(Box::new(m.info.clone())).unwrap();
         r.register(Box::new(m.otlp_spans_exported.clone())).unwrap();
         r.register(Box::new(m.leader.clone())).unwrap();
+        r.register(Box::new(m.committed_events_skipped.clone()))
+            .unwrap();
         r.register(Box::new(m.leader_transitions.clone())).unwrap();
         r.register(Box::new(m.otlp_spans_dropped.clone())).unwrap();
         #[cfg(target_os = "linux")]
