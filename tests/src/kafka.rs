@@ -63,9 +63,18 @@ impl TopicReader {
         Self::subscribe_with(prefix, pattern, "read_committed")
     }
 
+    /// A `read_committed` consumer of one topic on another broker than the shared one.
+    pub fn exact_on(bootstrap: &str, topic: &str) -> Self {
+        Self::subscribe_on(bootstrap, topic, topic, "read_committed")
+    }
+
     fn subscribe_with(prefix: &str, pattern: &str, isolation: &str) -> Self {
+        Self::subscribe_on(&env::kafka_bootstrap(), prefix, pattern, isolation)
+    }
+
+    fn subscribe_on(bootstrap: &str, prefix: &str, pattern: &str, isolation: &str) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", env::kafka_bootstrap())
+            .set("bootstrap.servers", bootstrap)
             .set(
                 "group.id",
                 format!("test-{prefix}-{}", rand::random::<u32>()),
