@@ -21,6 +21,9 @@ pub struct OutboxEvent {
     pub headers: Vec<(String, Bytes)>,
     /// Topic, topic ARN or queue URL, resolved by the relay's route.
     pub destination: Arc<str>,
+    /// Kafka only: the partition the record must go to (an outbox column, Debezium's
+    /// `column:partition` placement); `None` = the partitioner hashes the key.
+    pub partition: Option<i32>,
     /// Record timestamp in Unix milliseconds (the outbox `timestamp` column or the commit time).
     pub timestamp_ms: i64,
     /// End LSN of the commit record of the transaction that wrote the event.

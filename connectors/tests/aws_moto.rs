@@ -139,6 +139,7 @@ fn event(run: &str, destination: &str, aggregate: &str, n: usize) -> OutboxEvent
             ("tenant".into(), Bytes::from_static(b"acme")),
         ],
         destination: Arc::from(destination),
+        partition: None,
         timestamp_ms: 0,
         commit_lsn: n as u64,
         commit_time_us: 0,

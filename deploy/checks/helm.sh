@@ -8,7 +8,7 @@ KC=(kubeconform -strict -summary -schema-location "$SCHEMAS"
     -schema-location "$CRD_SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" -kubernetes-version "$K8S_VERSION")
 HT=(helm template outbox-relay "$CHART" --namespace outbox --kube-version "$K8S_VERSION")
 
-for v in standalone sidecar all sqs-fifo sns sidecar-monitoring; do
+for v in standalone sidecar all sqs-fifo sns sidecar-monitoring ha; do
     check "helm lint --strict ($v values)" helm lint --strict --kube-version "$K8S_VERSION" -f "$CHART/ci/$v-values.yaml" "$CHART"
 done
 
@@ -24,11 +24,19 @@ check "helm template | kubeconform (every opt-in enabled)" template_kubeconform 
 check "helm template | kubeconform (SQS sink, FIFO, NetworkPolicy)" template_kubeconform sqs-fifo -f "$CHART/ci/sqs-fifo-values.yaml"
 check "helm template | kubeconform (SNS sink, sidecar)" template_kubeconform sns -f "$CHART/ci/sns-values.yaml"
 check "helm template | kubeconform (sidecar, PodMonitor, PrometheusRule overrides)" template_kubeconform sidecar-monitoring -f "$CHART/ci/sidecar-monitoring-values.yaml"
+check "helm template | kubeconform (ha.enabled, 2 replicas: RollingUpdate, PDB, spread over nodes)" template_kubeconform ha -f "$CHART/ci/ha-values.yaml"
+ha_variants() { # ha.enabled with one replica; with three, the user's own spread and budget
+    template_kubeconform ha-one -f "$CHART/ci/ha-values.yaml" --set replicas=1 &&
+        template_kubeconform ha-custom -f "$CHART/ci/ha-values.yaml" --set replicas=3 \
+            --set podDisruptionBudget.minAvailable=2 \
+            --set-json 'topologySpreadConstraints=[{"maxSkew":1,"topologyKey":"topology.kubernetes.io/zone","whenUnsatisfiable":"DoNotSchedule","labelSelector":{"matchLabels":{"app.kubernetes.io/name":"outbox-relay"}}}]'
+}
+check "helm template | kubeconform (ha.enabled: 1 replica; 3 replicas with own topologySpreadConstraints and minAvailable)" ha_variants
 
 assert_rendered() { # python assertions over the rendered manifests
     "$PY" "$here/helm_rendered.py" "$work"
 }
-check "rendered objects: replicas 1 + Recreate, probes, security context, secretKeyRefs, verify-full + CA Secret by default, sidecar forms and probes, helm test Pod, opt-ins" assert_rendered
+check "rendered objects: replicas 1 + Recreate (ha: 2 + RollingUpdate, PDB minAvailable 1, node spread, relay.yaml ha), probes, security context, secretKeyRefs, verify-full + CA Secret by default, sidecar forms and probes, helm test Pod, opt-ins" assert_rendered
 
 assert_rendered_aws() { # the sink section of relay.yaml and the AWS-specific objects
     "$PY" "$here/helm_rendered_aws.py" "$work"
@@ -76,7 +84,11 @@ readme_lists_values() { # every value in values.yaml has a row in the chart READ
 check "chart README lists every value" readme_lists_values
 check "schema rejects: no database host" expect_schema_error host "at '/database/host': minLength: got 0, want 1" --set kafka.brokers=kafka:9092
 check "schema rejects: mode bogus" expect_schema_error mode "at '/mode': value must be one of 'standalone', 'sidecar'" -f "$CHART/ci/standalone-values.yaml" --set mode=bogus
-check "schema rejects: standalone with replicas 2" expect_schema_error replicas "at '/replicas': value must be 1" -f "$CHART/ci/standalone-values.yaml" --set replicas=2
+check "schema rejects: standalone with replicas 2 without ha.enabled" expect_schema_error replicas "at '/replicas': value must be 1" -f "$CHART/ci/standalone-values.yaml" --set replicas=2
+check "schema accepts: standalone with replicas 2 and ha.enabled" "${HT[@]}" -f "$CHART/ci/standalone-values.yaml" --set replicas=2 --set ha.enabled=true
+check "schema rejects: ha.enabled with replicas 0" expect_schema_error ha-replicas "at '/replicas': minimum: got 0, want 1" -f "$CHART/ci/ha-values.yaml" --set replicas=0
+check "schema rejects: ha.leaseMs below 1000 (the relay's minimum)" expect_schema_error ha-lease "at '/ha/leaseMs': minimum: got 999, want 1,000" -f "$CHART/ci/ha-values.yaml" --set ha.leaseMs=999
+check "schema rejects: ha.enabled in sidecar mode" expect_schema_error ha-sidecar "at '/ha/enabled': value must be false" -f "$CHART/ci/sidecar-values.yaml" --set ha.enabled=true
 check "schema accepts: sidecar mode ignores replicas" "${HT[@]}" -f "$CHART/ci/sidecar-values.yaml" --set replicas=2
 check "schema rejects: sink.kind kafka without kafka.brokers" expect_schema_error brokers "at '/kafka/brokers': minLength: got 0, want 1" -f "$CHART/ci/sqs-fifo-values.yaml" --set sink.kind=kafka
 check "schema rejects: sink.kind bogus" expect_schema_error kind "at '/sink/kind': value must be one of 'kafka', 'sns', 'sqs'" -f "$CHART/ci/standalone-values.yaml" --set sink.kind=bogus
@@ -101,12 +113,13 @@ expect_render_error() { # description expected-substring helm-args...: the chart
     grep -qF "$want" <<<"$out"
 }
 check "chart refuses: an override for an alert the rules file does not have" expect_render_error unknown-alert "prometheusRule.rules.OutboxRelayDwn: no such alert in the rules file" -f "$CHART/ci/standalone-values.yaml" --set prometheusRule.enabled=true --set prometheusRule.rules.OutboxRelayDwn.enabled=false
+check "chart refuses: ha PodDisruptionBudget minAvailable >= replicas (no drain could proceed)" expect_render_error ha-pdb "podDisruptionBudget.minAvailable 2 with replicas 2: no drain could evict a relay pod" -f "$CHART/ci/ha-values.yaml" --set podDisruptionBudget.minAvailable=2
 check "chart refuses: a threshold for an alert without one" expect_render_error no-threshold "prometheusRule.rules.OutboxRelayDown has no threshold; override expr instead" -f "$CHART/ci/standalone-values.yaml" --set prometheusRule.enabled=true --set prometheusRule.rules.OutboxRelayDown.threshold=1
 
 extract_config() { # values-name: relay.yaml out of the rendered ConfigMap
     "$PY" "$here/extract_relay_config.py" "$work/$1.yaml" "$work/$1-relay.yaml"
 }
-for v in standalone sidecar all; do
+for v in standalone sidecar all ha; do
     # With the variables the chart sets from Secrets (any value does for the config).
     extract_config "$v" 2>/dev/null && config_start "$v" "$work/$v-relay.yaml" \
         RELAY__SOURCE__PASSWORD=x RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD=x
@@ -138,7 +151,7 @@ check "promtool test rules (every alert fires from synthetic series)" \
     promtool test rules "$root/deploy/prometheus/tests/outbox-relay-rules.test.yaml"
 
 check "compose relay config (deploy/local/relay.yaml + compose RELAY__ env) passes 'outbox-relay check' config" config_result compose
-for v in standalone sidecar all; do
+for v in standalone sidecar all ha; do
     check "helm-rendered relay.yaml ($v, + password variables) passes 'outbox-relay check' config" config_result "$v"
 done
 check "helm-rendered relay.yaml (sqs-fifo) passes 'outbox-relay check' config; the relay builds the SQS sink" config_result sqs-fifo SQS

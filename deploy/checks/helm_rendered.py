@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Assertions over the Helm chart rendered with the ci/ values (standalone, sidecar,
-sidecar-classic, all, sidecar-monitoring): replicas 1 + Recreate, probes, security
-context, secretKeyRefs, verify-full with the CA Secret by default, the sidecar forms and
-their probes and port name, the config checksum, the helm test Pod, the opt-ins.
+sidecar-classic, all, sidecar-monitoring, ha, ha-one, ha-custom): replicas 1 + Recreate,
+probes, security context, secretKeyRefs, verify-full with the CA Secret by default, the
+sidecar forms and their probes and port name, the config checksum, the helm test Pod, the
+opt-ins; with ha.enabled the replicas, RollingUpdate, the PodDisruptionBudget, the spread
+over nodes and relay.yaml's ha section.
 
 Usage: helm_rendered.py WORK_DIR   (WORK_DIR/<values>.yaml from helm template)
 """
@@ -52,6 +54,8 @@ assert spec["revisionHistoryLimit"] == 10, spec
 assert spec["template"]["metadata"]["annotations"]["checksum/config"] == checksum_of(sa)
 pod = spec["template"]["spec"]
 assert "initContainers" not in pod and "topologySpreadConstraints" not in pod, pod
+# Without ha.enabled relay.yaml has no ha section: the same file (and checksum) as before.
+assert "ha" not in yaml.safe_load(relay_yaml(sa)), relay_yaml(sa)
 assert [c["name"] for c in pod["containers"]] == ["outbox-relay"], pod["containers"]
 c = pod["containers"][0]
 # A real default image: the project's registry and repository, the chart's appVersion.
@@ -166,6 +170,11 @@ sasl = env["RELAY__SINK__KAFKA__PROPERTIES__SASL_PASSWORD"]["valueFrom"]["secret
 assert sasl == {"name": "kafka-outbox-relay", "key": "password"}, sasl
 assert env["AWS_REGION"]["value"] == "eu-west-1"
 dep_all = one(al, "Deployment")["spec"]
+# podDisruptionBudget.enabled without ha: one pod, so maxUnavailable (a drain can move it).
+assert one(al, "PodDisruptionBudget")["spec"] == {
+    "maxUnavailable": 1,
+    "selector": {"matchLabels": dep_all["selector"]["matchLabels"]},
+}, one(al, "PodDisruptionBudget")
 assert dep_all["revisionHistoryLimit"] == 3, dep_all
 assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone", pod
 assert [c["name"] for c in pod["initContainers"]] == ["wait-for-db"], pod["initContainers"]
@@ -210,4 +219,63 @@ assert pep["relabelings"][0] == {
     "replacement": "orders-outbox-relay",
 }
 assert pep["relabelings"][1]["targetLabel"] == "node" and pep["metricRelabelings"][0]["action"] == "drop", pep
+# ha.enabled (ci/ha-values.yaml): two replicas of one slot, one leader.
+ha = load("ha")
+assert kinds(ha) == [
+    "ConfigMap",
+    "Deployment",
+    "Pod",
+    "PodDisruptionBudget",
+    "PrometheusRule",
+    "Service",
+    "ServiceAccount",
+    "ServiceMonitor",
+], kinds(ha)
+ha_dep = one(ha, "Deployment")["spec"]
+ha_selector = ha_dep["selector"]["matchLabels"]
+assert ha_dep["replicas"] == 2, ha_dep["replicas"]
+# A new pod waits as a standby next to the old ones; an old one goes once its replacement
+# is Ready, so a standby is there when the leader's pod stops.
+assert ha_dep["strategy"] == {
+    "type": "RollingUpdate",
+    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+}, ha_dep["strategy"]
+assert yaml.safe_load(relay_yaml(ha))["ha"] == {"enabled": True, "lease_ms": 5000, "poll_interval_ms": 250}, (
+    relay_yaml(ha)
+)
+assert ha_dep["template"]["metadata"]["annotations"]["checksum/config"] == checksum_of(ha)
+# On by default with 2+ replicas: a drain always leaves one relay to lead.
+assert one(ha, "PodDisruptionBudget")["spec"] == {
+    "minAvailable": 1,
+    "selector": {"matchLabels": ha_selector},
+}, one(ha, "PodDisruptionBudget")
+ha_pod = ha_dep["template"]["spec"]
+assert ha_pod["topologySpreadConstraints"] == [
+    {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": ha_selector},
+    }
+], ha_pod["topologySpreadConstraints"]
+assert ha_selector.items() <= ha_dep["template"]["metadata"]["labels"].items(), ha_dep["template"]["metadata"]
+# A standby answers /readyz 200 "standby": the same readiness probe serves leader and standby.
+(ha_c,) = ha_pod["containers"]
+assert ha_c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, ha_c["readinessProbe"]
+# The helm test Pod is no replica: not spread with them.
+assert "topologySpreadConstraints" not in one(ha, "Pod")["spec"], one(ha, "Pod")["spec"]
+
+# ha.enabled with one replica: RollingUpdate, no budget (it would block or do nothing).
+ha1 = load("ha-one")
+assert "PodDisruptionBudget" not in kinds(ha1), kinds(ha1)
+ha1_dep = one(ha1, "Deployment")["spec"]
+assert ha1_dep["replicas"] == 1 and ha1_dep["strategy"]["type"] == "RollingUpdate", ha1_dep
+# Three replicas with the user's own spread and budget: they replace the chart's.
+hac = load("ha-custom")
+hac_dep = one(hac, "Deployment")["spec"]
+assert hac_dep["replicas"] == 3, hac_dep
+assert [c["topologyKey"] for c in hac_dep["template"]["spec"]["topologySpreadConstraints"]] == [
+    "topology.kubernetes.io/zone"
+], hac_dep["template"]["spec"]["topologySpreadConstraints"]
+assert one(hac, "PodDisruptionBudget")["spec"]["minAvailable"] == 2, one(hac, "PodDisruptionBudget")
 print("rendered objects as expected")

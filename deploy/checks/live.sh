@@ -8,14 +8,31 @@ table="deploy_checks_outbox_$suffix"
 slot="deploy_checks_$suffix"
 relay_pid=""
 prom_pid=""
+# ha.enabled: a standby whose slot's leadership lock a psql session holds (it never leads).
+standby_slot="${slot}_ha"
+standby_pid=""
+standby_port=""
+lock_pid=""
 psql_() { "$root/deploy/local/postgres.sh" psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
+stop_pid() { # pid: TERM, up to 10 s, then KILL
+    [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null || return 0
+    kill -TERM "$1" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null
+}
+
 cleanup_live() {
-    if [[ -n "$relay_pid" ]] && kill -0 "$relay_pid" 2>/dev/null; then
-        kill -TERM "$relay_pid" 2>/dev/null
-        for _ in $(seq 1 100); do kill -0 "$relay_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$relay_pid" 2>/dev/null
+    stop_pid "$relay_pid"
+    stop_pid "$standby_pid"
+    if [[ -n "$lock_pid" ]]; then
+        # A backend in pg_sleep does not notice its client leave: end it, then psql.
+        psql_ -c "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
+                  AND classid = hashtext('outbox-relay') AND objid = hashtext('$standby_slot')" >/dev/null 2>&1
+        stop_pid "$lock_pid"
     fi
+    standby_pid=""
+    lock_pid=""
     if [[ -n "$prom_pid" ]] && kill -0 "$prom_pid" 2>/dev/null; then
         kill -TERM "$prom_pid" 2>/dev/null
         wait "$prom_pid" 2>/dev/null
@@ -131,6 +148,31 @@ EOF
     curl -fs "127.0.0.1:$relay_port/metrics" | grep -E '^outbox_relay_(events_published|dead_letter|errors|restarts)'
 }
 
+standby_lock_held() {
+    [[ "$(psql_ -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                    AND classid = hashtext('outbox-relay') AND objid = hashtext('$standby_slot')")" == 1 ]]
+}
+standby_says_standby() { [[ "$(curl -fs "127.0.0.1:$standby_port/readyz")" == standby ]]; }
+
+live_standby() { # a relay with ha.enabled that stays a standby: psql holds its slot's lock
+    # postgres.sh execs psql, so $! is psql itself; stopping it releases the lock.
+    "$root/deploy/local/postgres.sh" psql -X -q \
+        -c "SELECT pg_advisory_lock(hashtext('outbox-relay'), hashtext('$standby_slot'))" \
+        -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
+    lock_pid=$!
+    wait_for 20 standby_lock_held || { echo "psql did not take the lock"; return 1; }
+    standby_port="$(free_port)"
+    sed -e "s/^  slot: .*/  slot: $standby_slot/" -e "s/^  publication: .*/  publication: $standby_slot/" \
+        -e "s/^  listen: .*/  listen: 127.0.0.1:$standby_port/" "$work/relay.yaml" >"$work/standby.yaml"
+    printf 'ha:\n  enabled: true\n  poll_interval_ms: 200\n' >>"$work/standby.yaml"
+    RELAY__SOURCE__PASSWORD="$OUTBOX_RELAY_PG_PASSWORD" "$RELAY" --config "$work/standby.yaml" run \
+        >"$work/standby.log" 2>&1 &
+    standby_pid=$!
+    wait_for 30 standby_says_standby || { tail -n 20 "$work/standby.log"; return 1; }
+    grep -q "^  slot: $standby_slot$" "$work/standby.yaml" || { echo "no slot line replaced"; return 1; }
+    curl -fs "127.0.0.1:$standby_port/metrics" | grep -E '^outbox_relay_(leader|replicating|sink_up) '
+}
+
 live_prometheus() {
     prom_port="$(free_port)"
     mkdir -p "$work/prom-data"
@@ -145,6 +187,10 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:$relay_port"]
 EOF
+    if [[ -n "$standby_pid" ]]; then
+        printf '  - job_name: outbox-relay-standby\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n' \
+            "$standby_port" >>"$work/prometheus.yml"
+    fi
     prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom-data" \
         --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
     prom_pid=$!
@@ -188,20 +234,40 @@ live_rules() { # the rules load in a real Prometheus, and a healthy relay fires 
     "$PY" "$here/live_rules.py" "$work/rules.json" "$root/deploy/prometheus/outbox-relay-rules.yaml" || return 1
 }
 
+live_standby_alerts() { # the rules and the dashboard on a real standby and the real non-HA relay
+    "$PY" "$here/live_standby.py" "http://127.0.0.1:$prom_port" "$root/deploy/grafana/outbox-relay.json"
+}
+
 live_ok=0
 if check "live: PostgreSQL and Kafka (deploy/local/*.sh start)" live_services &&
     check "live: relay run (own table/slot/publication; events, a dead letter, a session restart)" live_relay; then
     live_ok=1
+fi
+standby_ok=0
+if ((live_ok)) &&
+    check "live: relay with ha.enabled as a standby (psql holds its slot's lock): /readyz 200 standby" live_standby; then
+    standby_ok=1
 fi
 if ((live_ok)) && kill -0 "$relay_pid" 2>/dev/null; then
     check "live: Prometheus $(prometheus --version 2>&1 | awk 'NR==1{print $3}') scrapes the relay every 1 s" live_prometheus
     check "live: every metric name in the dashboard and the rules was scraped" live_names
     check "live: every dashboard query runs in Prometheus" live_queries
     check "live: alert rules load in Prometheus" live_rules
+    if ((standby_ok)); then
+        check "live: only a standby in its job: OutboxRelayNoLeader pending there, not for the non-HA relay; NotReplicating/SinkDown not for the standby; dashboard STANDBY" \
+            live_standby_alerts
+    else
+        failed=$((failed + 1))
+        echo "FAIL  live: standby alert checks skipped (no standby)"
+    fi
 else
     failed=$((failed + 1))
     echo "FAIL  live: Prometheus checks skipped (the relay did not start)"
 fi
 cleanup_live
-check "live: slot, publication and table dropped" \
-    bash -c "[[ \$('$root/deploy/local/postgres.sh' psql -X -At -c \"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'\") == 0 ]]"
+live_dropped() { # nothing of the live checks stays in PostgreSQL
+    [[ "$(psql_ -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'")" == 0 ]] ||
+        { echo "slot $slot left"; return 1; }
+    ! standby_lock_held || { echo "the standby's advisory lock is still held"; return 1; }
+}
+check "live: slot, publication and table dropped; the standby's lock released" live_dropped

@@ -22,3 +22,7 @@ export OUTBOX_RELAY_KAFKA_BOOTSTRAP="${OUTBOX_RELAY_KAFKA_BOOTSTRAP:-127.0.0.1:$
 
 # One cargo target dir outside the clone, so a fresh clone reuses earlier builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$OUTBOX_RELAY_CACHE/target}"
+
+# Jaeger (OTLP receiver for the relay's batch spans; deploy/local/jaeger.sh).
+export OUTBOX_RELAY_JAEGER_OTLP_PORT="${OUTBOX_RELAY_JAEGER_OTLP_PORT:-14318}"
+export OUTBOX_RELAY_JAEGER_QUERY_PORT="${OUTBOX_RELAY_JAEGER_QUERY_PORT:-16686}"

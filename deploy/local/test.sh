@@ -20,6 +20,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 "$here/kafka.sh" start
 "$here/aws.sh" start
 "$here/aws.sh" fauxqs-start
+"$here/jaeger.sh" start
 
 cd "$root"
 echo "== cargo fmt --check"

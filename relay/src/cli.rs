@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 ///
 /// Exit codes: 0 success; 1 a check failed, `status` found the slot missing or lost,
 /// `run` stopped on an error, or `parked redrive` left events parked; 2 the configuration
-/// or the command line is invalid (or a `parked` command failed); 130 a second signal
-/// during shutdown.
+/// or the command line is invalid (or a `parked` command failed); 3 `run` lost its
+/// leadership lease (`ha.enabled`; restart it, it comes back as a standby); 130 a second
+/// signal during shutdown.
 #[derive(Debug, Parser)]
 #[command(name = "outbox-relay", version = crate::telemetry::build::VERSION_LINE)]
 pub struct Cli {

@@ -13,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod leader;
 pub mod outbox;
 pub mod parked;
 pub mod pipeline;

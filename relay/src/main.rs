@@ -5,8 +5,8 @@ use clap::Parser;
 use outbox_relay::check::{report_json, run_checks, Outcome};
 use outbox_relay::cli::{Cli, Command, Output};
 use outbox_relay::config::Config;
-use outbox_relay::pipeline;
-use outbox_relay::telemetry::{init_logging, serve, Health, HttpLimits, Metrics};
+use outbox_relay::telemetry::{init_logging, otlp, serve, Health, HttpLimits, Metrics};
+use outbox_relay::{leader, pipeline};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -99,7 +99,16 @@ async fn check(config: Config, output: Output) -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     let config = Arc::new(config);
-    let metrics = Metrics::with_destination_labels(config.telemetry.max_destination_labels);
+    let mut metrics = Metrics::with_destination_labels(config.telemetry.max_destination_labels);
+    let exporter = config.telemetry.otlp.enabled().then(|| {
+        let (spans, exporter) = otlp::start(
+            config.telemetry.otlp.clone(),
+            metrics.otlp_spans_exported.clone(),
+            metrics.otlp_spans_dropped.clone(),
+        );
+        metrics.spans = Some(spans);
+        exporter
+    });
     let health = Arc::new(Health::default());
     if let Some(addr) = config.telemetry.listen_addr() {
         let limits = HttpLimits {
@@ -124,7 +133,42 @@ async fn run(config: Config) -> ExitCode {
         wait_for_signal().await;
         std::process::exit(130);
     });
-    match pipeline::run(config, metrics, health, stop_rx).await {
+    // With ha.enabled, wait as a standby until this replica holds the slot's lock; a
+    // lost lease stops the process at once (code 3), so nothing more is published.
+    let mut lease = None;
+    if config.ha.enabled {
+        let mut stop = stop_rx.clone();
+        match leader::acquire(&config, &metrics, &health, &mut stop).await {
+            Ok(Some(l)) => lease = Some(l),
+            Ok(None) => {
+                info!("shut down as a standby");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                error!(error = %e, "outbox-relay stopped");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        metrics.leader.set(1);
+        metrics.leader_transitions.inc();
+    }
+    let run = pipeline::run(config, metrics, health, stop_rx);
+    let result = match lease.as_mut() {
+        None => run.await,
+        Some(lease) => tokio::select! {
+            result = run => result,
+            _ = lease.lost() => {
+                error!("leadership lost: stopping at once so that nothing more is published (a standby takes over)");
+                std::process::exit(3);
+            }
+        },
+    };
+    // The pipeline has drained: the exporter sends the last batches' spans and ends.
+    if let Some(exporter) = exporter {
+        exporter.finish(std::time::Duration::from_secs(3)).await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "outbox-relay stopped");

@@ -25,6 +25,18 @@ pub fn kafka_bootstrap() -> String {
     var("OUTBOX_RELAY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 }
 
+/// Jaeger's OTLP/HTTP receiver and query API (deploy/local/jaeger.sh).
+pub fn jaeger_otlp_port() -> u16 {
+    var("OUTBOX_RELAY_JAEGER_OTLP_PORT", "14318")
+        .parse()
+        .expect("OUTBOX_RELAY_JAEGER_OTLP_PORT")
+}
+pub fn jaeger_query_port() -> u16 {
+    var("OUTBOX_RELAY_JAEGER_QUERY_PORT", "16686")
+        .parse()
+        .expect("OUTBOX_RELAY_JAEGER_QUERY_PORT")
+}
+
 /// The relay binary: `OUTBOX_RELAY_BIN`, or `outbox-relay` next to the test executable's
 /// profile directory (`target/<profile>/deps/…` → `target/<profile>/outbox-relay`).
 pub fn relay_bin() -> std::path::PathBuf {

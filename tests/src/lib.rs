@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod backlog;
+pub mod cloudevents;
 pub mod env;
 pub mod fault_proxy;
 pub mod http_fault;

@@ -157,12 +157,22 @@ impl Relay {
     }
 
     pub fn start_with_args(setup: &RelaySetup, args: &[&str]) -> Relay {
+        Self::start_as(setup, &setup.name, args)
+    }
+
+    /// One of several replicas of the same setup (same slot): its own config and log
+    /// files, named `stem`.
+    pub fn start_replica(setup: &RelaySetup, stem: &str) -> Relay {
+        Self::start_as(setup, stem, &["run"])
+    }
+
+    fn start_as(setup: &RelaySetup, stem: &str, args: &[&str]) -> Relay {
         let metrics_port = free_port();
         let dir = std::env::temp_dir().join("outbox-relay-tests");
         std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join(format!("{}.yaml", setup.name));
+        let config = dir.join(format!("{stem}.yaml"));
         std::fs::write(&config, setup.yaml(metrics_port)).unwrap();
-        let log = dir.join(format!("{}.log", setup.name));
+        let log = dir.join(format!("{stem}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -289,6 +299,14 @@ impl Relay {
 
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("try_wait")
+    }
+
+    /// SIGSTOP / SIGCONT: a frozen process whose sockets stay open.
+    pub fn freeze(&self) {
+        unsafe_kill(self.child.id(), 19);
+    }
+    pub fn thaw(&self) {
+        unsafe_kill(self.child.id(), 18);
     }
 
     pub fn kill9(&mut self) {

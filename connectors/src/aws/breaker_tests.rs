@@ -72,6 +72,7 @@ fn event(destination: &str, aggregate: &str, n: usize) -> OutboxEvent {
         payload: Some(Bytes::from(format!("{aggregate}-{n}"))),
         headers: Vec::new(),
         destination: Arc::from(destination),
+        partition: None,
         timestamp_ms: 0,
         commit_lsn: 1,
         commit_time_us: 0,

@@ -89,11 +89,23 @@ fn valid_text(text: &str) -> bool {
     })
 }
 
+/// The header a CloudEvent in binary content mode carries (`outbox.cloudevents`).
+const CLOUDEVENTS_MARKER: &str = "ce_specversion";
+/// The header carrying a CloudEvent's `datacontenttype` (binary mode) or event format
+/// (structured mode).
+const CONTENT_TYPE: &str = "content-type";
+
 /// The message attributes of an event, at most [`MAX_ATTRIBUTES`]:
 /// `id`, `type`, `aggregatetype`, `aggregateid` first, then `traceparent` and `tracestate`
 /// headers, then the other headers in order until the limit. Headers whose name is not a
 /// valid attribute name, whose value is empty or not valid text, or that repeat a name
 /// already taken, are left out (the event fields win over headers of the same name).
+///
+/// A CloudEvent goes first: in binary mode (a `ce_specversion` header) its `ce_*` and
+/// `content-type` headers, then `aggregatetype`, and `id`, `type` and `aggregateid` are
+/// not sent since `ce_id`, `ce_type` and `ce_subject` carry the same values; otherwise
+/// seven CloudEvents attributes and those four would leave no room for `traceparent`
+/// within SQS's ten. In structured mode `content-type` leads the usual attributes.
 pub(crate) fn attributes(event: &OutboxEvent) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::with_capacity(MAX_ATTRIBUTES);
     let push = |out: &mut Vec<(String, String)>, name: &str, value: &str| {
@@ -106,10 +118,29 @@ pub(crate) fn attributes(event: &OutboxEvent) -> Vec<(String, String)> {
             out.push((name.to_string(), value.to_string()));
         }
     };
-    push(&mut out, "id", &event.id);
-    push(&mut out, "type", &event.event_type);
-    push(&mut out, "aggregatetype", &event.aggregate_type);
-    push(&mut out, "aggregateid", &event.aggregate_id);
+    let cloudevent = event.headers.iter().any(|(n, _)| n == CLOUDEVENTS_MARKER);
+    if cloudevent {
+        for (name, value) in &event.headers {
+            if name.starts_with("ce_") || name == CONTENT_TYPE {
+                if let Ok(value) = std::str::from_utf8(value) {
+                    push(&mut out, name, value);
+                }
+            }
+        }
+        push(&mut out, "aggregatetype", &event.aggregate_type);
+    } else {
+        for (name, value) in &event.headers {
+            if name == CONTENT_TYPE {
+                if let Ok(value) = std::str::from_utf8(value) {
+                    push(&mut out, name, value);
+                }
+            }
+        }
+        push(&mut out, "id", &event.id);
+        push(&mut out, "type", &event.event_type);
+        push(&mut out, "aggregatetype", &event.aggregate_type);
+        push(&mut out, "aggregateid", &event.aggregate_id);
+    }
     for wanted in ["traceparent", "tracestate"] {
         for (name, value) in &event.headers {
             if name == wanted {
@@ -120,6 +151,10 @@ pub(crate) fn attributes(event: &OutboxEvent) -> Vec<(String, String)> {
         }
     }
     for (name, value) in &event.headers {
+        // The duplicates a CloudEvent's attributes replace.
+        if cloudevent && matches!(name.as_str(), "id" | "type" | "aggregateid") {
+            continue;
+        }
         if let Ok(value) = std::str::from_utf8(value) {
             push(&mut out, name, value);
         }
@@ -274,6 +309,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), Bytes::copy_from_slice(v.as_bytes())))
                 .collect(),
             destination: Arc::from("arn:aws:sns:us-east-1:123456789012:orders"),
+            partition: None,
             timestamp_ms: 0,
             commit_lsn: 0,
             commit_time_us: 0,
@@ -330,6 +366,60 @@ mod tests {
             ]
         );
         assert_eq!(attrs[0].1, "e-1");
+    }
+
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn cloudevents_binary_attributes_fit_sqs_ten_with_trace_context() {
+        // The headers the relay's mapper writes in binary mode, with a trace context and
+        // the commit-LSN header.
+        let headers = [
+            ("id", "e-1"),
+            ("traceparent", TP),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("outbox-relay-commit-lsn", "0/16B3748"),
+            ("ce_specversion", "1.0"),
+            ("ce_id", "e-1"),
+            ("ce_source", "/orders-service"),
+            ("ce_type", "OrderPaid"),
+            ("ce_subject", "order-1"),
+            ("ce_time", "2026-11-18T11:06:40.123Z"),
+            ("content-type", "application/json"),
+        ];
+        let attrs = attributes(&event(Some(b"{}"), &headers));
+        let expected: Vec<(String, String)> = [
+            ("ce_specversion", "1.0"),
+            ("ce_id", "e-1"),
+            ("ce_source", "/orders-service"),
+            ("ce_type", "OrderPaid"),
+            ("ce_subject", "order-1"),
+            ("ce_time", "2026-11-18T11:06:40.123Z"),
+            ("content-type", "application/json"),
+            ("aggregatetype", "Order"),
+            ("traceparent", TP),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(attrs, expected);
+
+        // Structured mode: the event format's content-type leads the usual attributes.
+        let headers = [
+            ("id", "e-1"),
+            (
+                "content-type",
+                "application/cloudevents+json; charset=UTF-8",
+            ),
+        ];
+        let attrs = attributes(&event(Some(b"{}"), &headers));
+        let names: Vec<&str> = attrs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["content-type", "id", "type", "aggregatetype", "aggregateid"]
+        );
+        assert_eq!(attrs[0].1, "application/cloudevents+json; charset=UTF-8");
     }
 
     fn config(raw_payload: bool, fifo: bool) -> AwsConfig {

@@ -119,6 +119,7 @@ fn event(aggregate: &str, n: usize, size: usize) -> OutboxEvent {
         payload: Some(Bytes::from(payload)),
         headers: Vec::new(),
         destination: Arc::from(QUEUE),
+        partition: None,
         timestamp_ms: 0,
         commit_lsn: 1,
         commit_time_us: 0,

@@ -87,6 +87,9 @@ impl KafkaPublisher {
         if let Some(payload) = &event.payload {
             record = record.payload(payload.as_ref());
         }
+        if let Some(partition) = event.partition {
+            record = record.partition(partition);
+        }
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),

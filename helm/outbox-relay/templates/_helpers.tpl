@@ -130,6 +130,12 @@ and no explicit sslrootcert. */}}
 {{- $t := .Values.telemetry }}
 {{- $telemetry := dict "listen" (printf "0.0.0.0:%d" (int $t.port)) "log_format" $t.logFormat "log_level" $t.logLevel }}
 {{- $config := dict "source" $source "outbox" $outbox "sink" $sink "pipeline" $pipeline "telemetry" $telemetry }}
+{{- /* Only when enabled: a relay.yaml without HA stays as it was (same checksum, no roll on
+a chart upgrade; an image from before ha.* still parses it). */}}
+{{- $ha := .Values.ha | default dict }}
+{{- if $ha.enabled }}
+{{- $_ := set $config "ha" (dict "enabled" true "lease_ms" (int64 $ha.leaseMs) "poll_interval_ms" (int64 $ha.pollIntervalMs)) }}
+{{- end }}
 {{- $config = mustMergeOverwrite $config (deepCopy .Values.config.extra) }}
 {{- toYaml $config }}
 {{- end }}

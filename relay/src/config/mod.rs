@@ -4,6 +4,7 @@
 //! The doc comments on the structs below are the configuration reference; the README's
 //! table names the same keys (relay/tests/config_reference compares them).
 
+mod ha;
 mod outbox;
 mod render;
 mod runtime;
@@ -16,12 +17,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use ha::HaConfig;
 pub use outbox::{
-    CleanupPolicy, ColumnNames, HeaderColumn, InvalidEventPolicy, MessagesConfig, OutboxConfig,
-    RouteConfig, RouteOverride, TableConfig,
+    CleanupPolicy, CloudEventsConfig, CloudEventsMode, ColumnNames, HeaderColumn,
+    InvalidEventPolicy, MessagesConfig, OutboxConfig, RouteConfig, RouteOverride, TableConfig,
 };
 pub use render::render;
-pub use runtime::{LogFormat, PipelineConfig, TelemetryConfig};
+pub use runtime::{LogFormat, OtlpConfig, OtlpTarget, PipelineConfig, TelemetryConfig};
 pub use secret::Secret;
 pub use sink::{SinkConfig, SinkKind};
 pub use source::{SlotLostPolicy, SnapshotMode, SourceConfig};
@@ -45,6 +47,9 @@ pub struct Config {
     /// The relay's own durable state (progress) in the source database.
     #[serde(default)]
     pub state: StateConfig,
+    /// Standby replicas and leader election.
+    #[serde(default)]
+    pub ha: HaConfig,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -96,6 +101,7 @@ impl Config {
         self.pipeline.validate()?;
         self.telemetry.validate()?;
         self.state.validate()?;
+        self.ha.validate()?;
         if self.outbox.on_invalid == InvalidEventPolicy::Park && self.state.mode == StateMode::Off {
             return Err(err(
                 "outbox.on_invalid: park needs the state tables, but state.mode is off; set on_invalid to dead_letter or halt, or enable state",
@@ -111,10 +117,40 @@ impl Config {
                 "circuit_breaker.on_open: park needs the state tables, but state.mode is off; set on_open to stall, or enable state",
             ));
         }
+        self.validate_outbox_for_sink()?;
         if self.source.may_snapshot() && self.state.mode == StateMode::Off {
             return Err(err(
                 "source.snapshot / source.on_slot_lost: a snapshot needs the state tables (they record that it is incomplete, so a crash during it leads to a new one), but state.mode is off",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Outbox features that only some sinks can carry.
+    fn validate_outbox_for_sink(&self) -> Result<(), ConfigError> {
+        if !matches!(self.sink, SinkConfig::Kafka(_) | SinkConfig::Null) {
+            if let Some(i) = self
+                .outbox
+                .tables
+                .iter()
+                .position(|t| t.partition_column.is_some())
+            {
+                return Err(err(format!(
+                    "outbox.tables[{i}].partition_column: only Kafka has partitions (sink.kind is {})",
+                    format!("{:?}", self.sink.kind()).to_ascii_lowercase()
+                )));
+            }
+        }
+        if let (Some(_), SinkConfig::Sns(aws) | SinkConfig::Sqs(aws)) =
+            (&self.outbox.cloudevents, &self.sink)
+        {
+            if !aws.raw_payload {
+                return Err(err(
+                    "outbox.cloudevents: needs sink.<kind>.raw_payload: true (the relay's JSON envelope would wrap the CloudEvent's data, which its attributes do not describe)",
+                ));
+            }
         }
         Ok(())
     }

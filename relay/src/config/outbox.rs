@@ -42,6 +42,40 @@ pub struct OutboxConfig {
     /// Rows deleted by one statement of the cleanup, at most.
     #[serde(default = "default_cleanup_batch_rows")]
     pub cleanup_batch_rows: usize,
+    /// Publish events as CloudEvents (binary or structured content mode). Absent = off:
+    /// messages stay identical to Debezium's.
+    #[serde(default)]
+    pub cloudevents: Option<CloudEventsConfig>,
+}
+
+/// `outbox.cloudevents`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CloudEventsConfig {
+    /// `binary`: the payload stays the message body and the attributes travel as `ce_*`
+    /// headers (message attributes on SNS/SQS); `structured`: the body is the JSON
+    /// CloudEvent (`application/cloudevents+json`).
+    #[serde(default)]
+    pub mode: CloudEventsMode,
+    /// The `source` attribute, a URI-reference naming the producer (e.g.
+    /// `/orders-service`); required.
+    pub source: String,
+    /// The `datacontenttype` attribute: the media type of the payload. Empty = omitted.
+    #[serde(default = "default_data_content_type")]
+    pub data_content_type: String,
+}
+
+fn default_data_content_type() -> String {
+    "application/json".into()
+}
+
+/// `outbox.cloudevents.mode`
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudEventsMode {
+    #[default]
+    Binary,
+    Structured,
 }
 
 /// `outbox.cleanup`
@@ -72,6 +106,7 @@ impl Default for OutboxConfig {
             max_event_bytes: default_max_event_bytes(),
             cleanup: CleanupPolicy::default(),
             cleanup_batch_rows: default_cleanup_batch_rows(),
+            cloudevents: None,
         }
     }
 }
@@ -85,6 +120,7 @@ fn default_tables() -> Vec<TableConfig> {
         table: "public.outbox".into(),
         columns: ColumnNames::default(),
         header_columns: Vec::new(),
+        partition_column: None,
         validate_json: false,
         snapshot_order_by: Vec::new(),
     }]
@@ -105,6 +141,11 @@ pub struct TableConfig {
     /// Extra columns copied into headers / message attributes.
     #[serde(default)]
     pub header_columns: Vec<HeaderColumn>,
+    /// Kafka only: an integer column whose value is the record's partition (Debezium's
+    /// `column:partition` placement); NULL = the partitioner hashes the key. The value
+    /// must be the same for every event of an aggregate, or their order is lost.
+    #[serde(default)]
+    pub partition_column: Option<String>,
     /// Reject (dead-letter) rows whose text payload is not valid JSON. json/jsonb
     /// payload columns are always valid; this matters for text and varchar columns.
     #[serde(default)]
@@ -195,6 +236,16 @@ pub struct RouteConfig {
     /// Explicit destinations for some aggregate types (matched exactly, before the template).
     #[serde(default)]
     pub overrides: Vec<RouteOverride>,
+    /// Debezium's `route.topic.regex`: a regular expression the whole aggregate type must
+    /// match; the destination is then `replacement` with `$1` / `${name}` replaced by its
+    /// groups. An aggregate type it does not match is its own destination (as Debezium's
+    /// RegexRouter leaves the topic unchanged). Replaces `template`.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// Debezium's `route.topic.replacement` (Java syntax: `$1`, `${name}`, `\$` for `$`);
+    /// required with `regex`.
+    #[serde(default)]
+    pub replacement: Option<String>,
 }
 
 impl Default for RouteConfig {
@@ -202,6 +253,8 @@ impl Default for RouteConfig {
         RouteConfig {
             template: default_template(),
             overrides: Vec::new(),
+            regex: None,
+            replacement: None,
         }
     }
 }
@@ -275,7 +328,36 @@ impl OutboxConfig {
                 return Err(err("outbox.messages.prefix: must not be empty"));
             }
         }
-        if self.route.template.is_empty() && self.route.overrides.is_empty() {
+        crate::outbox::RouteRegex::from_config(&self.route).map_err(err)?;
+        for (i, t) in self.tables.iter().enumerate() {
+            if t.partition_column.as_deref() == Some("") {
+                return Err(err(format!(
+                    "outbox.tables[{i}].partition_column: must not be empty"
+                )));
+            }
+        }
+        if let Some(ce) = &self.cloudevents {
+            crate::outbox::cloudevents::validate(ce).map_err(err)?;
+            // The CloudEvents headers must not be shadowed by a column's header.
+            for (i, t) in self.tables.iter().enumerate() {
+                for (j, h) in t.header_columns.iter().enumerate() {
+                    let name = h
+                        .header
+                        .as_deref()
+                        .unwrap_or(&h.column)
+                        .to_ascii_lowercase();
+                    if name.starts_with("ce_") || name == "content-type" {
+                        return Err(err(format!(
+                            "outbox.tables[{i}].header_columns[{j}]: header {name:?} is reserved for CloudEvents attributes (outbox.cloudevents is on)"
+                        )));
+                    }
+                }
+            }
+        }
+        if self.route.template.is_empty()
+            && self.route.overrides.is_empty()
+            && self.route.regex.is_none()
+        {
             return Err(err(
                 "outbox.route: set a template or at least one override, or no event has a destination",
             ));

@@ -123,6 +123,8 @@ pub struct TelemetryConfig {
     /// metrics; later ones are counted together as `_other` (the route template can make
     /// one destination per aggregate type, without bound). 0 = never label by destination.
     pub max_destination_labels: usize,
+    /// OpenTelemetry: a span per published batch, exported with OTLP/HTTP.
+    pub otlp: OtlpConfig,
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `outbox_relay=debug,info`; `RUST_LOG` wins when set.
     pub log_level: String,
@@ -135,6 +137,7 @@ impl Default for TelemetryConfig {
             max_connections: 32,
             request_timeout: Duration::from_millis(5_000),
             max_destination_labels: 100,
+            otlp: OtlpConfig::default(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -154,6 +157,12 @@ impl TelemetryConfig {
         if self.max_connections == 0 {
             return Err(err("telemetry.max_connections: must be at least 1"));
         }
+        if self.otlp.enabled() {
+            self.otlp.target()?;
+            if self.otlp.timeout.is_zero() {
+                return Err(err("telemetry.otlp.timeout_ms: must be at least 1"));
+            }
+        }
         if self.request_timeout.is_zero() {
             return Err(err("telemetry.request_timeout_ms: must be at least 1"));
         }
@@ -162,5 +171,81 @@ impl TelemetryConfig {
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.parse().ok()
+    }
+}
+
+/// `telemetry.otlp`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Base URL of an OTLP/HTTP receiver, normally a collector next to the relay, e.g.
+    /// `http://127.0.0.1:4318`; spans are sent to `<endpoint>/v1/traces` as JSON. Plain
+    /// HTTP only: TLS to a remote backend is the collector's job. Empty: no spans.
+    pub endpoint: String,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    /// Deadline of one export request.
+    #[serde(rename = "timeout_ms", with = "outbox_connectors::duration_ms")]
+    pub timeout: Duration,
+    /// HTTP headers sent with every request (e.g. a collector's token); printed as `***`.
+    pub headers: std::collections::BTreeMap<String, super::Secret>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: String::new(),
+            service_name: "outbox-relay".into(),
+            timeout: Duration::from_millis(5_000),
+            headers: Default::default(),
+        }
+    }
+}
+
+/// Where an export goes: `host:port` and the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpTarget {
+    pub authority: String,
+    pub path: String,
+}
+
+impl OtlpConfig {
+    pub fn enabled(&self) -> bool {
+        !self.endpoint.is_empty()
+    }
+
+    /// The endpoint as an address and the `/v1/traces` path under it.
+    pub fn target(&self) -> Result<OtlpTarget, ConfigError> {
+        let e = &self.endpoint;
+        if e.starts_with("https://") {
+            return Err(err(format!(
+                "telemetry.otlp.endpoint: {e:?}: https is not supported; export to a collector next to the relay over http:// and let the collector use TLS"
+            )));
+        }
+        let rest = e.strip_prefix("http://").ok_or_else(|| {
+            err(format!(
+                "telemetry.otlp.endpoint: {e:?} is not an http:// URL (e.g. http://127.0.0.1:4318)"
+            ))
+        })?;
+        let (authority, base) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(err(format!("telemetry.otlp.endpoint: {e:?} names no host")));
+        }
+        let authority = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !authority.ends_with(']')
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(OtlpTarget {
+            authority,
+            path: format!("{base}/v1/traces"),
+        })
     }
 }

@@ -515,3 +515,82 @@ fn cleanup_defaults_to_none_and_bounds_its_batches() {
         "configuration: outbox.cleanup_batch_rows: must be 1 to 100000 (got 0)"
     );
 }
+
+#[test]
+fn debezium_placements_routes_and_cloudevents_load_and_are_checked() {
+    let sqs = MINIMAL.replace(
+        "kind: kafka",
+        "kind: sqs\n  sqs:\n    region: eu-west-1\n    raw_payload: false",
+    );
+    let cases = [
+        // Partitions are Kafka's.
+        (
+            format!("{sqs}outbox:\n  tables:\n    - table: outbox\n      partition_column: shard\n"),
+            "outbox.tables[0].partition_column: only Kafka",
+        ),
+        (
+            format!("{MINIMAL}outbox:\n  tables:\n    - table: outbox\n      partition_column: ''\n"),
+            "outbox.tables[0].partition_column: must not be empty",
+        ),
+        (
+            format!("{MINIMAL}outbox:\n  route:\n    regex: '(x'\n    replacement: y\n"),
+            "outbox.route.regex:",
+        ),
+        (
+            format!("{MINIMAL}outbox:\n  route:\n    regex: '(x)'\n    replacement: 'y.$2'\n"),
+            "outbox.route.replacement:",
+        ),
+        (
+            format!("{MINIMAL}outbox:\n  cloudevents:\n    mode: binary\n"),
+            "source",
+        ),
+        (
+            format!("{MINIMAL}outbox:\n  cloudevents:\n    source: 'not a uri'\n"),
+            "outbox.cloudevents.source",
+        ),
+        (
+            format!("{MINIMAL}outbox:\n  cloudevents:\n    source: /s\n    mode: batch\n"),
+            "batch",
+        ),
+        (
+            format!("{sqs}outbox:\n  cloudevents:\n    source: /s\n"),
+            "outbox.cloudevents: needs sink.<kind>.raw_payload: true",
+        ),
+        (
+            format!("{MINIMAL}outbox:\n  cloudevents:\n    source: /s\n  tables:\n    - table: outbox\n      header_columns:\n        - column: kind\n          header: ce_kind\n"),
+            "outbox.tables[0].header_columns[0]: header \"ce_kind\" is reserved",
+        ),
+    ];
+    for (yaml, key) in cases {
+        let f = write(&yaml, "yaml");
+        let e = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "error {e:?} should name {key}");
+    }
+    // What Debezium users copy over, set from the environment as a deployment would.
+    let f = write(MINIMAL, "yaml");
+    let c = Config::load_from(
+        Some(f.path()),
+        env(&[
+            ("RELAY__OUTBOX__ROUTE__REGEX", "(?<routedByValue>.*)"),
+            (
+                "RELAY__OUTBOX__ROUTE__REPLACEMENT",
+                "${routedByValue}.events",
+            ),
+            ("RELAY__OUTBOX__CLOUDEVENTS__SOURCE", "/orders-service"),
+            ("RELAY__OUTBOX__CLOUDEVENTS__MODE", "structured"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.outbox.route.regex.as_deref(),
+        Some("(?<routedByValue>.*)")
+    );
+    let ce = c.outbox.cloudevents.unwrap();
+    assert_eq!(ce.mode, CloudEventsMode::Structured);
+    assert_eq!(ce.data_content_type, "application/json");
+    // Off unless configured.
+    let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+    assert!(c.outbox.cloudevents.is_none() && c.outbox.tables[0].partition_column.is_none());
+}

@@ -27,6 +27,9 @@ pub enum InvalidReason {
     NonTransactionalMessage,
     /// Larger than `outbox.max_event_bytes`.
     TooLarge,
+    /// `partition_column` holds a value that is not a partition number (negative, or
+    /// beyond 32 bits).
+    InvalidPartition,
 }
 
 impl InvalidReason {
@@ -44,6 +47,7 @@ impl InvalidReason {
             InvalidReason::InvalidMessage => "invalid_message",
             InvalidReason::NonTransactionalMessage => "non_transactional_message",
             InvalidReason::TooLarge => "too_large",
+            InvalidReason::InvalidPartition => "invalid_partition",
         }
     }
 }
@@ -99,6 +103,7 @@ impl InvalidEvent {
             payload: Some(Bytes::from(doc.to_string())),
             headers,
             destination,
+            partition: None,
             timestamp_ms: self.tx.commit_time_us / 1000,
             commit_lsn: self.tx.commit_lsn.0,
             commit_time_us: self.tx.commit_time_us,
@@ -118,6 +123,8 @@ pub fn dead_letter_of_rejected(
 ) -> OutboxEvent {
     let mut dl = event.clone();
     dl.destination = destination;
+    // The partition belonged to the original topic; the dead-letter topic has its own.
+    dl.partition = None;
     if error.kind == "message_too_large" {
         let size = event.payload.as_ref().map_or(0, Bytes::len);
         dl.payload = Some(Bytes::from(
@@ -182,6 +189,7 @@ pub fn dead_letter_summary(
         payload: Some(Bytes::from(doc.to_string())),
         headers,
         destination,
+        partition: None,
         ..event.clone()
     }
 }

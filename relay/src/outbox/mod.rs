@@ -2,6 +2,7 @@
 //!
 //! [`OutboxEvent`]: outbox_connectors::OutboxEvent
 
+pub mod cloudevents;
 mod invalid;
 mod mapper;
 mod message;
@@ -15,5 +16,5 @@ pub use invalid::{
     HEADER_REASON,
 };
 pub use mapper::{Mapped, Mapper, TxContext, HEADER_COMMIT_LSN};
-pub use route::Router;
+pub use route::{RouteRegex, Router};
 pub use table::{OutboxTable, SchemaError};

@@ -32,6 +32,8 @@ pub struct OutboxTable {
     pub tracing_span_context: Option<usize>,
     /// Position and header name.
     pub headers: Vec<(usize, String)>,
+    /// Position and type OID of `partition_column`.
+    pub partition: Option<(usize, u32)>,
     /// All column names, for dead-letter records.
     pub column_names: Vec<String>,
 }
@@ -109,8 +111,26 @@ impl OutboxTable {
             })?;
             headers.push((i, h.header.clone().unwrap_or_else(|| h.column.clone())));
         }
+        let partition = match &config.partition_column {
+            Some(col) => {
+                let i = find(col).ok_or_else(|| {
+                    fail(format!(
+                        "partition column {col:?} (outbox.tables[].partition_column) is missing"
+                    ))
+                })?;
+                let t = relation.columns[i].type_oid;
+                if !matches!(t, oid::INT2 | oid::INT4 | oid::INT8) {
+                    return Err(fail(format!(
+                        "partition column {col:?} has type oid {t}; supported are smallint, integer and bigint"
+                    )));
+                }
+                Some((i, t))
+            }
+            None => None,
+        };
         Ok(OutboxTable {
             name: name.clone(),
+            partition,
             id,
             aggregate_type,
             aggregate_id,

@@ -97,6 +97,9 @@ impl Acker {
                     _ => delivery.await,
                 };
                 self.progress.set_oldest_inflight(None);
+                if let Some(spans) = &self.metrics.spans {
+                    spans.batch(sink, item.accepted_at, &outcomes);
+                }
                 self.metrics
                     .publish_duration
                     .with_label_values(&[sink])

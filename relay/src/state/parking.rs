@@ -179,10 +179,17 @@ impl Parking {
 #[async_trait::async_trait]
 impl ParkStore for TableParkStore {
     async fn write(&self, requests: &[ParkRequest]) -> Result<(), RelayError> {
+        // Tables from before the column existed and that the role could not alter take
+        // no partition (`open` refuses partition columns then).
+        let (partition_column, partition_value) = if self.store.parked_partition {
+            (", kafka_partition", ", $16")
+        } else {
+            ("", "")
+        };
         let sql = format!(
             "INSERT INTO {} (slot, commit_lsn, seq, event_id, aggregate_type, aggregate_id, event_type,
-               destination, payload, header_names, header_values, timestamp_ms, commit_time_us, reason, error)
-             VALUES ($1, $2::text::pg_lsn, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+               destination, payload, header_names, header_values, timestamp_ms, commit_time_us, reason, error{partition_column})
+             VALUES ($1, $2::text::pg_lsn, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15{partition_value})
              ON CONFLICT (slot, commit_lsn, seq) DO NOTHING",
             self.store.parked
         );
@@ -199,7 +206,7 @@ impl ParkStore for TableParkStore {
             let seq = e.seq as i64;
             let payload: Option<&[u8]> = e.payload.as_deref();
             let destination: &str = &e.destination;
-            let params: [&(dyn ToSql + Sync); 15] = [
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![
                 &self.store.slot,
                 &lsn,
                 &seq,
@@ -216,6 +223,9 @@ impl ParkStore for TableParkStore {
                 &r.reason,
                 &r.error,
             ];
+            if self.store.parked_partition {
+                params.push(&e.partition);
+            }
             tx.execute(&stmt, &params).await?;
         }
         tx.commit().await?;
@@ -288,7 +298,7 @@ impl StateStore {
                 &format!(
                     "SELECT commit_lsn::text, seq, event_id, aggregate_type, aggregate_id, event_type,
                             destination, payload, header_names, header_values, timestamp_ms,
-                            commit_time_us, reason, error, attempts, parked_at::text
+                            commit_time_us, reason, error, attempts, parked_at::text, {}
                        FROM {} WHERE slot = $1
                         AND ($2::text IS NULL OR destination = $2)
                         AND ($3::text IS NULL OR aggregate_id = $3)
@@ -296,6 +306,11 @@ impl StateStore {
                         AND ($5::text IS NULL OR event_id = $5)
                         AND ($6::float8 IS NULL OR parked_at <= now() - make_interval(secs => $6))
                       ORDER BY aggregate_id, commit_lsn, seq",
+                    if self.parked_partition {
+                        "kafka_partition"
+                    } else {
+                        "NULL::int4"
+                    },
                     self.parked
                 ),
                 &[
@@ -326,6 +341,7 @@ impl StateStore {
                         .zip(values.into_iter().map(Bytes::from))
                         .collect(),
                     destination: Arc::from(r.get::<_, String>(6)),
+                    partition: r.get(16),
                     timestamp_ms: r.get(10),
                     commit_lsn: commit_lsn.parse::<Lsn>().map_or(0, |l| l.0),
                     commit_time_us: r.get(11),

@@ -30,6 +30,9 @@ pub struct StateStore {
     /// `<schema>.snapshot`, quoted: a row while a snapshot of the slot is incomplete.
     pub(super) snapshot: String,
     pub(super) slot: String,
+    /// `<schema>.parked` has the `kafka_partition` column (tables created before it
+    /// existed get it when the role may alter them).
+    pub(super) parked_partition: bool,
     /// IDENTIFY_SYSTEM's system identifier: a record from another cluster (a restored
     /// copy, a different server behind the same name) is never trusted.
     system_id: String,
@@ -58,6 +61,7 @@ CREATE TABLE IF NOT EXISTS {s}.parked (
   payload         bytea,
   header_names    text[] NOT NULL,
   header_values   bytea[] NOT NULL,
+  kafka_partition integer,
   timestamp_ms    bigint NOT NULL,
   commit_time_us  bigint NOT NULL,
   reason          text NOT NULL,
@@ -86,14 +90,29 @@ pub async fn open(
         return Ok(None);
     }
     match usable(client, &config.state.schema).await {
-        Ok(()) => Ok(Some(StateStore {
-            client: client.clone(),
-            table: format!("{}.progress", quote_ident(&config.state.schema)),
-            parked: format!("{}.parked", quote_ident(&config.state.schema)),
-            snapshot: format!("{}.snapshot", quote_ident(&config.state.schema)),
-            slot: config.source.slot.clone(),
-            system_id: system_id.to_owned(),
-        })),
+        Ok(parked_partition) => {
+            let parked = format!("{}.parked", quote_ident(&config.state.schema));
+            if !parked_partition
+                && config
+                    .outbox
+                    .tables
+                    .iter()
+                    .any(|t| t.partition_column.is_some())
+            {
+                return Err(RelayError::Setup(format!(
+                    "outbox.tables[].partition_column: parked events must keep their partition, but {parked} has no kafka_partition column and the role may not add it; run ALTER TABLE {parked} ADD COLUMN IF NOT EXISTS kafka_partition integer as its owner"
+                )));
+            }
+            Ok(Some(StateStore {
+                client: client.clone(),
+                table: format!("{}.progress", quote_ident(&config.state.schema)),
+                parked,
+                snapshot: format!("{}.snapshot", quote_ident(&config.state.schema)),
+                slot: config.source.slot.clone(),
+                parked_partition,
+                system_id: system_id.to_owned(),
+            }))
+        }
         Err(problem) if mode == StateMode::Auto => {
             warn!(%problem, "running without the relay's state tables (state.mode = auto): a PostgreSQL restart makes the server resend transactions already delivered; a privileged role can create them with the SQL in the README's \"State tables\" section; state.mode: off silences this");
             Ok(None)
@@ -212,8 +231,9 @@ pub async fn inspect(client: &Client, config: &Config) -> Result<String, RelayEr
     }
 }
 
-/// Creates the tables if missing, then checks the role may read and write them.
-async fn usable(client: &Client, schema: &str) -> Result<(), String> {
+/// Creates the tables if missing, then checks the role may read and write them. `Ok`
+/// says whether the parked table has the `kafka_partition` column.
+async fn usable(client: &Client, schema: &str) -> Result<bool, String> {
     let table = format!("{}.progress", quote_ident(schema));
     let parked = format!("{}.parked", quote_ident(schema));
     let snapshot = format!("{}.snapshot", quote_ident(schema));
@@ -246,6 +266,28 @@ async fn usable(client: &Client, schema: &str) -> Result<(), String> {
             warn!(table = %snapshot, error = %e, "cannot create the snapshot table; snapshots (source.snapshot, on_slot_lost: snapshot) will fail until a privileged role creates it (README \"State tables\")");
         }
     }
+    // A parked table from before partitions were kept gets the column when the role may
+    // alter it; without it only `partition_column` is refused (in `open`).
+    let column_sql = "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1)
+                        AND attname = 'kafka_partition' AND NOT attisdropped)";
+    let mut parked_partition: bool = client
+        .query_one(column_sql, &[&parked])
+        .await
+        .map_err(|e| format!("cannot look up the columns of {parked}: {e}"))?
+        .get(0);
+    if !parked_partition {
+        match client
+            .batch_execute(&format!(
+                "ALTER TABLE {parked} ADD COLUMN IF NOT EXISTS kafka_partition integer"
+            ))
+            .await
+        {
+            Ok(()) => parked_partition = true,
+            Err(e) => {
+                warn!(table = %parked, error = %e, "cannot add the kafka_partition column to the parked table; outbox.tables[].partition_column is refused until its owner adds it")
+            }
+        }
+    }
     for t in [&table, &parked] {
         let writable: bool = client
             .query_one(
@@ -261,7 +303,7 @@ async fn usable(client: &Client, schema: &str) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(parked_partition)
 }
 
 impl StateStore {

@@ -102,6 +102,15 @@ pub struct Metrics {
     /// Always 1; labelled with the slot, publication, database and sink kind, to join
     /// with postgres_exporter's slot series.
     pub info: IntGaugeVec,
+    /// Batch spans the OTLP receiver accepted, and those dropped (`telemetry.otlp`).
+    pub otlp_spans_exported: IntCounter,
+    pub otlp_spans_dropped: IntCounter,
+    /// 1 while this process leads its slot (always, without `ha.enabled`), 0 as a standby.
+    pub leader: IntGauge,
+    /// Times this process became the leader.
+    pub leader_transitions: IntCounter,
+    /// Where batch spans go, with `telemetry.otlp.endpoint` set.
+    pub spans: Option<super::otlp::SpanSink>,
 }
 
 impl Metrics {
@@ -206,6 +215,11 @@ impl Metrics {
                 &["slot", "publication", "database", "sink"],
             )
             .unwrap(),
+            otlp_spans_exported: IntCounter::new("otlp_spans_exported_total", "Batch spans the OTLP receiver accepted (telemetry.otlp).").unwrap(),
+            otlp_spans_dropped: IntCounter::new("otlp_spans_dropped_total", "Batch spans dropped: the export queue was full or the receiver failed (telemetry.otlp).").unwrap(),
+            leader: IntGauge::new("leader", "1 while this replica leads its slot (always 1 without ha.enabled), 0 as a standby.").unwrap(),
+            leader_transitions: IntCounter::new("leader_transitions_total", "Times this replica became the leader of its slot.").unwrap(),
+            spans: None,
             registry,
             process: Registry::new(),
             destinations,
@@ -259,6 +273,10 @@ impl Metrics {
             .unwrap();
         r.register(Box::new(m.source_lag_seconds.clone())).unwrap();
         r.register(Box::new(m.info.clone())).unwrap();
+        r.register(Box::new(m.otlp_spans_exported.clone())).unwrap();
+        r.register(Box::new(m.leader.clone())).unwrap();
+        r.register(Box::new(m.leader_transitions.clone())).unwrap();
+        r.register(Box::new(m.otlp_spans_dropped.clone())).unwrap();
         #[cfg(target_os = "linux")]
         m.process
             .register(Box::new(

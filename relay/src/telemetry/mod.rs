@@ -8,6 +8,7 @@ mod health;
 mod http;
 mod logging;
 mod metrics;
+pub mod otlp;
 
 pub use destination_labels::{DestinationLabels, OTHER as OTHER_DESTINATIONS};
 pub use health::Health;

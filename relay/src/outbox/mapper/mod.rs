@@ -7,6 +7,7 @@ use bytes::Bytes;
 use outbox_connectors::OutboxEvent;
 use outbox_pgoutput::{Insert, LogicalMessage, Lsn, Relation, TupleData, TupleValue};
 
+use super::cloudevents::{CloudEvents, MissingAttribute};
 use super::invalid::{row_json, InvalidEvent, InvalidReason};
 use super::message::{payload_bytes, scalar_text, string_field, MessageEvent};
 use super::route::Router;
@@ -43,6 +44,8 @@ pub struct Mapper {
     relations: HashMap<u32, Option<Arc<OutboxTable>>>,
     router: Router,
     dead_letter: Arc<str>,
+    /// `outbox.cloudevents`, when on.
+    cloudevents: Option<CloudEvents>,
     seq: u64,
     /// The transaction `seq` counts in.
     seq_tx: Lsn,
@@ -51,7 +54,9 @@ pub struct Mapper {
 impl Mapper {
     pub fn new(config: OutboxConfig, router: Router) -> Self {
         let dead_letter = Arc::from(config.dead_letter_destination.as_str());
+        let cloudevents = config.cloudevents.as_ref().map(CloudEvents::new);
         Mapper {
+            cloudevents,
             config,
             relations: HashMap::new(),
             router,
@@ -207,6 +212,28 @@ impl Mapper {
             },
             None => tx.commit_time_us / 1000,
         };
+        let partition = match t.partition {
+            Some((i, _)) => match row.0.get(i) {
+                Some(TupleValue::Text(b)) => {
+                    let s = std::str::from_utf8(b).unwrap_or("");
+                    match s.parse::<i32>() {
+                        Ok(p) if p >= 0 => Some(p),
+                        _ => {
+                            return Err((
+                                InvalidReason::InvalidPartition,
+                                format!(
+                                "column {:?}: {s:?} is not a partition number (0 to 2147483647)",
+                                cols[i]
+                            ),
+                            ))
+                        }
+                    }
+                }
+                // NULL: the partitioner chooses by key, as Debezium leaves it.
+                _ => None,
+            },
+            None => None,
+        };
         let destination = self
             .router
             .route(&aggregate_type)
@@ -230,7 +257,7 @@ impl Mapper {
                 Bytes::from(tx.commit_lsn.to_string()),
             ));
         }
-        Ok(OutboxEvent {
+        let event = OutboxEvent {
             id,
             aggregate_type,
             aggregate_id,
@@ -238,11 +265,39 @@ impl Mapper {
             payload,
             headers,
             destination,
+            partition,
             timestamp_ms,
             commit_lsn: tx.commit_lsn.0,
             commit_time_us: tx.commit_time_us,
-            seq: self.next_seq(tx),
+            seq: 0,
+        };
+        let id_column = &cols[t.id];
+        let type_column = &cols[t.event_type];
+        self.finish(event, tx).map_err(|missing| match missing {
+            MissingAttribute::Id => (
+                InvalidReason::NullId,
+                format!("column {id_column:?} is empty; a CloudEvent (outbox.cloudevents) needs a non-empty id"),
+            ),
+            MissingAttribute::Type => (
+                InvalidReason::NullEventType,
+                format!("column {type_column:?} is empty; a CloudEvent (outbox.cloudevents) needs a non-empty type"),
+            ),
         })
+    }
+
+    /// The last step of every mapped event: the CloudEvents attributes (they become part
+    /// of the event, so parking and redrive keep them), then its place in the transaction
+    /// (taken only by events that are not invalid).
+    fn finish(
+        &mut self,
+        mut event: OutboxEvent,
+        tx: &TxContext,
+    ) -> Result<OutboxEvent, MissingAttribute> {
+        if let Some(ce) = &self.cloudevents {
+            ce.apply(&mut event)?;
+        }
+        event.seq = self.next_seq(tx);
+        Ok(event)
     }
 
     /// Maps a logical message with the configured prefix; other prefixes are not events.
@@ -338,7 +393,7 @@ impl Mapper {
                 Bytes::from(tx.commit_lsn.to_string()),
             ));
         }
-        Ok(OutboxEvent {
+        let event = OutboxEvent {
             id: id_text,
             aggregate_type,
             aggregate_id: aggregate_id_text,
@@ -346,10 +401,23 @@ impl Mapper {
             payload: payload_bytes(parsed.payload, &msg.content).map(|b| detach(&b)),
             headers,
             destination,
+            partition: None,
             timestamp_ms: parsed.timestamp.unwrap_or(tx.commit_time_us / 1000),
             commit_lsn: tx.commit_lsn.0,
             commit_time_us: tx.commit_time_us,
-            seq: self.next_seq(tx),
+            seq: 0,
+        };
+        self.finish(event, tx).map_err(|missing| {
+            let (reason, field) = match missing {
+                MissingAttribute::Id => (InvalidReason::NullId, "id"),
+                MissingAttribute::Type => (InvalidReason::NullEventType, "type"),
+            };
+            (
+                reason,
+                format!("logical message field {field:?} is empty; a CloudEvent (outbox.cloudevents) needs it non-empty"),
+                id.clone(),
+                aggregate_id.clone(),
+            )
         })
     }
 

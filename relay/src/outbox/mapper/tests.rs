@@ -398,3 +398,127 @@ fn rows_and_messages_above_max_event_bytes_are_invalid_without_their_big_values(
     other.prefix = "something-else".into();
     assert!(matches!(m.map_message(&other, &tx()), Mapped::NotOutbox));
 }
+
+#[test]
+fn partition_column_sets_the_partition_and_null_leaves_it_to_the_key() {
+    let mut config = OutboxConfig::default();
+    config.tables[0].partition_column = Some("tenant".into());
+    let mut m = mapper(config.clone());
+    // tenant is text in the common relation: refused by type, naming the column.
+    let e = m.on_relation(&relation(oid::JSONB)).unwrap_err();
+    assert!(
+        e.problem
+            .contains("partition column \"tenant\" has type oid 25"),
+        "{e}"
+    );
+    let mut rel = relation(oid::JSONB);
+    rel.columns[7] = col("tenant", oid::INT4);
+    m.on_relation(&rel).unwrap();
+    let mut r = row(t("order-1"), t("{}"));
+    r.new.0[7] = t("7");
+    let Mapped::Event(e) = m.map_insert(&r, &tx()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(e.partition, Some(7));
+    r.new.0[7] = TupleValue::Null;
+    let Mapped::Event(e) = m.map_insert(&r, &tx()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(e.partition, None);
+    for bad in ["-1", "2147483648"] {
+        r.new.0[7] = t(bad);
+        let Mapped::Invalid(inv) = m.map_insert(&r, &tx()).unwrap() else {
+            panic!("{bad}")
+        };
+        assert_eq!(inv.reason, InvalidReason::InvalidPartition);
+        assert!(inv.message.contains(bad), "{}", inv.message);
+    }
+    // Its dead letter goes to the dead-letter topic's own partitioning.
+    r.new.0[7] = t("3");
+    let Mapped::Event(e) = m.map_insert(&r, &tx()).unwrap() else {
+        panic!()
+    };
+    let err = outbox_connectors::PublishError::new(
+        outbox_connectors::ErrorClass::Permanent,
+        "unknown_topic",
+        "no such partition",
+    );
+    let dl = crate::outbox::dead_letter_of_rejected(&e, &err, Arc::from("dlq"));
+    assert_eq!(dl.partition, None);
+    let summary = crate::outbox::dead_letter_summary(&e, &err, Arc::from("dlq"));
+    assert_eq!(summary.partition, None);
+    // A missing column stops the relay naming it.
+    config.tables[0].partition_column = Some("shard".into());
+    let mut m = mapper(config);
+    let e = m.on_relation(&rel).unwrap_err();
+    assert!(e.problem.contains("partition column \"shard\""), "{e}");
+}
+
+#[test]
+fn cloudevents_attributes_are_part_of_mapped_rows_and_messages() {
+    let mut config = OutboxConfig::default();
+    config.messages = Some(MessagesConfig {
+        prefix: "outbox".into(),
+    });
+    config.cloudevents = Some(crate::config::CloudEventsConfig {
+        mode: crate::config::CloudEventsMode::Binary,
+        source: "/orders-service".into(),
+        data_content_type: "application/json".into(),
+    });
+    let mut m = mapper(config);
+    m.on_relation(&relation(oid::JSONB)).unwrap();
+    let Mapped::Event(e) = m
+        .map_insert(&row(t("order-1"), t(r#"{"total": 12.5}"#)), &tx())
+        .unwrap()
+    else {
+        panic!()
+    };
+    let headers: Vec<(&str, &[u8])> = e
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_ref()))
+        .collect();
+    assert_eq!(
+        headers,
+        vec![
+            ("id", ID.as_bytes()),
+            ("traceparent", TP.as_bytes()),
+            ("ce_specversion", &b"1.0"[..]),
+            ("ce_id", ID.as_bytes()),
+            ("ce_source", &b"/orders-service"[..]),
+            ("ce_type", &b"OrderCreated"[..]),
+            ("ce_subject", &b"order-1"[..]),
+            // The timestamp column's instant (the record timestamp), in UTC.
+            ("ce_time", &b"2026-11-18T11:06:40.123Z"[..]),
+            ("content-type", &b"application/json"[..]),
+        ]
+    );
+    assert_eq!(e.seq, 1);
+    // An empty id cannot be a CloudEvent: invalid, and it takes no place in the
+    // transaction (its dead letter does).
+    let mut r = row(t("order-1"), t("{}"));
+    r.new.0[0] = t("");
+    let Mapped::Invalid(inv) = m.map_insert(&r, &tx()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(inv.reason, InvalidReason::NullId);
+    assert!(inv.message.contains("non-empty id"), "{}", inv.message);
+    assert_eq!(m.dead_letter(&inv).seq, 2);
+    // Logical messages get the same attributes; time is their timestamp field.
+    let Mapped::Event(e) = m.map_message(
+        &message(r#"{"id": "m-1", "aggregatetype": "Order", "aggregateid": "order-2", "type": "OrderPaid", "timestamp": 1795000000123, "payload": {"a": 1}}"#),
+        &tx(),
+    ) else {
+        panic!()
+    };
+    let ce_time = e.headers.iter().find(|(k, _)| k == "ce_time").unwrap();
+    assert_eq!(&ce_time.1[..], b"2026-11-18T11:06:40.123Z");
+    assert_eq!(e.payload.as_deref(), Some(&br#"{"a": 1}"#[..]));
+    let Mapped::Invalid(inv) = m.map_message(
+        &message(r#"{"id": "m-2", "aggregatetype": "Order", "aggregateid": "order-2", "type": "", "payload": {}}"#),
+        &tx(),
+    ) else {
+        panic!()
+    };
+    assert_eq!(inv.reason, InvalidReason::NullEventType);
+}
