@@ -14,8 +14,9 @@ match everything, $__rate_interval is RATE_INTERVAL) and writes the results, wit
 What is drawn follows the dashboard file, not a copy of it: gridPos, titles, panel type,
 units (and the byFrameRefID unit/right-axis overrides), legend formats, the stat panels'
 value mappings, thresholds and text mode ("auto" shows only the value for a single
-series, as Grafana does). It is not Grafana: fonts, axis ticks and number formats are
-approximations, and panel features the dashboard does not use are not implemented.
+series, as Grafana does), min/max and step interpolation. It is not Grafana: fonts, axis
+ticks and number formats are approximations, and panel features the dashboard does not
+use are not implemented.
 docs/img/dashboard.sh makes the live run this draws.
 """
 
@@ -198,8 +199,12 @@ def draw_stat(fig, rect, panel, results):
         x + 0.006, y + h - 0.004, panel.get("title", ""), ha="left", va="top", color="#ffffff", fontsize=9
     )
     mode = (panel.get("options") or {}).get("textMode", "auto")
+    # The field's display name: displayName, else the target's legend format.
     name = defaults.get("displayName") or ""
     name = re.sub(r"\$\{__field\.labels\.(\w+)\}", lambda m: metric.get(m.group(1), ""), name)
+    if not name:
+        formats = [t.get("legendFormat") for t in panel.get("targets") or []]
+        name = legend(formats[0] if formats else None, metric)
     shown = text or fmt(value, unit)
     if mode == "name" and name:
         shown = name
@@ -221,7 +226,8 @@ def draw_timeseries(fig, rect, panel, results):
     defaults = (panel.get("fieldConfig") or {}).get("defaults") or {}
     unit = defaults.get("unit", "short")
     ov = overrides(panel)
-    fill = ((defaults.get("custom") or {}).get("fillOpacity") or 0) / 100
+    custom = defaults.get("custom") or {}
+    fill = (custom.get("fillOpacity") or 0) / 100
     lines = []
     targets = {t.get("refId"): t for t in panel.get("targets") or []}
     for r in results:
@@ -278,14 +284,23 @@ def draw_timeseries(fig, rect, panel, results):
     for i, (ref, label, ts, vs) in enumerate(lines):
         target_ax = right if right is not None and ov.get(ref, {}).get("right") else ax
         color = PALETTE[i % len(PALETTE)]
-        (ln,) = target_ax.plot(ts, vs, color=color, linewidth=1.1, label=label)
+        step = "steps-post" if custom.get("lineInterpolation") == "stepAfter" else "default"
+        (ln,) = target_ax.plot(ts, vs, color=color, linewidth=1.1, label=label, drawstyle=step)
         if fill:
-            target_ax.fill_between(ts, vs, alpha=fill, color=color, linewidth=0)
+            where = {"step": "post"} if step != "default" else {}
+            target_ax.fill_between(ts, vs, alpha=fill, color=color, linewidth=0, **where)
         handles.append(ln)
     for a in [ax] + ([right] if right is not None else []):
         lo, hi = a.get_ylim()
         if lo > 0:
             a.set_ylim(0, hi)
+    if defaults.get("min") is not None or defaults.get("max") is not None:
+        lo, hi = ax.get_ylim()
+        pad = 0.05 * ((defaults.get("max") or hi) - (defaults.get("min") or lo) or 1)
+        ax.set_ylim(
+            defaults["min"] - pad if defaults.get("min") is not None else lo,
+            defaults["max"] + pad if defaults.get("max") is not None else hi,
+        )
     start = datetime.fromtimestamp(META["start"], timezone.utc)
     end = datetime.fromtimestamp(META["end"], timezone.utc)
     ax.set_xlim(start, end)
