@@ -37,17 +37,32 @@ compose_structure() {
     "$PY" "$here/compose_check.py" "$root" >"$work/compose.out" || { cat "$work/compose.out"; return 1; }
     mv "$work/compose.out" "$work/compose.env"
 }
-check "compose.yaml structure (services, files, wal_level, KRaft, init DDL = demo.sh)" compose_structure
+check "compose.yaml structure (services, files, wal_level, KRaft, init DDL = demo.sh; monitoring profile: scrape target relay:10187, rules, data source, dashboard)" compose_structure
 
-compose_spec() {
+compose_spec() { # the default services, then every profile's (examples, monitoring) as well
     compose-config "$root/deploy/compose.yaml" >"$work/compose.resolved.yaml" || return 1
+    COMPOSE_PROFILES='*' compose-config "$root/deploy/compose.yaml" >"$work/compose.all.yaml" || return 1
+    if ! grep -q '^  prometheus:$' "$work/compose.all.yaml" || ! grep -q '^  grafana:$' "$work/compose.all.yaml"; then
+        echo "COMPOSE_PROFILES='*' did not load the monitoring profile"
+        return 1
+    fi
     if docker compose version >/dev/null 2>&1; then
         docker compose -f "$root/deploy/compose.yaml" config -q || return 1
+        docker compose -f "$root/deploy/compose.yaml" --profile '*' config -q || return 1
     else
         echo "note: no 'docker compose' plugin here; validated with compose-go only"
     fi
 }
-check "compose.yaml against the Compose specification (compose-go, as 'docker compose config')" compose_spec
+check "compose.yaml against the Compose specification, default and all profiles (compose-go, as 'docker compose config')" compose_spec
+
+compose_prometheus() { # the monitoring profile's prometheus.yml with its mounts laid out as in the container
+    local config
+    config="$("$PY" "$here/compose_check.py" "$root" --stage-prometheus "$work/compose-prometheus")" || {
+        echo "$config"; return 1; }
+    promtool check config "$config" | tee "$work/promtool-config.out" || return 1
+    grep -Eq 'SUCCESS: [1-9][0-9]* rule files found' "$work/promtool-config.out" || { echo "no rule file loaded"; return 1; }
+}
+check "compose monitoring profile: promtool check config (prometheus.yml and the mounted rules)" compose_prometheus
 
 # First line of `outbox-relay check` must be "PASS config" (connectivity may fail
 # offline). The relay prints its results together at the end, after its connectivity

@@ -1,7 +1,8 @@
 // compose-config loads a compose file with compose-go, the library behind
 // `docker compose config`: it validates the file against the Compose specification's
 // JSON schema, resolves paths, environment and defaults, and prints the resolved model.
-// It needs no Docker engine. Usage: compose-config FILE
+// It needs no Docker engine. Usage: [COMPOSE_PROFILES=a,b|*] compose-config FILE
+// (profiles as `docker compose` takes them from COMPOSE_PROFILES; "*" enables all).
 package main
 
 import (
@@ -26,6 +27,7 @@ func main() {
 	opts, err := cli.NewProjectOptions([]string{file},
 		cli.WithWorkingDirectory(filepath.Dir(file)),
 		cli.WithOsEnv,
+		cli.WithDefaultProfiles(),
 		cli.WithConsistency(true),
 		cli.WithResolvedPaths(true),
 	)
