@@ -178,7 +178,10 @@ impl PrivateKafka {
             .arg(cmd)
             .env("OUTBOX_RELAY_RUN", &self.run)
             .env("OUTBOX_RELAY_KAFKA_PORT", PRIVATE_PORT.to_string())
-            .env("OUTBOX_RELAY_KAFKA_CONTROLLER_PORT", (PRIVATE_PORT + 1).to_string())
+            .env(
+                "OUTBOX_RELAY_KAFKA_CONTROLLER_PORT",
+                (PRIVATE_PORT + 1).to_string(),
+            )
             .env("OUTBOX_RELAY_KAFKA_BOOTSTRAP", Self::bootstrap())
             .env("OUTBOX_RELAY_KAFKA_HEAP_OPTS", "-Xms512m -Xmx512m")
             .status()
@@ -249,7 +252,11 @@ async fn a_broker_killed_mid_transaction_aborts_it_and_loses_or_duplicates_nothi
     assert_eq!(ordered::check(&committed, &expected).unwrap(), 0);
     assert!(copies(&committed).values().all(|n| *n == 1));
     println!("{total} events through a broker SIGKILL mid-transaction: 0 duplicates, 0 lost");
-    assert!(relay.terminate(Duration::from_secs(60)).success(), "{}", relay.log_tail());
+    assert!(
+        relay.terminate(Duration::from_secs(60)).success(),
+        "{}",
+        relay.log_tail()
+    );
     pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
     drop(broker);
 }

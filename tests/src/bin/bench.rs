@@ -38,6 +38,10 @@ struct Args {
     /// cleanup, and how long until the table is empty.
     #[arg(long)]
     cleanup: Option<String>,
+    /// Also drain with `sink.kafka.exactly_once` (Kafka transactions), from a slot of its
+    /// own: the cost of the guarantee next to the at-least-once Kafka run.
+    #[arg(long)]
+    exactly_once: bool,
 }
 
 #[derive(Debug)]
@@ -52,12 +56,13 @@ struct Run {
 
 const PUBLICATION: &str = "bench_pub";
 const TABLE: &str = "bench_outbox";
-const SLOTS: [&str; 5] = [
+const SLOTS: [&str; 6] = [
     "bench_recvlogical",
     "bench_null",
     "bench_kafka",
     "bench_park",
     "bench_cleanup",
+    "bench_kafka_eos",
 ];
 
 #[tokio::main]
@@ -107,6 +112,11 @@ async fn main() {
     eprintln!("bench: {:?}", runs.last().unwrap());
     if !args.skip_kafka {
         runs.push(relay(&args, "kafka", SLOTS[2], false).await);
+        eprintln!("bench: {:?}", runs.last().unwrap());
+    }
+
+    if args.exactly_once {
+        runs.push(relay(&args, "kafka-eos", SLOTS[5], false).await);
         eprintln!("bench: {:?}", runs.last().unwrap());
     }
 
@@ -360,6 +370,13 @@ async fn relay(args: &Args, sink: &str, slot: &str, cleanup: bool) -> Run {
         format!(
             "  kind: kafka\n  kafka:\n    brokers: {}\n",
             env::kafka_bootstrap()
+        )
+    } else if sink == "kafka-eos" {
+        // Its own transactional id per run: the bench's topics and progress are new.
+        format!(
+            "  kind: kafka\n  kafka:\n    brokers: {}\n    exactly_once: true\n    transactional_id: bench-{}\n",
+            env::kafka_bootstrap(),
+            std::process::id()
         )
     } else {
         "  kind: \"null\"\n".to_string()
