@@ -14,7 +14,7 @@ use outbox_relay_tests::{pg, unique};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_within_five_minutes_is_dropped_by_the_fifo_queue() {
     let name = unique("fifodedup");
-    let replay = format!("{name}_replay");
+    let replay = unique("fifoagain");
     let table = format!("{name}_outbox");
     let client = pg::connect().await;
     pg::create_outbox_table(&client, &table, "jsonb", false).await;

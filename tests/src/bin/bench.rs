@@ -42,6 +42,11 @@ struct Args {
     /// own: the cost of the guarantee next to the at-least-once Kafka run.
     #[arg(long)]
     exactly_once: bool,
+    /// CPU limits (e.g. `0.25,0.5`): the null and Kafka drains again inside a cgroup with
+    /// that CPU quota, as a sidecar with a CPU limit runs (cgroup v2 `cpu.max`, or v1
+    /// `cpu.cfs_quota_us`), each from a slot of its own.
+    #[arg(long, value_delimiter = ',')]
+    cpu_limits: Vec<f64>,
 }
 
 #[derive(Debug)]
@@ -69,7 +74,24 @@ const SLOTS: [&str; 6] = [
 async fn main() {
     let args = Args::parse();
     let client = pg::connect().await;
-    for slot in SLOTS {
+    let limited: Vec<(f64, String, String)> = args
+        .cpu_limits
+        .iter()
+        .map(|l| {
+            let n = (l * 100.0).round() as u32;
+            (
+                *l,
+                format!("bench_null_cpu{n}"),
+                format!("bench_kafka_cpu{n}"),
+            )
+        })
+        .collect();
+    let mut all_slots: Vec<&str> = SLOTS.to_vec();
+    for (_, null, kafka) in &limited {
+        all_slots.push(null);
+        all_slots.push(kafka);
+    }
+    for slot in &all_slots {
         let _ = client
             .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
             .await;
@@ -88,7 +110,7 @@ async fn main() {
         .await
         .expect("bench schema");
     backlog::define_fill(&client, "bench_fill", TABLE).await;
-    backlog::create_slots(&client, &SLOTS).await;
+    backlog::create_slots(&client, &all_slots).await;
     let t = Instant::now();
     args.backlog.write(&client, "bench_fill", "bench").await;
     let end_lsn: String = client
@@ -108,16 +130,24 @@ async fn main() {
 
     let mut runs = vec![recvlogical(&end_lsn)];
     eprintln!("bench: {runs:?}");
-    runs.push(relay(&args, "null", SLOTS[1], false).await);
+    runs.push(relay(&args, "null", SLOTS[1], false, None).await);
     eprintln!("bench: {:?}", runs.last().unwrap());
     if !args.skip_kafka {
-        runs.push(relay(&args, "kafka", SLOTS[2], false).await);
+        runs.push(relay(&args, "kafka", SLOTS[2], false, None).await);
         eprintln!("bench: {:?}", runs.last().unwrap());
     }
 
     if args.exactly_once {
-        runs.push(relay(&args, "kafka-eos", SLOTS[5], false).await);
+        runs.push(relay(&args, "kafka-eos", SLOTS[5], false, None).await);
         eprintln!("bench: {:?}", runs.last().unwrap());
+    }
+    for (limit, null, kafka) in &limited {
+        runs.push(relay(&args, "null", null, false, Some(*limit)).await);
+        eprintln!("bench: {:?}", runs.last().unwrap());
+        if !args.skip_kafka {
+            runs.push(relay(&args, "kafka", kafka, false, Some(*limit)).await);
+            eprintln!("bench: {:?}", runs.last().unwrap());
+        }
     }
 
     if args.park_redrive {
@@ -127,7 +157,7 @@ async fn main() {
     }
     // Last: it deletes the rows.
     if let Some(sink) = &args.cleanup {
-        runs.push(relay(&args, sink, SLOTS[4], true).await);
+        runs.push(relay(&args, sink, SLOTS[4], true, None).await);
         eprintln!("bench: {:?}", runs.last().unwrap());
     }
 
@@ -157,7 +187,7 @@ async fn main() {
     }
     println!("\n{} events, {} aggregates, {} rows per transaction, average payload {avg_payload:.0} bytes", args.backlog.events, args.backlog.aggregates, args.backlog.txn_rows);
 
-    for slot in SLOTS {
+    for slot in &all_slots {
         let _ = client
             .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
             .await;
@@ -258,6 +288,46 @@ fn spawn_relay(args: &Args, name: &str, config: String) -> std::process::Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn relay")
+}
+
+/// A cgroup with a CPU quota of `limit` CPUs (period 100 ms), as Kubernetes sets a CPU
+/// limit: cgroup v2 `cpu.max` where the unified hierarchy has the cpu controller, else
+/// v1 `cpu.cfs_quota_us`. Returns its `cgroup.procs`.
+fn cpu_cgroup(limit: f64) -> PathBuf {
+    let quota = (limit * 100_000.0).round() as u64;
+    let name = format!("outbox-relay-bench-{quota}");
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
+    if std::fs::read_to_string(v2).is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu")) {
+        let dir = PathBuf::from("/sys/fs/cgroup").join(&name);
+        std::fs::create_dir_all(&dir).expect("create the cgroup (root needed)");
+        std::fs::write(dir.join("cpu.max"), format!("{quota} 100000")).expect("cpu.max");
+        dir.join("cgroup.procs")
+    } else {
+        let dir = PathBuf::from("/sys/fs/cgroup/cpu").join(&name);
+        std::fs::create_dir_all(&dir).expect("create the cgroup (root needed)");
+        std::fs::write(dir.join("cpu.cfs_period_us"), "100000").expect("cfs_period_us");
+        std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).expect("cfs_quota_us");
+        dir.join("cgroup.procs")
+    }
+}
+
+/// The relay inside a CPU-limited cgroup from its first instruction: a shell enters the
+/// cgroup and then execs the relay (same pid, so /proc accounting still applies).
+fn spawn_limited(args: &Args, name: &str, config: String, limit: f64) -> std::process::Child {
+    let path = std::env::temp_dir().join(format!("bench-{name}-cpu.yaml"));
+    std::fs::write(&path, config).unwrap();
+    let procs = cpu_cgroup(limit);
+    Command::new("sh")
+        .arg("-c")
+        .arg("echo $$ > \"$1\" && exec \"$2\" --config \"$3\" run")
+        .arg("sh")
+        .arg(&procs)
+        .arg(&args.relay_bin)
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn limited relay")
 }
 
 /// Parking while Kafka is unreachable, then the redrive once it is back.
@@ -364,7 +434,7 @@ fn wait_for(
     }
 }
 
-async fn relay(args: &Args, sink: &str, slot: &str, cleanup: bool) -> Run {
+async fn relay(args: &Args, sink: &str, slot: &str, cleanup: bool, cpu: Option<f64>) -> Run {
     let port = free_port();
     let sink_yaml = if sink == "kafka" {
         format!(
@@ -382,11 +452,11 @@ async fn relay(args: &Args, sink: &str, slot: &str, cleanup: bool) -> Run {
         "  kind: \"null\"\n".to_string()
     };
     let started = Instant::now();
-    let mut child = spawn_relay(
-        args,
-        sink,
-        relay_config(args, slot, &sink_yaml, port, cleanup),
-    );
+    let config = relay_config(args, slot, &sink_yaml, port, cleanup);
+    let mut child = match cpu {
+        None => spawn_relay(args, sink, config),
+        Some(limit) => spawn_limited(args, sink, config, limit),
+    };
     let pid = child.id();
     let wall = wait_for(&mut child, started, sink, || {
         http_get(port, "/metrics").is_some_and(|(_, body)| {
@@ -424,10 +494,10 @@ async fn relay(args: &Args, sink: &str, slot: &str, cleanup: bool) -> Run {
         .status();
     let _ = child.wait();
     Run {
-        name: if cleanup {
-            format!("outbox-relay → {sink}, cleanup: delete_published")
-        } else {
-            format!("outbox-relay → {sink}")
+        name: match (cleanup, cpu) {
+            (true, _) => format!("outbox-relay → {sink}, cleanup: delete_published"),
+            (false, Some(limit)) => format!("outbox-relay → {sink}, CPU limit {limit}"),
+            (false, None) => format!("outbox-relay → {sink}"),
         },
         emptied,
         wall,
