@@ -1,8 +1,9 @@
 //! The chaos suite's short variant (issue 13) in the test suite: ≥ 50k events from
-//! concurrent writers through 17 seeded faults (every kind once: relay SIGKILL and
-//! SIGSTOP, PostgreSQL immediate and fast restarts, Kafka broker SIGKILL, and network
-//! faults between the relay and PostgreSQL and between the relay and Kafka), against the
-//! suite's private PostgreSQL, Kafka and Toxiproxy (the shared services are not touched).
+//! concurrent writers through 18 seeded faults, every kind once (relay SIGKILL, also in the
+//! middle of a sink outage, and SIGSTOP; PostgreSQL immediate and fast restarts; Kafka
+//! broker SIGKILL; network faults between the relay and PostgreSQL and between the relay
+//! and Kafka), against the suite's private PostgreSQL, Kafka and Toxiproxy (the shared
+//! services are not touched).
 //! Asserts the checker's verdict: nothing lost, no phantom, nothing reordered, every
 //! duplicate inside a fault's replay window, records byte-exact, the slot's confirmed flush
 //! never moving back, the relay recovering from every fault.

@@ -156,6 +156,21 @@ impl Driver {
                     self.hold(f.hold_ms);
                     self.fleet.respawn(leader);
                 }
+                Kind::RelaySigkillSinkDegraded => {
+                    if f.param == 0 {
+                        self.toxi.set_enabled(SINK_PROXY, false)?;
+                    } else {
+                        self.toxic_both(Side::Sink, "latency", json!({"latency": f.param}))?;
+                    }
+                    self.hold(f.hold_ms / 2);
+                    self.fleet.kill(leader);
+                    if self.fleet.len() == 1 {
+                        from = self.delivered_when_inactive();
+                    }
+                    self.hold(f.hold_ms / 2);
+                    self.toxi.heal(SINK_PROXY)?;
+                    self.fleet.respawn(leader);
+                }
                 Kind::RelaySigstop => {
                     self.fleet.freeze(leader);
                     self.hold(f.hold_ms);

@@ -58,13 +58,13 @@ pub struct ChaosConfig {
 }
 
 impl ChaosConfig {
-    /// The test suite's variant: ≥ 50k events, 17 faults (every kind once), a few minutes.
+    /// The test suite's variant: ≥ 50k events, 18 faults (every kind once), a few minutes.
     pub fn short(seed: u64) -> ChaosConfig {
         ChaosConfig {
             variant: "short".into(),
             seed,
             events: 50_000,
-            faults: 17,
+            faults: 18,
             window_s: 40.0,
             aggregates: 2000,
             load: LoadSpec {

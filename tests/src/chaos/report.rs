@@ -169,7 +169,7 @@ pub fn table(s: &Value) -> String {
         r["peak_rss_kb"].as_u64().unwrap_or(0) / 1024
     ));
     out.push_str(&format!(
-        "{:<26} {:>5} {:>10} {:>12} {:>14} {:>13}\n",
+        "{:<30} {:>5} {:>10} {:>12} {:>14} {:>13}\n",
         "fault kind", "count", "held s", "duplicates", "recovery p50", "recovery max"
     ));
     if let Some(kinds) = s["faults"]["by_kind"].as_object() {
@@ -179,7 +179,7 @@ pub fn table(s: &Value) -> String {
                     .map_or("-".to_string(), |m| format!("{:.1} s", m as f64 / 1000.0))
             };
             out.push_str(&format!(
-                "{:<26} {:>5} {:>10.1} {:>12} {:>14} {:>13}{}\n",
+                "{:<30} {:>5} {:>10.1} {:>12} {:>14} {:>13}{}\n",
                 k,
                 v["count"].as_u64().unwrap_or(0),
                 v["held_ms_total"].as_u64().unwrap_or(0) as f64 / 1000.0,

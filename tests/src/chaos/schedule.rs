@@ -13,6 +13,10 @@ use serde_json::{json, Value};
 pub enum Kind {
     /// SIGKILL the relay (the leader, with replicas) and start it again.
     RelaySigkill,
+    /// The sink unreachable (param 0) or slow (param: latency ms), and the relay SIGKILLed
+    /// in the middle of it, with events accepted but not acknowledged; started again once
+    /// the sink is back: whatever it had confirmed must have been delivered.
+    RelaySigkillSinkDegraded,
     /// SIGSTOP the relay for a while (sometimes past `wal_sender_timeout`), then SIGCONT.
     RelaySigstop,
     /// `pg_ctl restart -m immediate`: a crash, recovery from WAL.
@@ -52,6 +56,7 @@ impl Kind {
         };
         match self {
             Kind::RelaySigkill => "relay_sigkill".into(),
+            Kind::RelaySigkillSinkDegraded => "relay_sigkill_sink_degraded".into(),
             Kind::RelaySigstop => "relay_sigstop".into(),
             Kind::PgRestartImmediate => "pg_restart_immediate".into(),
             Kind::PgRestartFast => "pg_restart_fast".into(),
@@ -101,6 +106,7 @@ impl Fault {
 pub fn kinds(kafka: bool, replicas: usize) -> Vec<Kind> {
     let mut k = vec![
         Kind::RelaySigkill,
+        Kind::RelaySigkillSinkDegraded,
         Kind::RelaySigstop,
         Kind::PgRestartImmediate,
         Kind::PgRestartFast,
@@ -146,6 +152,14 @@ pub fn draw(seed: u64, n: usize, window_s: f64, kinds: &[Kind]) -> Vec<Fault> {
             let gap = mean_gap * rng.random_range(0.2..1.8);
             let (hold_ms, param) = match kind {
                 Kind::RelaySigkill | Kind::LeaderFailover => (rng.random_range(0..2000), 0),
+                Kind::RelaySigkillSinkDegraded => (
+                    rng.random_range(3000..10000),
+                    if rng.random_bool(0.5) {
+                        0
+                    } else {
+                        rng.random_range(300..2000)
+                    },
+                ),
                 // Half of the stops outlast the 6 s wal_sender_timeout the suite sets.
                 Kind::RelaySigstop => {
                     if rng.random_bool(0.5) {
