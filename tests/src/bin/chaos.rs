@@ -29,6 +29,10 @@ struct Args {
     /// Override the writers' events per second.
     #[arg(long)]
     rate: Option<f64>,
+    /// kafka, sqs-fifo, sqs (standard) or sns-fifo (SNS FIFO → SQS FIFO), the last three on
+    /// fauxqs (deploy/local/aws.sh fauxqs-start).
+    #[arg(long, default_value = "kafka")]
+    sink: String,
     /// Relay replicas: 2 runs them with ha.enabled and adds leader failover.
     #[arg(long)]
     replicas: Option<usize>,
@@ -49,6 +53,13 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    match chaos::aws_sink::SinkKind::parse(&a.sink) {
+        Some(k) => cfg = cfg.with_sink(k),
+        None => {
+            eprintln!("unknown sink {}: kafka, sqs-fifo, sqs or sns-fifo", a.sink);
+            std::process::exit(2);
+        }
+    }
     if let Some(e) = a.events {
         cfg.events = e;
     }

@@ -109,6 +109,9 @@ pub struct Checker {
     txn_lsn: HashMap<u64, u64>,
     /// Every copy after the first: (event, commit LSN, when it was stored).
     extra_copies: Vec<(u128, u64, Option<i64>)>,
+    /// SNS/SQS: the `type`, `aggregatetype` and `aggregateid` message attributes are
+    /// expected too, the last two with these values (per aggregate: its type).
+    attribute_types: Option<Vec<String>>,
     pub counts: Counts,
     pub examples: Vec<String>,
     /// Duplicates explained, per fault kind.
@@ -142,6 +145,7 @@ impl Checker {
                 .collect(),
             txn_lsn: HashMap::new(),
             extra_copies: Vec::new(),
+            attribute_types: None,
             counts: Counts::default(),
             examples: Vec::new(),
             explained_by: HashMap::new(),
@@ -245,6 +249,11 @@ impl Checker {
         c
     }
 
+    /// Records come from SNS/SQS: expect the outbox columns as message attributes.
+    pub fn expect_attributes(&mut self, types_per_aggregate: Vec<String>) {
+        self.attribute_types = Some(types_per_aggregate);
+    }
+
     fn problem(&mut self, p: String) {
         if p.starts_with("ledger") {
             self.counts.ledger_problems += 1;
@@ -328,13 +337,24 @@ impl Checker {
         if e.traceparent.is_some() {
             want.push("traceparent");
         }
+        if self.attribute_types.is_some() {
+            want.extend(["type", "aggregatetype", "aggregateid"]);
+        }
         want.sort_unstable();
         let header = |k: &str| r.headers.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         let trace_ok = match &e.traceparent {
             Some(t) => header("traceparent") == Some(t.as_bytes()),
             None => true,
         };
-        if names != want || id_text.as_deref() != Some(uuid_text(id).as_str()) || !trace_ok {
+        let attributes_ok = self.attribute_types.as_ref().is_none_or(|types| {
+            header("aggregatetype") == Some(types[e.agg as usize].as_bytes())
+                && header("aggregateid") == Some(name.as_bytes())
+        });
+        if names != want
+            || id_text.as_deref() != Some(uuid_text(id).as_str())
+            || !trace_ok
+            || !attributes_ok
+        {
             self.counts.mismatch_headers += 1;
             let p = format!(
                 "event {}: headers {:?} (want {want:?}, traceparent {:?})",

@@ -10,6 +10,7 @@
 //! Runs against private services (services.rs), never the shared ones. `tests/chaos.sh`
 //! runs the full variant; `tests/tests/chaos.rs` the short one in the test suite.
 
+pub mod aws_sink;
 pub mod catalog;
 pub mod check;
 pub mod faults;
@@ -31,6 +32,7 @@ use serde_json::{json, Value};
 use tokio_postgres::{Client, NoTls};
 
 use crate::relay::RelaySetup;
+use aws_sink::SinkKind;
 use catalog::Catalog;
 use check::Checker;
 use faults::Driver;
@@ -53,6 +55,7 @@ pub struct ChaosConfig {
     pub load: LoadSpec,
     /// 1, or 2 replicas with `ha.enabled` (leader failover).
     pub replicas: usize,
+    pub sink: SinkKind,
     pub recovery_timeout: Duration,
     pub drain_timeout: Duration,
 }
@@ -79,9 +82,18 @@ impl ChaosConfig {
                 bmp_only: false,
             },
             replicas: 1,
+            sink: SinkKind::Kafka,
             recovery_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(300),
         }
+    }
+
+    /// For an SNS/SQS sink on fauxqs: characters it accepts only (the Basic Multilingual
+    /// Plane; SNS and SQS accept more).
+    pub fn with_sink(mut self, sink: SinkKind) -> ChaosConfig {
+        self.sink = sink;
+        self.load.bmp_only = sink != SinkKind::Kafka;
+        self
     }
 
     /// The full run: ≥ 1M events over 5000 aggregates, ≥ 100 faults.
@@ -105,6 +117,7 @@ impl ChaosConfig {
                 bmp_only: false,
             },
             replicas: 1,
+            sink: SinkKind::Kafka,
             recovery_timeout: Duration::from_secs(180),
             drain_timeout: Duration::from_secs(900),
         }
@@ -150,14 +163,29 @@ fn log(line: &str) {
 /// Errors are failures of the harness (a service that cannot start), not findings.
 pub async fn run(cfg: &ChaosConfig) -> Result<Value, String> {
     let wall = Instant::now();
+    let kafka = cfg.sink == SinkKind::Kafka;
     log(&format!(
-        "{} run, seed {} (replay: --seed {}), {} events, {} faults, {} replica(s)",
-        cfg.variant, cfg.seed, cfg.seed, cfg.events, cfg.faults, cfg.replicas
+        "{} run into {}, seed {} (replay: --seed {}), {} events, {} faults, {} replica(s)",
+        cfg.variant,
+        cfg.sink.label(),
+        cfg.seed,
+        cfg.seed,
+        cfg.events,
+        cfg.faults,
+        cfg.replicas
     ));
-    let toxi = tokio::task::spawn_blocking(|| {
+    let toxi = tokio::task::spawn_blocking(move || {
         services::start_pg()?;
-        services::fresh_kafka()?;
-        services::start_toxiproxy(&services::kafka_proxied(), services::KAFKA_PROXY_PORT)
+        if kafka {
+            services::fresh_kafka()?;
+            services::start_toxiproxy(&services::kafka_proxied(), services::KAFKA_PROXY_PORT)
+        } else {
+            let fauxqs = crate::aws::fauxqs_endpoint();
+            services::start_toxiproxy(
+                fauxqs.trim_start_matches("http://"),
+                services::AWS_PROXY_PORT,
+            )
+        }
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -187,10 +215,25 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Value, String> {
     let mut setup = RelaySetup::new(&name, &table);
     setup.topic_prefix = prefix.clone();
     setup.outbox_extra = format!("  messages:\n    prefix: {message_prefix}\n");
-    setup.sink_yaml = Some(format!(
-        "  kind: kafka\n  kafka:\n    brokers: 127.0.0.1:{}\n",
-        services::KAFKA_PROXY_PORT
-    ));
+    let aws = if kafka {
+        setup.sink_yaml = Some(format!(
+            "  kind: kafka\n  kafka:\n    brokers: 127.0.0.1:{}\n",
+            services::KAFKA_PROXY_PORT
+        ));
+        None
+    } else {
+        let d = aws_sink::prepare(
+            cfg.sink,
+            &name,
+            &format!("http://127.0.0.1:{}", services::AWS_PROXY_PORT),
+        )
+        .await?;
+        setup.sink_yaml = Some(d.sink_yaml.clone());
+        setup.route_template = Some(d.route_template.clone());
+        setup.dead_letter = Some(d.dead_letter.clone());
+        setup = setup.with_env(&crate::aws::relay_env());
+        Some(d)
+    };
     let pg_proxy = services::PG_PROXY_PORT.to_string();
     setup = setup.with_env(&[
         ("RELAY__SOURCE__PORT", pg_proxy.as_str()),
@@ -201,18 +244,21 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Value, String> {
     if cfg.replicas > 1 {
         setup = setup.with_env(&[("RELAY__HA__ENABLED", "true")]);
     }
-    sink::create_topics(
-        &services::kafka_bootstrap(),
-        &catalog::TYPES
+    // Per aggregate type: the Kafka topic, or the queue its events end up in.
+    let per_type: Vec<String> = match &aws {
+        None => catalog::TYPES
             .iter()
             .map(|t| format!("{prefix}.{t}"))
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+            .collect(),
+        Some(d) => d.queues.clone(),
+    };
+    if kafka {
+        sink::create_topics(&services::kafka_bootstrap(), &per_type).await?;
+    }
     let destinations: Vec<String> = catalog
         .types
         .iter()
-        .map(|t| format!("{prefix}.{t}"))
+        .map(|t| per_type[catalog::TYPES.iter().position(|x| x == t).unwrap()].clone())
         .collect();
 
     let slot = setup.slot();
@@ -237,7 +283,7 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Value, String> {
     ));
     let writer_tasks = writers::spawn(&shared);
 
-    let kinds = schedule::kinds(true, cfg.replicas);
+    let kinds = schedule::kinds(kafka, cfg.replicas);
     let plan = schedule::draw(cfg.seed, cfg.faults, cfg.window_s, &kinds);
     for f in &plan {
         log(&format!("planned {}", f.to_json()));
@@ -331,16 +377,22 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Value, String> {
         &in_table,
     );
     let read_start = Instant::now();
-    let topics: Vec<String> = catalog::TYPES
-        .iter()
-        .map(|t| format!("{prefix}.{t}"))
-        .collect();
-    let (mut checker, read) = tokio::task::spawn_blocking(move || {
-        let r = sink::read_kafka(&services::kafka_bootstrap(), &topics, &mut checker);
-        (checker, r)
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let (mut checker, read) = match &aws {
+        None => {
+            let topics = per_type.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = sink::read_kafka(&services::kafka_bootstrap(), &topics, &mut checker);
+                (checker, r)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+        Some(d) => {
+            checker.expect_attributes(catalog.types.iter().map(|t| t.to_string()).collect());
+            let r = aws_sink::read(&d.sdk, &d.queues, &mut checker, Duration::from_secs(5)).await;
+            (checker, r)
+        }
+    };
     let read = read?;
     let windows: Vec<check::Window> = done.iter().map(|d| d.window.clone()).collect();
     checker.finish(&windows);
@@ -370,12 +422,17 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Value, String> {
             &[&table, &catalog::versions_table(&table)],
         )
         .await;
+        if let Some(d) = &aws {
+            aws_sink::cleanup(d).await;
+        }
     } else {
         log(&format!(
-            "kept for inspection: table {table}, slot {slot}, topics {prefix}.*, relay logs:\n{}",
+            "kept for inspection: table {table}, slot {slot}, destinations {per_type:?}, relay logs:\n{}",
             driver.fleet.log_tails()
         ));
     }
-    let _ = tokio::task::spawn_blocking(services::stop_kafka).await;
+    if kafka {
+        let _ = tokio::task::spawn_blocking(services::stop_kafka).await;
+    }
     Ok(summary)
 }

@@ -79,11 +79,11 @@ pub fn summary(i: Inputs) -> Value {
         "ok": ok,
         "variant": i.cfg.variant,
         "seed": i.cfg.seed,
-        "sink": "kafka",
+        "sink": i.cfg.sink.label(),
         "replicas": i.cfg.replicas,
         "reproduce": format!(
-            "tests/chaos.sh --variant {} --seed {}",
-            i.cfg.variant, i.cfg.seed
+            "tests/chaos.sh --variant {} --sink {} --replicas {} --seed {}",
+            i.cfg.variant, i.cfg.sink.label(), i.cfg.replicas, i.cfg.seed
         ),
         "wall_s": secs(i.wall),
         "load_s": secs(i.load),
@@ -129,8 +129,9 @@ pub fn table(s: &Value) -> String {
     let mut out = String::new();
     let c = &s["check"];
     out.push_str(&format!(
-        "chaos {} run, seed {}: {} — {} committed events ({} records read), {} faults, wall {} s\n",
+        "chaos {} run into {}, seed {}: {} — {} committed events ({} records read), {} faults, wall {} s\n",
         s["variant"].as_str().unwrap_or(""),
+        s["sink"].as_str().unwrap_or(""),
         s["seed"],
         if s["ok"] == json!(true) {
             "OK"
