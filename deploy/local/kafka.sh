@@ -2,12 +2,14 @@
 # Local Apache Kafka broker (KRaft, one combined broker+controller node) for
 # development and tests, installed from Maven Central through `mvn`.
 #
-# Usage: deploy/local/kafka.sh [start|stop|status|topics [TopicCommand args]|wipe]
+# Usage: deploy/local/kafka.sh [start|stop|kill|status|topics [TopicCommand args]|wipe]
 #
 #   start   (default) install if needed, format storage once, start the broker in
 #           the background and wait until it answers metadata requests.
 #           Idempotent: returns at once if the broker is already up.
 #   stop    SIGTERM, wait up to OUTBOX_RELAY_KAFKA_STOP_TIMEOUT s (20), then SIGKILL.
+#   kill    SIGKILL at once (a crash: the next start recovers the logs); for the chaos
+#           suite's private broker, never the shared one.
 #   status  exit 0 if running and listening, 1 otherwise.
 #   topics  list topics (extra arguments are handed to TopicCommand instead of --list,
 #           e.g. `kafka.sh topics --describe --topic foo`).
@@ -18,6 +20,8 @@
 #   OUTBOX_RELAY_KAFKA_START_TIMEOUT  seconds to wait for readiness (default 120)
 #   OUTBOX_RELAY_KAFKA_STOP_TIMEOUT   seconds to wait after SIGTERM (default 20)
 #   OUTBOX_RELAY_KAFKA_HEAP_OPTS      broker heap (default "-Xms2g -Xmx2g")
+#   OUTBOX_RELAY_KAFKA_PROXIED_PORT,  a second listener on the first port, advertised as
+#   OUTBOX_RELAY_KAFKA_PROXY_PORT     the second (a fault proxy's); both or neither
 #
 # Layout:
 #   $OUTBOX_RELAY_CACHE/kafka-<version>/libs/    jars (kept; .installed marks completion)
@@ -150,6 +154,21 @@ cmd_stop() {
     log "stopped"
 }
 
+cmd_kill() {
+    local pid i
+    if ! pid="$(broker_pid)"; then
+        log "not running"
+        return 0
+    fi
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    rm -f "$PID_FILE"
+    log "killed (pid $pid)"
+}
+
 # ----------------------------------------------------------------------- status
 
 cmd_status() {
@@ -195,6 +214,7 @@ main() {
     case "$cmd" in
         start) cmd_start ;;
         stop) cmd_stop ;;
+        kill) cmd_kill ;;
         status) cmd_status ;;
         topics) cmd_topics "$@" ;;
         wipe) cmd_wipe ;;

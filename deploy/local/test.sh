@@ -21,6 +21,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 "$here/aws.sh" start
 "$here/aws.sh" fauxqs-start
 "$here/jaeger.sh" start
+# The chaos test (tests/tests/chaos.rs) starts its own PostgreSQL, Kafka and Toxiproxy;
+# building Toxiproxy up front keeps that out of the test's time.
+"$here/toxiproxy.sh" install
 
 cd "$root"
 echo "== cargo fmt --check"

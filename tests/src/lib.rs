@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod backlog;
+pub mod chaos;
 pub mod cloudevents;
 pub mod env;
 pub mod fault_proxy;
@@ -15,6 +16,7 @@ pub mod ordered;
 pub mod pg;
 pub mod process;
 pub mod relay;
+pub mod toxiproxy;
 pub mod workload;
 
 /// A name unique to this test run, usable as a table, slot, publication and topic prefix.

@@ -14,6 +14,18 @@ render() {
     mv "$2.tmp" "$2"
 }
 
+# With OUTBOX_RELAY_KAFKA_PROXIED_PORT and OUTBOX_RELAY_KAFKA_PROXY_PORT: a second listener
+# on the first port that advertises the second, where a TCP fault proxy forwards to it
+# (tests/chaos.sh). Clients that bootstrap through the proxy are then told to reach the
+# broker through the proxy too, while the PLAINTEXT listener stays direct.
+add_proxied_listener() {
+    local file="$1" listen="${OUTBOX_RELAY_KAFKA_PROXIED_PORT:-}" proxy="${OUTBOX_RELAY_KAFKA_PROXY_PORT:-}"
+    [[ -n "$listen" && -n "$proxy" ]] || return 0
+    sed -i -e "s|^listeners=.*|&,PROXIED://127.0.0.1:$listen|" \
+        -e "s|^advertised.listeners=.*|&,PROXIED://127.0.0.1:$proxy|" \
+        -e "s|^listener.security.protocol.map=.*|&,PROXIED:PLAINTEXT|" "$file"
+}
+
 random_cluster_id() {
     # Kafka's Uuid format: 16 random bytes, URL-safe base64 without padding;
     # Kafka itself never hands out ids starting with '-'.
@@ -110,6 +122,7 @@ cmd_start() {
 
     mkdir -p "$CONFIG_DIR" "$LOG_DIR" "$DATA_DIR"
     render "$TEMPLATE_DIR/server.properties.template" "$CONFIG_DIR/server.properties"
+    add_proxied_listener "$CONFIG_DIR/server.properties"
     render "$TEMPLATE_DIR/log4j2.xml.template" "$CONFIG_DIR/log4j2.xml"
     format_storage
 
