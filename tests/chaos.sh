@@ -8,7 +8,7 @@
 # (also written to --json, default chaos-summary.json) and a table per fault kind.
 #
 #   tests/chaos.sh                          the full run: ≥ 1M events, 110 faults (~30 min)
-#   tests/chaos.sh --variant short          the test suite's variant (≥ 50k events, 18 faults)
+#   tests/chaos.sh --variant short          the test suite's variant (≥ 50k events, 19 faults)
 #   tests/chaos.sh --seed 1234              replay a run's schedule and load
 #   tests/chaos.sh --replicas 2             two replicas with ha.enabled: + leader failover
 #
