@@ -164,6 +164,9 @@ fn log(line: &str) {
 /// Runs the suite once and returns its JSON summary (`"ok": true` when every check held).
 /// Errors are failures of the harness (a service that cannot start), not findings.
 pub async fn run(cfg: &ChaosConfig) -> Result<Value, String> {
+    let _lock = tokio::task::spawn_blocking(services::lock_run)
+        .await
+        .map_err(|e| e.to_string())??;
     let wall = Instant::now();
     let kafka = cfg.sink == SinkKind::Kafka;
     log(&format!(
