@@ -7,14 +7,15 @@
 # records, confirmed_flush_lsn never moving back. Prints the schedule, a JSON summary
 # (also written to --json, default chaos-summary.json) and a table per fault kind.
 #
-#   tests/chaos.sh                          the full run: ≥ 1M events, 110 faults (~30 min)
-#   tests/chaos.sh --variant short          the test suite's variant (≥ 50k events, 18 faults)
+#   tests/chaos.sh                          the full run: ≥ 1M events, 110 faults (~21 min on 2 cores)
+#   tests/chaos.sh --variant short          the test suite's variant (≥ 50k events, 19 faults)
 #   tests/chaos.sh --seed 1234              replay a run's schedule and load
 #   tests/chaos.sh --replicas 2             two replicas with ha.enabled: + leader failover
 #
 # It uses its own PostgreSQL cluster (port 54359), Kafka broker (29092, proxied listener
 # 29094) and Toxiproxy (API 18474, proxies 29095-29097), all under /tmp/outbox-relay-chaos;
-# the shared services of the other tests are not touched. One chaos run at a time.
+# the shared services of the other tests are not touched. One chaos run at a time: a second
+# one waits for the first's lock (/tmp/outbox-relay-chaos/chaos.lock).
 # OUTBOX_RELAY_BIN runs another relay binary (e.g. a mutated one: docs/reliability.md).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

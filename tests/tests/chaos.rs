@@ -1,5 +1,5 @@
 //! The chaos suite's short variant (issue 13) in the test suite: ≥ 50k events from
-//! concurrent writers through 18 seeded faults, every kind once (relay SIGKILL, also in the
+//! concurrent writers through 19 seeded faults, every kind once (relay SIGKILL, also in the
 //! middle of a sink outage, and SIGSTOP; PostgreSQL immediate and fast restarts; Kafka
 //! broker SIGKILL; network faults between the relay and PostgreSQL and between the relay
 //! and Kafka), against the suite's private PostgreSQL, Kafka and Toxiproxy (the shared

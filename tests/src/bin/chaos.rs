@@ -11,7 +11,7 @@ use outbox_relay_tests::chaos::{self, report, ChaosConfig};
 
 #[derive(Parser)]
 struct Args {
-    /// `short` (≥ 50k events, 18 faults: every kind once) or `full` (≥ 1M events, 110 faults).
+    /// `short` (≥ 50k events, every fault kind once: 19 faults) or `full` (≥ 1M events, 110 faults).
     #[arg(long, default_value = "full")]
     variant: String,
     /// Seed of the fault schedule and the load (random when absent; printed).

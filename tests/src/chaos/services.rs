@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::toxiproxy::Toxiproxy;
 
@@ -24,6 +25,41 @@ pub const TOXIPROXY_PORT: u16 = 18474;
 
 pub const PG_PROXY: &str = "chaos-pg";
 pub const SINK_PROXY: &str = "chaos-sink";
+
+/// Held for a whole run (released when dropped, or when the process ends however it ends).
+pub struct RunLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the machine's chaos lock: two runs at once (another checkout, the test suite next
+/// to `tests/chaos.sh`) would wipe, restart and cut each other's services and drop each
+/// other's slots. Waits up to an hour for the run holding it.
+pub fn lock_run() -> Result<RunLock, String> {
+    std::fs::create_dir_all(RUN).map_err(|e| format!("{RUN}: {e}"))?;
+    let path = format!("{RUN}/chaos.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        // flock(2): released by the kernel when the process ends, however it ends.
+        match file.try_lock() {
+            Ok(()) => return Ok(RunLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(format!("{path}: {e}")),
+        }
+        if !said {
+            eprintln!("chaos: another chaos run holds {path}; waiting for it (up to an hour)");
+            said = true;
+        }
+        if start.elapsed() > Duration::from_secs(3600) {
+            return Err(format!("{path} still held after an hour"));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
 
 fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../deploy/local/{name}"))
