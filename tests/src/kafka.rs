@@ -1,6 +1,6 @@
 //! Reading back what the relay published.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -38,9 +38,21 @@ impl Record {
 }
 
 /// A consumer of every topic whose name starts with `prefix.`, from the beginning.
+///
+/// `records` holds each broker record once, and (after each read) the records of one
+/// partition in offset order. The consumer itself does not promise that: a pattern subscription rebalances
+/// whenever a new matching topic appears, and without committed offsets a reassigned
+/// partition is read again from an earlier position (once seen in CI: a partition's
+/// offsets 1 and 2 arrived before offset 0). Such re-reads are the consumer's, not the
+/// relay's, so they are dropped here; a duplicate the relay published has its own offset
+/// and is kept.
 pub struct TopicReader {
     consumer: BaseConsumer,
     pub records: Vec<Record>,
+    seen: HashSet<(String, i32, i64)>,
+    /// Highest offset taken per partition, to notice a record that arrives late.
+    highest: HashMap<(String, i32), i64>,
+    rewound: HashSet<(String, i32)>,
 }
 
 impl TopicReader {
@@ -89,6 +101,9 @@ impl TopicReader {
         TopicReader {
             consumer,
             records: Vec::new(),
+            seen: HashSet::new(),
+            highest: HashMap::new(),
+            rewound: HashSet::new(),
         }
     }
 
@@ -110,7 +125,7 @@ impl TopicReader {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    self.records.push(Record {
+                    self.take(Record {
                         topic: m.topic().to_string(),
                         partition: m.partition(),
                         offset: m.offset(),
@@ -125,7 +140,46 @@ impl TopicReader {
                 None => {}
             }
         }
+        self.restore_partition_order();
         &self.records
+    }
+
+    /// Keeps `record` unless it was read before, and notes a partition that went back.
+    fn take(&mut self, record: Record) {
+        if !self
+            .seen
+            .insert((record.topic.clone(), record.partition, record.offset))
+        {
+            return;
+        }
+        let highest = self
+            .highest
+            .entry((record.topic.clone(), record.partition))
+            .or_insert(i64::MIN);
+        if record.offset < *highest {
+            self.rewound
+                .insert((record.topic.clone(), record.partition));
+        }
+        *highest = (*highest).max(record.offset);
+        self.records.push(record);
+    }
+
+    /// Puts the records of each partition that went back into offset order, in the
+    /// slots its records already occupy: other partitions' records keep their places.
+    fn restore_partition_order(&mut self) {
+        for (topic, partition) in std::mem::take(&mut self.rewound) {
+            let slots: Vec<usize> = (0..self.records.len())
+                .filter(|&i| {
+                    self.records[i].topic == topic && self.records[i].partition == partition
+                })
+                .collect();
+            let mut in_order: Vec<Record> =
+                slots.iter().map(|&i| self.records[i].clone()).collect();
+            in_order.sort_by_key(|r| r.offset);
+            for (slot, record) in slots.into_iter().zip(in_order) {
+                self.records[slot] = record;
+            }
+        }
     }
 
     /// Reads until at least `n` records arrived (or `idle` without progress).
@@ -160,4 +214,38 @@ pub fn by_key(records: &[Record]) -> HashMap<String, Vec<&Record>> {
         out.entry(r.key_str()).or_default().push(r);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(partition: i32, offset: i64) -> Record {
+        Record {
+            topic: "t".into(),
+            partition,
+            offset,
+            key: None,
+            payload: None,
+            headers: vec![],
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_partition_read_again_from_an_earlier_offset_yields_each_record_once_in_offset_order() {
+        let mut reader = TopicReader::exact("t");
+        // What CI saw: offsets 1 and 2 of a partition first, then a rewind to 0 that
+        // re-reads 1; another partition's records in between keep their places.
+        for (p, o) in [(0, 1), (1, 0), (0, 2), (0, 0), (0, 1), (1, 1)] {
+            reader.take(rec(p, o));
+        }
+        reader.restore_partition_order();
+        let got: Vec<(i32, i64)> = reader
+            .records
+            .iter()
+            .map(|r| (r.partition, r.offset))
+            .collect();
+        assert_eq!(got, [(0, 0), (1, 0), (0, 1), (0, 2), (1, 1)]);
+    }
 }

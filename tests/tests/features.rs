@@ -76,7 +76,11 @@ async fn two_tables_messages_headers_trace_context_over_verified_tls_with_proto_
         .collect();
     // One aggregate, one partition: commit order, the row first, then the two messages.
     let types: Vec<String> = orders.iter().map(|r| r.header_str("id").unwrap()).collect();
-    assert_eq!(types[1..], ["m-1".to_string(), "m-2".to_string()]);
+    assert_eq!(
+        types[1..],
+        ["m-1".to_string(), "m-2".to_string()],
+        "{orders:#?}"
+    );
     let row = orders[0];
     assert_eq!(
         row.payload.as_deref(),
