@@ -47,6 +47,12 @@ struct Args {
     /// `cpu.cfs_quota_us`), each from a slot of its own.
     #[arg(long, value_delimiter = ',')]
     cpu_limits: Vec<f64>,
+    /// Also drain with the null sink under `valgrind --tool=callgrind`, from a slot of
+    /// its own: instructions per event (repeatable where wall and CPU time are noisy),
+    /// and the functions that spend them, written to this directory
+    /// (`callgrind.out`, `annotate.txt`).
+    #[arg(long)]
+    callgrind: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -87,6 +93,9 @@ async fn main() {
         })
         .collect();
     let mut all_slots: Vec<&str> = SLOTS.to_vec();
+    if args.callgrind.is_some() {
+        all_slots.push(CALLGRIND_SLOT);
+    }
     for (_, null, kafka) in &limited {
         all_slots.push(null);
         all_slots.push(kafka);
@@ -141,6 +150,7 @@ async fn main() {
         runs.push(relay(&args, "kafka-eos", SLOTS[5], false, None).await);
         eprintln!("bench: {:?}", runs.last().unwrap());
     }
+    let instructions = args.callgrind.as_ref().map(|dir| callgrind(&args, dir));
     for (limit, null, kafka) in &limited {
         runs.push(relay(&args, "null", null, false, Some(*limit)).await);
         eprintln!("bench: {:?}", runs.last().unwrap());
@@ -184,6 +194,12 @@ async fn main() {
                 r.name
             );
         }
+    }
+    if let Some(ir) = instructions {
+        println!(
+            "\noutbox-relay → null under callgrind: {ir} instructions, {:.0} per event (start-up and shutdown included)",
+            ir as f64 / args.backlog.events as f64
+        );
     }
     println!("\n{} events, {} aggregates, {} rows per transaction, average payload {avg_payload:.0} bytes", args.backlog.events, args.backlog.aggregates, args.backlog.txn_rows);
 
@@ -328,6 +344,62 @@ fn spawn_limited(args: &Args, name: &str, config: String, limit: f64) -> std::pr
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn limited relay")
+}
+
+const CALLGRIND_SLOT: &str = "bench_callgrind";
+
+/// The null-sink drain under callgrind: returns the instructions executed (every thread),
+/// and leaves `callgrind.out` and the flat profile `annotate.txt` in `dir`.
+fn callgrind(args: &Args, dir: &std::path::Path) -> u64 {
+    std::fs::create_dir_all(dir).expect("callgrind directory");
+    let out = dir.join("callgrind.out");
+    let port = free_port();
+    let config = relay_config(args, CALLGRIND_SLOT, "  kind: \"null\"\n", port, false);
+    let path = std::env::temp_dir().join("bench-callgrind.yaml");
+    std::fs::write(&path, config).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg("--dump-instr=no")
+        .arg(&args.relay_bin)
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("valgrind (apt install valgrind)");
+    let wall = wait_for(&mut child, started, "callgrind", || {
+        http_get(port, "/metrics").is_some_and(|(_, body)| {
+            metric_sum(
+                &body,
+                "outbox_relay_events_published_total",
+                &["result=\"ok\""],
+            ) as usize
+                >= args.backlog.events
+        })
+    });
+    eprintln!("bench: callgrind drain took {wall:.0}s; stopping the relay");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let annotate = Command::new("callgrind_annotate")
+        .arg("--inclusive=no")
+        .arg("--threshold=99")
+        .arg(&out)
+        .output()
+        .expect("callgrind_annotate");
+    std::fs::write(dir.join("annotate.txt"), &annotate.stdout).unwrap();
+    let text = std::fs::read_to_string(&out).expect("callgrind.out");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals: ")
+                .or_else(|| l.strip_prefix("summary: "))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("callgrind totals")
 }
 
 /// Parking while Kafka is unreachable, then the redrive once it is back.

@@ -76,7 +76,7 @@ pub(crate) async fn drain_phase(
     let recv = recvlogical(&slots[0], &publication, &end_lsn);
     eprintln!("compare: pg_recvlogical {recv:?}");
 
-    let mut relay = start_relay(args, &slots[1], &publication, &table, &relay_prefix);
+    let mut relay = start_relay(args, &slots[1], &publication, &table, &relay_prefix, false);
     let relay_usage = wait_drained(
         &mut relay,
         args.backlog.events,

@@ -63,12 +63,16 @@ pub(crate) struct Args {
     /// project cluster's own 64kB makes the backlog spill to disk).
     #[arg(long, default_value = "64MB")]
     pub(crate) logical_decoding_work_mem: String,
-    /// Systems in the steady state (`relay`, `debezium`).
+    /// Systems in the steady state (`relay`, `relay-eo` = the relay with
+    /// `sink.kafka.exactly_once`, `debezium`).
     #[arg(long, value_delimiter = ',', default_value = "relay,debezium")]
     pub(crate) steady_systems: Vec<String>,
     /// The relay binary (release build).
     #[arg(long)]
     pub(crate) relay_bin: PathBuf,
+    /// `sink.kafka.transaction_interval_ms` for `relay-eo` (the relay's default if unset).
+    #[arg(long)]
+    pub(crate) relay_transaction_interval_ms: Option<u64>,
     /// Extra librdkafka properties for the relay (`key=value`, repeatable), e.g. linger.ms=0.
     #[arg(long = "relay-kafka-property")]
     pub(crate) relay_kafka_properties: Vec<String>,
@@ -166,11 +170,16 @@ pub(crate) struct SteadyResult {
     pub(crate) relay_histograms: Option<String>,
     /// The broker's stop-the-world pauses while the run was measured.
     pub(crate) broker_pauses: Option<String>,
+    /// Insert → received by a live `read_committed` consumer, ms, sorted: when a
+    /// consumer can see the event (for exactly-once, after the Kafka transaction commits,
+    /// which the broker's append time does not show).
+    pub(crate) visible_ms: Vec<i64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum System {
     Relay,
+    RelayExactlyOnce,
     Debezium,
 }
 
@@ -178,7 +187,17 @@ impl System {
     pub(crate) fn label(self) -> &'static str {
         match self {
             System::Relay => "outbox-relay",
+            System::RelayExactlyOnce => "outbox-relay (exactly-once)",
             System::Debezium => "Debezium",
+        }
+    }
+
+    /// The name `--steady-systems` takes, and the slot and topic tag.
+    pub(crate) fn tag(self) -> &'static str {
+        match self {
+            System::Relay => "relay",
+            System::RelayExactlyOnce => "relay-eo",
+            System::Debezium => "debezium",
         }
     }
 }

@@ -146,6 +146,7 @@ pub(crate) fn start_relay(
     publication: &str,
     table: &str,
     prefix: &str,
+    exactly_once: bool,
 ) -> Proc {
     let port = free_port();
     let mut props = String::new();
@@ -157,6 +158,12 @@ pub(crate) fn start_relay(
     }
     if !props.is_empty() {
         props.insert_str(0, "    properties:\n");
+    }
+    if exactly_once {
+        props.insert_str(0, "    exactly_once: true\n");
+        if let Some(ms) = args.relay_transaction_interval_ms {
+            props.insert_str(0, &format!("    transaction_interval_ms: {ms}\n"));
+        }
     }
     let config = format!(
         "source:\n  host: {}\n  port: {}\n  database: {}\n  user: {}\n  password: {}\n  sslmode: disable\n  slot: {slot}\n  publication: {publication}\n  create_slot: false\n  create_publication: false\n  heartbeat_interval_ms: 0\noutbox:\n  tables:\n    - table: public.{table}\n  route:\n    template: \"{prefix}.{{aggregatetype}}\"\nsink:\n  kind: kafka\n  kafka:\n    brokers: {}\n{props}telemetry:\n  listen: 127.0.0.1:{port}\n  log_level: warn\n",

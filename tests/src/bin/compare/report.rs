@@ -151,6 +151,15 @@ pub(crate) fn render_report(
         ));
     }
     let mut relay_max_rss = drain.map(|d| d.relay.0.peak_rss_kb).unwrap_or(0);
+    let visible = |x: &SteadyResult| {
+        let v = &x.visible_ms;
+        format!(
+            "{} / {} / {}",
+            percentile(v, 0.50),
+            percentile(v, 0.99),
+            percentile(v, 1.0)
+        )
+    };
     for &rate in &args.rates {
         let get = |sys: System| {
             steady
@@ -171,6 +180,7 @@ pub(crate) fn render_report(
             peak_rss_kb: 0,
             relay_histograms: None,
             broker_pauses: None,
+            visible_ms: Vec::new(),
         };
         let d = get(System::Debezium).unwrap_or(&empty);
         relay_max_rss = relay_max_rss.max(r.peak_rss_kb);
@@ -199,6 +209,13 @@ pub(crate) fn render_report(
             "| {rate}/s: end-to-end latency ms p50 / p99 / max | – | {} | {} | |",
             lat(r),
             lat(d)
+        )
+        .unwrap();
+        writeln!(
+            s,
+            "| {rate}/s: insert → readable by a read_committed consumer, ms p50 / p99 / max | – | {} | {} | |",
+            visible(r),
+            visible(d)
         )
         .unwrap();
         writeln!(
@@ -242,6 +259,7 @@ pub(crate) fn render_report(
             ));
         }
     }
+    exactly_once_table(&mut s, args, steady, &visible);
     if relay_max_rss > 0 {
         targets.push((
             "relay peak RSS ≤ 64 MB (all runs)".into(),
@@ -281,6 +299,55 @@ pub(crate) fn render_report(
         }
     }
     s
+}
+
+/// The relay with and without `sink.kafka.exactly_once`, rate by rate: what the
+/// guarantee costs in latency (readable by a `read_committed` consumer) and CPU.
+fn exactly_once_table(
+    s: &mut String,
+    args: &Args,
+    steady: &[(System, SteadyResult)],
+    visible: &dyn Fn(&SteadyResult) -> String,
+) {
+    let runs: Vec<(&SteadyResult, &SteadyResult)> = args
+        .rates
+        .iter()
+        .filter_map(|&rate| {
+            let get = |sys: System| {
+                steady
+                    .iter()
+                    .find(|(x, r)| *x == sys && r.rate == rate)
+                    .map(|(_, r)| r)
+            };
+            Some((get(System::Relay)?, get(System::RelayExactlyOnce)?))
+        })
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    writeln!(
+        s,
+        "\n| rate | at-least-once: readable ms p50 / p99 / max | exactly-once (transaction every {} ms): readable ms p50 / p99 / max | CPU % at-least-once / exactly-once | output check at-least-once / exactly-once |",
+        args.relay_transaction_interval_ms
+            .map(|ms| ms.to_string())
+            .unwrap_or_else(|| "100".into())
+    )
+    .unwrap();
+    writeln!(s, "|---:|---:|---:|---:|---|").unwrap();
+    for (alo, eo) in runs {
+        writeln!(
+            s,
+            "| {}/s | {} | {} | {:.0}% / {:.0}% | {} / {} |",
+            alo.rate,
+            visible(alo),
+            visible(eo),
+            alo.cpu_pct,
+            eo.cpu_pct,
+            alo.check.verdict(),
+            eo.check.verdict()
+        )
+        .unwrap();
+    }
 }
 
 pub(crate) const SECTION: &str = "## Relay vs Debezium";

@@ -25,19 +25,12 @@ pub(crate) async fn steady_phase(
         .await
         .expect("steady publication");
     let mut results = Vec::new();
-    for system in [System::Relay, System::Debezium] {
-        let tag = match system {
-            System::Relay => "relay",
-            System::Debezium => "debezium",
-        };
-        if !args.steady_systems.iter().any(|s| s == tag) {
+    for system in [System::Relay, System::RelayExactlyOnce, System::Debezium] {
+        if !args.steady_systems.iter().any(|s| s == system.tag()) {
             continue;
         }
         for &rate in &args.rates {
-            let tag = match system {
-                System::Relay => "relay",
-                System::Debezium => "dbz",
-            };
+            let tag = system.tag().replace('-', "_");
             let slot = format!("{run}_s{rate}_{tag}");
             let prefix = format!("{topic_base}-s{rate}-{tag}");
             let topic = format!("{prefix}.Order");
@@ -50,7 +43,10 @@ pub(crate) async fn steady_phase(
                 .await
                 .expect("create slot");
             let mut p = match system {
-                System::Relay => start_relay(args, &slot, &publication, &table, &prefix),
+                System::Relay => start_relay(args, &slot, &publication, &table, &prefix, false),
+                System::RelayExactlyOnce => {
+                    start_relay(args, &slot, &publication, &table, &prefix, true)
+                }
                 System::Debezium => start_debezium(
                     args,
                     &format!("s{rate}"),
@@ -83,7 +79,7 @@ pub(crate) async fn steady_phase(
                     p.name
                 );
             }
-            let probes = topic_count(&counter, &topic);
+
             eprintln!(
                 "compare: {} streaming after {:.1}s; writing {rate} events/s for {}s",
                 system.label(),
@@ -96,15 +92,15 @@ pub(crate) async fn steady_phase(
                 ..
             } = usage(p.pid());
             let gc_from = gc_log_len();
+            let watcher = VisibilityWatcher::start(&topic);
             let t0 = Instant::now();
             let (written, elapsed) = write_paced(args.clone(), table.clone(), rate).await;
             let achieved = written.iter().sum::<usize>() as f64 / elapsed;
             let total: usize = written.iter().sum();
-            // Let the reader catch up.
+            // Let the reader catch up: until a read_committed consumer has every event
+            // (a high watermark would count exactly-once's commit markers too).
             let wait = Instant::now();
-            while (topic_count(&counter, &topic) - probes) < total as i64
-                && wait.elapsed() < Duration::from_secs(300)
-            {
+            while watcher.received() < total && wait.elapsed() < Duration::from_secs(300) {
                 p.assert_alive();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -131,13 +127,24 @@ pub(crate) async fn steady_phase(
                 ))
             });
             p.stop();
+            let visible_ms = watcher.stop();
             let check = check_steady(&topic, args.writers, &written);
             eprintln!(
-                "compare: {} at {rate}/s: achieved {achieved:.0}/s, {} events, {}, p99 {} ms",
+                "compare: {} at {rate}/s: achieved {achieved:.0}/s, {} events, {}, append p50/p99 {}/{} ms, visible to read_committed p50/p99/max {}/{}/{} ms ({} events), CPU {:.1}%{}",
                 system.label(),
                 total,
                 check.verdict(),
-                percentile(&check.latencies_ms, 0.99)
+                percentile(&check.latencies_ms, 0.5),
+                percentile(&check.latencies_ms, 0.99),
+                percentile(&visible_ms, 0.5),
+                percentile(&visible_ms, 0.99),
+                percentile(&visible_ms, 1.0),
+                visible_ms.len(),
+                100.0 * (cpu1 - cpu0) / busy,
+                relay_histograms
+                    .as_deref()
+                    .map(|h| format!(", {h}"))
+                    .unwrap_or_default(),
             );
             results.push((
                 system,
@@ -150,6 +157,7 @@ pub(crate) async fn steady_phase(
                     peak_rss_kb,
                     relay_histograms,
                     broker_pauses,
+                    visible_ms,
                 },
             ));
             pg::cleanup(client, &slot, "", &[]).await;
@@ -158,6 +166,86 @@ pub(crate) async fn steady_phase(
     }
     pg::cleanup(client, "", &publication, &[&table]).await;
     results
+}
+
+/// A `read_committed` consumer tailing a steady-state topic while it is written, taking
+/// for each measured event the time it became readable minus its insert time. The
+/// broker's append time cannot show this for exactly-once: a transaction's records are
+/// appended as produced and become readable only at the commit marker.
+struct VisibilityWatcher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Measured events received so far.
+    received: Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<Vec<i64>>,
+}
+
+impl VisibilityWatcher {
+    fn start(topic: &str) -> Self {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Message;
+        use std::sync::atomic::Ordering;
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", env::kafka_bootstrap())
+            .set("group.id", format!("compare-visible-{topic}"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            // From the beginning: the probes before the run are skipped by their seq.
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("kafka consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = received.clone();
+        let thread = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut idle_since: Option<Instant> = None;
+            loop {
+                match consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => {
+                        idle_since = None;
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_millis() as i64;
+                        let payload = m.payload().unwrap_or_default();
+                        if json_int(payload, "\"seq\":").is_some_and(|s| s >= 0) {
+                            if let Some(us) = json_int(payload, "\"ts\":") {
+                                out.push(now_ms - us / 1000);
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    _ => {
+                        // Stop once asked and nothing arrived for a second.
+                        if flag.load(Ordering::Relaxed) {
+                            let since = *idle_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() > Duration::from_secs(1) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            out.sort_unstable();
+            out
+        });
+        VisibilityWatcher {
+            stop,
+            received,
+            thread,
+        }
+    }
+
+    fn received(&self) -> usize {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn stop(self) -> Vec<i64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("watcher thread")
+    }
 }
 
 /// `args.writers` connections, each inserting single-row autocommit transactions at
