@@ -16,6 +16,9 @@ pub struct Router {
     regex: Option<RouteRegex>,
     overrides: HashMap<String, Arc<str>>,
     cache: HashMap<String, Result<Arc<str>, String>>,
+    /// The last aggregate type routed and its destination: runs of one type are the
+    /// common case, and comparing a short string is cheaper than hashing it.
+    last: Option<(String, Arc<str>)>,
     check: DestinationCheck,
 }
 
@@ -46,15 +49,33 @@ impl Router {
             regex,
             overrides,
             cache: HashMap::new(),
+            last: None,
             check,
         })
     }
 
     /// The destination for `aggregate_type`, or why there is none.
     pub fn route(&mut self, aggregate_type: &str) -> Result<Arc<str>, String> {
-        if let Some(hit) = self.cache.get(aggregate_type) {
-            return hit.clone();
+        if let Some((t, d)) = &self.last {
+            if t == aggregate_type {
+                return Ok(d.clone());
+            }
         }
+        let resolved = match self.cache.get(aggregate_type) {
+            Some(hit) => hit.clone(),
+            None => self.resolve_and_cache(aggregate_type),
+        };
+        if let Ok(d) = &resolved {
+            // The buffer is reused: alternating types do not allocate per event.
+            let (t, last) = self.last.get_or_insert_with(|| (String::new(), d.clone()));
+            t.clear();
+            t.push_str(aggregate_type);
+            *last = d.clone();
+        }
+        resolved
+    }
+
+    fn resolve_and_cache(&mut self, aggregate_type: &str) -> Result<Arc<str>, String> {
         let resolved = self.resolve(aggregate_type);
         if self.cache.len() < CACHE_LIMIT {
             self.cache
@@ -240,6 +261,33 @@ mod tests {
                 Err(format!("{d:?} has characters a topic cannot have"))
             }
         })
+    }
+
+    #[test]
+    fn alternating_aggregate_types_each_get_their_own_destination() {
+        let mut r = Router::new(
+            &RouteConfig {
+                template: "t.{aggregatetype}".into(),
+                ..Default::default()
+            },
+            Arc::new(|_| Ok(())),
+        )
+        .unwrap();
+        let got: Vec<String> = ["Order", "Order", "Invoice", "Order", "Invoice", "Invoice"]
+            .iter()
+            .map(|t| r.route(t).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "t.Order",
+                "t.Order",
+                "t.Invoice",
+                "t.Order",
+                "t.Invoice",
+                "t.Invoice"
+            ]
+        );
     }
 
     #[test]

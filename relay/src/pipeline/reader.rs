@@ -372,6 +372,12 @@ impl Reader {
     /// is the position that becomes durable with it.
     async fn dispatch(&mut self, watermark: Option<Lsn>) -> Result<(), RelayError> {
         let batch = std::mem::take(&mut self.batch);
+        // The next batch is sized like this one (transactions of a service tend to be
+        // alike): growing from empty reallocated and copied it about log2(n) times, which
+        // under callgrind was a visible share of the allocator's work per event.
+        self.batch
+            .events
+            .reserve(batch.events.len().min(self.max_batch));
         if let Some(w) = watermark {
             self.last_mark = self.last_mark.max(w);
         }

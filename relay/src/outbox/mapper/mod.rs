@@ -12,7 +12,7 @@ use super::invalid::{row_json, InvalidEvent, InvalidReason};
 use super::message::{payload_bytes, scalar_text, string_field, MessageEvent};
 use super::route::Router;
 use super::table::{OutboxTable, PayloadKind, SchemaError};
-use super::text::{decode_bytea, parse_timestamp_ms};
+use super::text::{decode_bytea, parse_timestamp_ms_bytes};
 use super::trace::trace_headers;
 use crate::config::OutboxConfig;
 
@@ -49,6 +49,9 @@ pub struct Mapper {
     seq: u64,
     /// The transaction `seq` counts in.
     seq_tx: Lsn,
+    /// The commit-LSN header's value for the last transaction: formatted once, shared by
+    /// its events (a `Bytes` clone is a reference count).
+    lsn_text: (Lsn, Bytes),
 }
 
 impl Mapper {
@@ -63,7 +66,15 @@ impl Mapper {
             dead_letter,
             seq: 0,
             seq_tx: Lsn::ZERO,
+            lsn_text: (Lsn::ZERO, Bytes::from(Lsn::ZERO.to_string())),
         }
+    }
+
+    fn commit_lsn_text(&mut self, tx: &TxContext) -> Bytes {
+        if self.lsn_text.0 != tx.commit_lsn {
+            self.lsn_text = (tx.commit_lsn, Bytes::from(tx.commit_lsn.to_string()));
+        }
+        self.lsn_text.1.clone()
     }
 
     /// Records (and checks) a table's shape. Called for every Relation message, which
@@ -199,15 +210,12 @@ impl Mapper {
         };
         let timestamp_ms = match t.timestamp {
             Some((i, oid)) => match row.0.get(i) {
-                Some(TupleValue::Text(b)) => {
-                    let s = std::str::from_utf8(b).unwrap_or("");
-                    parse_timestamp_ms(oid, s).map_err(|e| {
-                        (
-                            InvalidReason::InvalidTimestamp,
-                            format!("column {:?}: {e}", cols[i]),
-                        )
-                    })?
-                }
+                Some(TupleValue::Text(b)) => parse_timestamp_ms_bytes(oid, b).map_err(|e| {
+                    (
+                        InvalidReason::InvalidTimestamp,
+                        format!("column {:?}: {e}", cols[i]),
+                    )
+                })?,
                 _ => tx.commit_time_us / 1000,
             },
             None => tx.commit_time_us / 1000,
@@ -252,10 +260,7 @@ impl Mapper {
             }
         }
         if self.config.commit_lsn_header {
-            headers.push((
-                HEADER_COMMIT_LSN.to_string(),
-                Bytes::from(tx.commit_lsn.to_string()),
-            ));
+            headers.push((HEADER_COMMIT_LSN.to_string(), self.commit_lsn_text(tx)));
         }
         let event = OutboxEvent {
             id,
@@ -388,10 +393,7 @@ impl Mapper {
             headers.extend(trace_headers(ctx));
         }
         if self.config.commit_lsn_header {
-            headers.push((
-                HEADER_COMMIT_LSN.to_string(),
-                Bytes::from(tx.commit_lsn.to_string()),
-            ));
+            headers.push((HEADER_COMMIT_LSN.to_string(), self.commit_lsn_text(tx)));
         }
         let event = OutboxEvent {
             id: id_text,

@@ -124,6 +124,36 @@ fn maps_a_debezium_shaped_row_byte_for_byte() {
 }
 
 #[test]
+fn each_transaction_gets_its_own_commit_lsn_header() {
+    let mut m = mapper(OutboxConfig {
+        commit_lsn_header: true,
+        ..Default::default()
+    });
+    m.on_relation(&relation(oid::JSONB)).unwrap();
+    let mut lsn_of = |commit_lsn: u64| {
+        let tx = TxContext {
+            commit_lsn: Lsn(commit_lsn),
+            ..tx()
+        };
+        let Mapped::Event(e) = m.map_insert(&row(t("o-1"), t("{}")), &tx).unwrap() else {
+            panic!("expected an event")
+        };
+        let (_, v) = e
+            .headers
+            .iter()
+            .find(|(k, _)| k == HEADER_COMMIT_LSN)
+            .expect("commit LSN header");
+        String::from_utf8(v.to_vec()).unwrap()
+    };
+    // The value is formatted once per transaction and reused for its events.
+    let got: Vec<String> = [0x10, 0x10, 0x2_0000_0020, 0x10]
+        .into_iter()
+        .map(&mut lsn_of)
+        .collect();
+    assert_eq!(got, ["0/10", "0/10", "2/20", "0/10"]);
+}
+
+#[test]
 fn null_aggregate_id_is_invalid_with_the_row_kept() {
     let mut m = mapper(OutboxConfig::default());
     m.on_relation(&relation(oid::JSONB)).unwrap();
