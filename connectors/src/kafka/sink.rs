@@ -210,19 +210,28 @@ impl Publisher for KafkaPublisher {
     }
 
     async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
-        let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
-            .await
-            .map_err(|e| PublishError::new(ErrorClass::Fatal, "kafka", e.to_string()))?
-            .map(|_| ())
-            .map_err(|e| {
-                PublishError::new(
-                    ErrorClass::Retryable,
-                    "unreachable",
-                    format!("Kafka brokers did not answer a metadata request: {e}"),
-                )
-            })
+        probe_metadata(&self.producer, timeout).await
     }
+}
+
+/// Whether the brokers answer a metadata request within `timeout` (the health probe of
+/// both Kafka publishers).
+pub(super) async fn probe_metadata(
+    producer: &FutureProducer<RelayKafkaContext>,
+    timeout: Duration,
+) -> Result<(), PublishError> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
+        .await
+        .map_err(|e| PublishError::new(ErrorClass::Fatal, "kafka", e.to_string()))?
+        .map(|_| ())
+        .map_err(|e| {
+            PublishError::new(
+                ErrorClass::Retryable,
+                "unreachable",
+                format!("Kafka brokers did not answer a metadata request: {e}"),
+            )
+        })
 }
 
 /// Probes each open circuit whose cool-down has passed with a metadata request for its

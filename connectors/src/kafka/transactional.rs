@@ -503,18 +503,7 @@ impl Publisher for KafkaTransactionalPublisher {
     }
 
     async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
-        let producer = self.inner.producer.clone();
-        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
-            .await
-            .map_err(|e| PublishError::new(ErrorClass::Fatal, "kafka", e.to_string()))?
-            .map(|_| ())
-            .map_err(|e| {
-                PublishError::new(
-                    ErrorClass::Retryable,
-                    "unreachable",
-                    format!("Kafka brokers did not answer a metadata request: {e}"),
-                )
-            })
+        super::sink::probe_metadata(&self.inner.producer, timeout).await
     }
 }
 
