@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod backlog;
+pub mod cgroup;
 pub mod chaos;
 pub mod cloudevents;
 pub mod env;

@@ -16,7 +16,7 @@ use clap::Parser;
 use outbox_relay_tests::backlog::BacklogArgs;
 use outbox_relay_tests::process::ProcessUsage;
 use outbox_relay_tests::relay::{http_get, metric_sum};
-use outbox_relay_tests::{backlog, env, pg};
+use outbox_relay_tests::{backlog, cgroup, env, pg};
 
 #[derive(Parser)]
 struct Args {
@@ -306,44 +306,20 @@ fn spawn_relay(args: &Args, name: &str, config: String) -> std::process::Child {
         .expect("spawn relay")
 }
 
-/// A cgroup with a CPU quota of `limit` CPUs (period 100 ms), as Kubernetes sets a CPU
-/// limit: cgroup v2 `cpu.max` where the unified hierarchy has the cpu controller, else
-/// v1 `cpu.cfs_quota_us`. Returns its `cgroup.procs`.
-fn cpu_cgroup(limit: f64) -> PathBuf {
-    let quota = (limit * 100_000.0).round() as u64;
-    let name = format!("outbox-relay-bench-{quota}");
-    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
-    if std::fs::read_to_string(v2).is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu")) {
-        let dir = PathBuf::from("/sys/fs/cgroup").join(&name);
-        std::fs::create_dir_all(&dir).expect("create the cgroup (root needed)");
-        std::fs::write(dir.join("cpu.max"), format!("{quota} 100000")).expect("cpu.max");
-        dir.join("cgroup.procs")
-    } else {
-        let dir = PathBuf::from("/sys/fs/cgroup/cpu").join(&name);
-        std::fs::create_dir_all(&dir).expect("create the cgroup (root needed)");
-        std::fs::write(dir.join("cpu.cfs_period_us"), "100000").expect("cfs_period_us");
-        std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).expect("cfs_quota_us");
-        dir.join("cgroup.procs")
-    }
-}
-
 /// The relay inside a CPU-limited cgroup from its first instruction: a shell enters the
 /// cgroup and then execs the relay (same pid, so /proc accounting still applies).
 fn spawn_limited(args: &Args, name: &str, config: String, limit: f64) -> std::process::Child {
     let path = std::env::temp_dir().join(format!("bench-{name}-cpu.yaml"));
     std::fs::write(&path, config).unwrap();
-    let procs = cpu_cgroup(limit);
-    Command::new("sh")
-        .arg("-c")
-        .arg("echo $$ > \"$1\" && exec \"$2\" --config \"$3\" run")
-        .arg("sh")
-        .arg(&procs)
-        .arg(&args.relay_bin)
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn limited relay")
+    cgroup::limited(
+        limit,
+        &args.relay_bin,
+        &["--config".as_ref(), path.as_os_str(), "run".as_ref()],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("spawn limited relay")
 }
 
 const CALLGRIND_SLOT: &str = "bench_callgrind";

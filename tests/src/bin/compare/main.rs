@@ -70,6 +70,14 @@ pub(crate) struct Args {
     /// The relay binary (release build).
     #[arg(long)]
     pub(crate) relay_bin: PathBuf,
+    /// Run the relay in the steady state inside a cgroup with this CPU quota (e.g. 0.25),
+    /// as a sidecar with a CPU limit runs.
+    #[arg(long)]
+    pub(crate) relay_cpu_limit: Option<f64>,
+    /// Extra active slots on the same publication during each steady-state run, each
+    /// streamed by a `pg_recvlogical` to /dev/null: other walsenders decoding the same WAL.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) extra_slots: usize,
     /// `sink.kafka.transaction_interval_ms` for `relay-eo` (the relay's default if unset).
     #[arg(long)]
     pub(crate) relay_transaction_interval_ms: Option<u64>,

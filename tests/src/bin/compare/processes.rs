@@ -180,10 +180,16 @@ pub(crate) fn start_relay(
     let log = dir.join(format!("{slot}.log"));
     let log_file = std::fs::File::create(&log).unwrap();
     let started = Instant::now();
-    let child = Command::new(&args.relay_bin)
-        .arg("--config")
-        .arg(&path)
-        .arg("run")
+    let run_args = ["--config".as_ref(), path.as_os_str(), "run".as_ref()];
+    let mut command = match args.relay_cpu_limit {
+        Some(limit) => outbox_relay_tests::cgroup::limited(limit, &args.relay_bin, &run_args),
+        None => {
+            let mut c = Command::new(&args.relay_bin);
+            c.args(run_args);
+            c
+        }
+    };
+    let child = command
         .stdout(Stdio::from(log_file.try_clone().unwrap()))
         .stderr(Stdio::from(log_file))
         .spawn()
@@ -196,6 +202,29 @@ pub(crate) fn start_relay(
         log,
         cleanup: vec![path],
     }
+}
+
+/// `pg_recvlogical` streaming `slot` (pgoutput, `publication`) to /dev/null until killed:
+/// another active slot decoding the same WAL, as real databases often carry.
+pub(crate) fn start_recvlogical(slot: &str, publication: &str) -> Child {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("postgresql installed")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/pg_recvlogical"))
+        .filter(|p| p.exists())
+        .max()
+        .expect("pg_recvlogical");
+    Command::new(bin)
+        .args(["-h", &env::pg_host(), "-p", &env::pg_port().to_string()])
+        .args(["-U", &env::pg_user(), "-d", &env::pg_database()])
+        .args(["--slot", slot, "--start", "-f", "/dev/null"])
+        .args(["-o", "proto_version=1", "-o"])
+        .arg(format!("publication_names={publication}"))
+        .env("PGPASSWORD", env::pg_password())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pg_recvlogical")
 }
 
 pub(crate) fn render(template: &Path, vars: &[(&str, String)]) -> String {

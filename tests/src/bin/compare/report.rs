@@ -290,6 +290,21 @@ pub(crate) fn render_report(
             }
         )
         .unwrap();
+        if let Some(limit) = args.relay_cpu_limit {
+            writeln!(
+                s,
+                "The relay ran in a cgroup limited to {limit} CPU (period 100 ms)."
+            )
+            .unwrap();
+        }
+        if args.extra_slots > 0 {
+            writeln!(
+                s,
+                "{} more active slot(s) on the same publication, each streamed by pg_recvlogical to /dev/null, during every steady-state run.",
+                args.extra_slots
+            )
+            .unwrap();
+        }
     }
     if !targets.is_empty() {
         writeln!(s, "\n| relay target | measured | met |").unwrap();

@@ -6,7 +6,8 @@ use crate::kafka::{
     create_topics, delete_topics, json_int, read_topic, topic_count, watermark_consumer,
 };
 use crate::processes::{
-    broker_pauses, debezium_message_topic, gc_log_len, start_debezium, start_relay, usage,
+    broker_pauses, debezium_message_topic, gc_log_len, start_debezium, start_recvlogical,
+    start_relay, usage,
 };
 
 pub(crate) async fn steady_phase(
@@ -42,6 +43,20 @@ pub(crate) async fn steady_phase(
                 )
                 .await
                 .expect("create slot");
+            let extra: Vec<String> = (0..args.extra_slots)
+                .map(|i| format!("{slot}_x{i}"))
+                .collect();
+            let mut others = Vec::new();
+            for x in &extra {
+                client
+                    .execute(
+                        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                        &[x],
+                    )
+                    .await
+                    .expect("create extra slot");
+                others.push(start_recvlogical(x, &publication));
+            }
             let mut p = match system {
                 System::Relay => start_relay(args, &slot, &publication, &table, &prefix, false),
                 System::RelayExactlyOnce => {
@@ -160,6 +175,13 @@ pub(crate) async fn steady_phase(
                     visible_ms,
                 },
             ));
+            for mut o in others {
+                let _ = o.kill();
+                let _ = o.wait();
+            }
+            for x in &extra {
+                pg::cleanup(client, x, "", &[]).await;
+            }
             pg::cleanup(client, &slot, "", &[]).await;
             delete_topics(&[topic, debezium_message_topic(&slot)]).await;
         }
