@@ -1,0 +1,301 @@
+//! `source.shards` (issue 17, docs/scaling.md): one outbox table read through 4 slots and
+//! 4 publications whose row filters split it by a hash of the aggregate id.
+//!
+//! - Under a multi-writer load with a big transaction spanning every shard, the relay is
+//!   SIGKILLed at random points and restarted: nothing committed is lost, every
+//!   aggregate's events arrive in commit order, and every extra copy is explained by a
+//!   kill at which *the aggregate's own shard's* slot had not confirmed the event's
+//!   commit. An aggregate read by two shards (or none) fails this: its events arrive
+//!   twice with no kill to explain it (or never).
+//! - Every shard's slot advances, `/metrics` has a `slot`-labelled position per shard, and
+//!   `status` reports every shard.
+//! - A publication whose row filter is another shard count's is refused by `check` and by
+//!   `run`, never read.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use outbox_relay_tests::env;
+use outbox_relay_tests::kafka::TopicReader;
+use outbox_relay_tests::relay::{metric_value, Relay, RelaySetup};
+use outbox_relay_tests::workload::{self, WorkloadSpec};
+use outbox_relay_tests::{pg, unique};
+use rand::Rng;
+
+const SHARDS: u32 = 4;
+
+/// `outbox-relay --config <config> <args>`: (exit code, stdout).
+fn command(config: &std::path::Path, args: &[&str], envs: &[(String, String)]) -> (i32, String) {
+    let out = Command::new(env::relay_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run outbox-relay");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn sharded(name: &str, table: &str) -> RelaySetup {
+    RelaySetup::new(name, table).with_env(&[("RELAY__SOURCE__SHARDS", &SHARDS.to_string())])
+}
+
+fn shard_slots(setup: &RelaySetup) -> Vec<String> {
+    (0..SHARDS)
+        .map(|i| format!("{}_{i}", setup.slot()))
+        .collect()
+}
+
+async fn cleanup_shards(client: &tokio_postgres::Client, setup: &RelaySetup, tables: &[&str]) {
+    for i in 0..SHARDS {
+        pg::cleanup(
+            client,
+            &format!("{}_{i}", setup.slot()),
+            &format!("{}_{i}", setup.publication()),
+            &[],
+        )
+        .await;
+    }
+    for t in tables {
+        let _ = client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {t}"))
+            .await;
+    }
+}
+
+/// The shard each aggregate belongs to, computed by PostgreSQL with the documented
+/// formula (docs/scaling.md), independently of the relay's filter.
+async fn shard_of_aggregates(
+    client: &tokio_postgres::Client,
+    table: &str,
+) -> HashMap<String, usize> {
+    client
+        .query(
+            &format!(
+                "SELECT agg, ((hashtextextended(agg, 0) & 9223372036854775807) % {SHARDS})::int4
+                   FROM (SELECT DISTINCT aggregateid AS agg FROM {table}) a"
+            ),
+            &[],
+        )
+        .await
+        .expect("shard of aggregates")
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1) as usize))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_shards_survive_sigkills_with_nothing_lost_order_kept_and_one_shard_per_aggregate() {
+    let name = unique("shards");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    let spec = WorkloadSpec {
+        writers: 6,
+        events: 20_000,
+        aggregates: 200,
+        ..WorkloadSpec::end_to_end(&table)
+    };
+    workload::prepare(&client, &spec).await;
+    let mut setup = sharded(&name, &table);
+    setup.inflight_bytes = 1024 * 1024;
+    let slots = shard_slots(&setup);
+    let mut relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+    let created: Vec<u64> = {
+        let mut v = Vec::new();
+        for slot in &slots {
+            v.push(
+                pg::confirmed_flush(&client, slot)
+                    .await
+                    .expect("shard slot exists"),
+            );
+        }
+        v
+    };
+
+    let load = {
+        let spec = spec.clone();
+        tokio::spawn(async move { workload::run(&spec).await })
+    };
+    // One transaction whose rows fall in every shard: each shard delivers its part.
+    let big = {
+        let table = table.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            let c = pg::connect().await;
+            workload::big_transaction(&c, &table, 20_000, 40).await;
+        })
+    };
+
+    // flushes[k][shard]: each shard slot's confirmed flush after kill k.
+    let mut flushes: Vec<Vec<u64>> = Vec::new();
+    for kill in 0..4 {
+        let wait_ms = rand::rng().random_range(500..3000);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        relay.kill9();
+        let mut at_kill = Vec::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let flush = pg::confirmed_flush_when_inactive(&client, slot).await;
+            if let Some(prev) = flushes.last() {
+                assert!(
+                    flush >= prev[i],
+                    "{slot}: confirmed_flush_lsn went backwards: {:X} -> {flush:X}",
+                    prev[i]
+                );
+            }
+            at_kill.push(flush);
+        }
+        eprintln!("kill {kill} after {wait_ms} ms: confirmed flush per shard {at_kill:X?}");
+        flushes.push(at_kill);
+        relay = Relay::start(&setup);
+        relay.wait_ready(Duration::from_secs(60));
+    }
+    let report = load.await.unwrap();
+    big.await.unwrap();
+    let expected = workload::committed_rows(&client, &table).await;
+    eprintln!("workload: {report:?}; committed rows {}", expected.len());
+    assert_eq!(expected.len(), report.committed_events + 20_000);
+
+    let shard_of = shard_of_aggregates(&client, &table).await;
+    for s in 0..SHARDS as usize {
+        assert!(
+            shard_of.values().any(|&x| x == s),
+            "no aggregate hashes to shard {s}: the test would not exercise it"
+        );
+    }
+
+    let prefix = setup.topic_prefix.clone();
+    let want = expected.len();
+    let records = tokio::task::spawn_blocking(move || {
+        let mut reader = TopicReader::new(&prefix);
+        reader.read_distinct_ids(want, Duration::from_secs(120));
+        reader.records
+    })
+    .await
+    .unwrap();
+    // Nothing lost, nothing foreign, byte-exact, and per-aggregate order = commit order.
+    let verdict =
+        workload::assert_delivered(&records, &expected, &setup.topic_prefix, "shards", &relay);
+
+    // An extra copy needs a kill at which the event's own shard had not confirmed its
+    // commit: an aggregate read by two shards has copies no kill explains.
+    let commit_of: HashMap<&[u8], u64> = records
+        .iter()
+        .map(|r| {
+            (
+                r.header("id").unwrap(),
+                pg::parse_lsn(&r.header_str("outbox-relay-commit-lsn").unwrap()),
+            )
+        })
+        .collect();
+    let mut replayed = vec![0usize; SHARDS as usize];
+    for (id, copies) in &verdict.duplicates {
+        let commit = commit_of[id.as_bytes()];
+        let aggregate = &expected[id].aggregate_id;
+        let shard = shard_of[aggregate];
+        let allowed = flushes.iter().filter(|f| f[shard] <= commit).count();
+        assert!(
+            copies - 1 <= allowed,
+            "event {id} of {aggregate} (shard {shard}, commit {commit:X}) published {copies} times, but only {allowed} kills had shard {shard}'s confirmed flush at or below its commit: {flushes:X?}"
+        );
+        replayed[shard] += copies - 1;
+    }
+    eprintln!(
+        "{} records, {} distinct, replayed copies per shard {replayed:?}",
+        records.len(),
+        verdict.distinct
+    );
+
+    // Every shard read its part and confirmed it; the scrape has each shard's position.
+    let metrics = relay.metrics();
+    for (i, slot) in slots.iter().enumerate() {
+        let flush = pg::confirmed_flush(&client, slot).await.unwrap();
+        assert!(
+            flush > created[i],
+            "{slot} never advanced past its creation ({flush:X})"
+        );
+        let series = format!("outbox_relay_confirmed_flush_lsn{{slot=\"{slot}\"}}");
+        assert!(
+            metric_value(&metrics, &series).is_some_and(|v| v > 0.0),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        metric_value(&metrics, "outbox_relay_replicating"),
+        Some(1.0)
+    );
+
+    // `status` reports every shard's slot and publication.
+    let (code, out) = command(&relay.config, &["status", "--output", "json"], &setup.env);
+    let status: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: status output:\n{out}"));
+    assert_eq!(code, 0, "status problems: {}", status["problems"]);
+    let shards = status["shards"].as_array().expect("status lists shards");
+    let names: Vec<&str> = shards
+        .iter()
+        .map(|s| s["slot"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, slots.iter().map(String::as_str).collect::<Vec<_>>());
+    for s in shards {
+        assert_eq!(s["slot"]["active"], true, "{s}");
+        assert_eq!(s["publication"]["exists"], true, "{s}");
+    }
+
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+    cleanup_shards(
+        &client,
+        &setup,
+        &[&table, &workload::versions_table(&table)],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_filtered_for_another_shard_count_is_refused_not_read() {
+    let name = unique("shards_mismatch");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    pg::create_outbox_table(&client, &table, "jsonb", false).await;
+    let setup = sharded(&name, &table);
+    // Shard 1's publication as an 8-shard relay made it.
+    client
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {name}_1 FOR TABLE {table}
+               WHERE ((hashtextextended(aggregateid::text, 0) & 9223372036854775807) % 8 = 1)
+               WITH (publish = 'insert')"
+        ))
+        .await
+        .unwrap();
+
+    let mut relay = Relay::start(&setup);
+    let exit = relay.wait(Duration::from_secs(60));
+    assert!(!exit.success(), "run read a mismatched publication");
+    let log = relay.log_text();
+    let want = format!(
+        "publication \"{name}_1\" (shard 1 of 4) filters public.{table} with the row filter"
+    );
+    assert!(log.contains(&want), "log lacks {want:?}:\n{log}");
+    assert!(log.contains("% (8)::bigint"), "{log}");
+
+    let (code, out) = command(&relay.config, &["check"], &setup.env);
+    assert_ne!(code, 0, "check passed a mismatched publication:\n{out}");
+    let fail: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("FAIL publication"))
+        .collect();
+    assert_eq!(fail.len(), 1, "{out}");
+    assert!(fail[0].contains(&want), "{out}");
+    // The other shards' publications are reported (created by `run` before it stopped
+    // at shard 1, or to be created).
+    let publication_lines = out.lines().filter(|l| l.contains(" publication: ")).count();
+    assert_eq!(publication_lines, SHARDS as usize, "{out}");
+    let slot_lines = out.lines().filter(|l| l.contains(" slot: ")).count();
+    assert_eq!(slot_lines, SHARDS as usize, "{out}");
+
+    cleanup_shards(&client, &setup, &[&table]).await;
+}
