@@ -210,6 +210,10 @@ async fn ensure_shard_publication(
     let pubname = &config.source.publication;
     let create = config.source.create_publication && !verify_only;
     let tables = &config.outbox.tables;
+    let mut hashes = Vec::with_capacity(tables.len());
+    for t in tables {
+        hashes.push(aggregate_id_hash(client, t).await?);
+    }
     let existing = client
         .query_opt(
             "SELECT pubinsert FROM pg_publication WHERE pubname = $1",
@@ -217,7 +221,7 @@ async fn ensure_shard_publication(
         )
         .await?;
     let Some(row) = existing else {
-        let sql = shards::create_publication_sql(pubname, tables, shard);
+        let sql = shards::create_publication_sql(pubname, tables, &hashes, shard);
         if !create {
             return Err(RelayError::Setup(format!(
                 "publication {pubname:?} (shard {} of {}) does not exist and source.create_publication is false; create it with: {sql}",
@@ -237,9 +241,9 @@ async fn ensure_shard_publication(
         )));
     }
     let mut missing = Vec::new();
-    for t in tables {
+    for (t, hash) in tables.iter().zip(&hashes) {
         let (s, n) = t.qualified();
-        let expected = shards::row_filter(&t.columns.aggregate_id, shard);
+        let expected = shards::row_filter(&t.columns.aggregate_id, hash, shard);
         let found = client
             .query_opt(
                 "SELECT rowfilter FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
@@ -254,10 +258,9 @@ async fn ensure_shard_publication(
             )),
             Some(r) => {
                 let filter: Option<String> = r.get(0);
-                if !filter
-                    .as_deref()
-                    .is_some_and(|f| shards::filter_matches(f, &t.columns.aggregate_id, shard))
-                {
+                if !filter.as_deref().is_some_and(|f| {
+                    shards::filter_matches(f, &t.columns.aggregate_id, hash, shard)
+                }) {
                     return Err(RelayError::Setup(format!(
                         "publication {pubname:?} (shard {} of {}) filters {s}.{n} with {}, not with the shard's filter ({expected}): it was made for another source.shards or by hand, and would lose or duplicate events; see the re-sharding procedure in docs/scaling.md (drop it and its slot only once they are drained, or fix the filter with ALTER PUBLICATION {} SET TABLE …)",
                         shard.index,
@@ -291,6 +294,35 @@ async fn ensure_shard_publication(
         "added {} to publication {pubname:?}",
         missing.join(", ")
     ))
+}
+
+/// The hash function for a table's aggregate id column, by the column's type.
+async fn aggregate_id_hash(
+    client: &Client,
+    table: &TableConfig,
+) -> Result<&'static str, RelayError> {
+    let (schema, name) = table.qualified();
+    let column = &table.columns.aggregate_id;
+    let typname: Option<String> = client
+        .query_opt(
+            "SELECT t.typname::text FROM pg_attribute a
+               JOIN pg_class c ON a.attrelid = c.oid JOIN pg_namespace n ON c.relnamespace = n.oid
+               JOIN pg_type t ON a.atttypid = t.oid
+              WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
+            &[&schema, &name, column],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let Some(typname) = typname else {
+        return Err(RelayError::Setup(format!(
+            "outbox table {schema}.{name} has no aggregate id column {column:?} (outbox.tables[].columns.aggregate_id)"
+        )));
+    };
+    shards::hash_function(&typname).ok_or_else(|| {
+        RelayError::Setup(format!(
+            "source.shards: the aggregate id column {schema}.{name}.{column} has type {typname}, which no row filter can hash; supported are text, varchar, char, uuid, smallint, integer and bigint"
+        ))
+    })
 }
 
 /// What `pg_replication_slots` says about the slot.

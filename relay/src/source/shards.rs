@@ -29,34 +29,58 @@ pub fn shard_name(base: &str, index: u32) -> String {
     format!("{base}_{index}")
 }
 
-/// The row filter that puts an aggregate in shard `shard.index`, for `column` (the
-/// aggregate id).
+/// The immutable built-in hash function a row filter may apply to an aggregate id column
+/// of type `typname` (`pg_type.typname`), or `None` for a type without one.
 ///
-/// `hashtextextended` is immutable and built in, so PostgreSQL accepts it in a row
-/// filter; the `::text` cast lets the column be uuid or varchar. The sign bit is masked
-/// off rather than `abs()` taken: `abs(hashtext(x))` is accepted too, but raises
-/// "integer out of range" for the one id that hashes to INT_MIN, which would stop the
-/// walsender on that row for good. With the mask the result is in 0..count for every id.
-pub fn row_filter(column: &str, shard: Shard) -> String {
+/// A cast to text would cover every type, but for most types it is an I/O conversion,
+/// which PostgreSQL refuses in a row filter ("invalid publication WHERE expression"), so
+/// each type gets its own function. varchar and smallint reach `hashtextextended` and
+/// `hashint4extended` through implicit casts, which row filters allow.
+pub fn hash_function(typname: &str) -> Option<&'static str> {
+    Some(match typname {
+        "text" | "varchar" => "hashtextextended",
+        "bpchar" => "hashbpcharextended",
+        "uuid" => "uuid_hash_extended",
+        "int2" | "int4" => "hashint4extended",
+        "int8" => "hashint8extended",
+        _ => return None,
+    })
+}
+
+/// The row filter that puts an aggregate in shard `shard.index`, for `column` (the
+/// aggregate id) hashed by `hash` ([`hash_function`]).
+///
+/// The sign bit is masked off rather than `abs()` taken: `abs(hashtext(x))` is accepted
+/// too, but raises "integer out of range" for the one id that hashes to INT_MIN, which
+/// would stop the walsender on that row for good. With the mask the result is in
+/// 0..count for every id.
+pub fn row_filter(column: &str, hash: &str, shard: Shard) -> String {
     format!(
-        "(hashtextextended({}::text, 0) & 9223372036854775807) % {} = {}",
+        "({hash}({}, 0) & 9223372036854775807) % {} = {}",
         quote_ident(column),
         shard.count,
         shard.index
     )
 }
 
-/// `CREATE PUBLICATION` for a shard: every outbox table with its row filter.
-pub fn create_publication_sql(publication: &str, tables: &[TableConfig], shard: Shard) -> String {
+/// `CREATE PUBLICATION` for a shard: every outbox table with its row filter (`hashes[i]`
+/// is table i's aggregate id hash function).
+pub fn create_publication_sql(
+    publication: &str,
+    tables: &[TableConfig],
+    hashes: &[&str],
+    shard: Shard,
+) -> String {
     let tables: Vec<String> = tables
         .iter()
-        .map(|t| {
+        .zip(hashes)
+        .map(|(t, hash)| {
             let (s, n) = t.qualified();
             format!(
                 "{}.{} WHERE ({})",
                 quote_ident(s),
                 quote_ident(n),
-                row_filter(&t.columns.aggregate_id, shard)
+                row_filter(&t.columns.aggregate_id, hash, shard)
             )
         })
         .collect();
@@ -68,15 +92,16 @@ pub fn create_publication_sql(publication: &str, tables: &[TableConfig], shard: 
 }
 
 /// Whether `deparsed` (`pg_publication_tables.rowfilter`, PostgreSQL's own rendering of
-/// the stored expression) is the filter [`row_filter`] writes for `column` and `shard`.
+/// the stored expression) is the filter [`row_filter`] writes.
 ///
-/// PostgreSQL adds parentheses, casts of the constants (`(0)::bigint`), quotes the big
-/// constant and drops the no-op `::text` on a text column; those are stripped from both
-/// sides before comparing. Stripping parentheses could in principle equate two filters
-/// that group differently, but the operators here bind the same way either way, and any
-/// other function, constant, modulus or remainder still differs.
-pub fn filter_matches(deparsed: &str, column: &str, shard: Shard) -> bool {
-    normalize(deparsed) == normalize(&row_filter(column, shard))
+/// PostgreSQL adds parentheses, casts of the constants (`(0)::bigint`) and of the
+/// implicitly cast column (`(id)::text` for varchar), and quotes the big constant; those
+/// are stripped from both sides before comparing. Stripping parentheses could in
+/// principle equate two filters that group differently, but the operators here bind the
+/// same way either way, and any other function, column, constant, modulus or remainder
+/// still differs.
+pub fn filter_matches(deparsed: &str, column: &str, hash: &str, shard: Shard) -> bool {
+    normalize(deparsed) == normalize(&row_filter(column, hash, shard))
 }
 
 fn normalize(expr: &str) -> String {
@@ -147,8 +172,8 @@ mod tests {
     #[test]
     fn the_filter_masks_the_sign_bit_and_quotes_the_column() {
         assert_eq!(
-            row_filter("aggregateId", shard(2, 4)),
-            r#"(hashtextextended("aggregateId"::text, 0) & 9223372036854775807) % 4 = 2"#
+            row_filter("aggregateId", "hashtextextended", shard(2, 4)),
+            r#"(hashtextextended("aggregateId", 0) & 9223372036854775807) % 4 = 2"#
         );
     }
 
@@ -160,27 +185,51 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            create_publication_sql("outbox_relay_1", &tables, shard(1, 3)),
+            create_publication_sql(
+                "outbox_relay_1",
+                &tables,
+                &["hashtextextended", "uuid_hash_extended"],
+                shard(1, 3)
+            ),
             "CREATE PUBLICATION \"outbox_relay_1\" FOR TABLE \
-             \"public\".\"outbox\" WHERE ((hashtextextended(\"aggregateid\"::text, 0) & 9223372036854775807) % 3 = 1), \
-             \"billing\".\"outbox\" WHERE ((hashtextextended(\"agg\"::text, 0) & 9223372036854775807) % 3 = 1) \
+             \"public\".\"outbox\" WHERE ((hashtextextended(\"aggregateid\", 0) & 9223372036854775807) % 3 = 1), \
+             \"billing\".\"outbox\" WHERE ((uuid_hash_extended(\"agg\", 0) & 9223372036854775807) % 3 = 1) \
              WITH (publish = 'insert')"
         );
     }
 
     #[test]
     fn postgresqls_rendering_of_the_filter_matches_and_other_filters_do_not() {
+        let text = "hashtextextended";
         // pg_publication_tables.rowfilter on PostgreSQL 15.18 for a text column ...
-        let text = "(((hashtextextended(aggregateid, (0)::bigint) & '9223372036854775807'::bigint) % (4)::bigint) = 1)";
-        assert!(filter_matches(text, "aggregateid", shard(1, 4)));
-        // ... and for a uuid column, where the cast stays.
-        let uuid = "(((hashtextextended((aggregateid)::text, (0)::bigint) & '9223372036854775807'::bigint) % (4)::bigint) = 1)";
-        assert!(filter_matches(uuid, "aggregateid", shard(1, 4)));
-        assert!(!filter_matches(text, "aggregateid", shard(2, 4)));
-        assert!(!filter_matches(text, "aggregateid", shard(1, 8)));
-        assert!(!filter_matches(text, "other", shard(1, 4)));
+        let deparsed = "(((hashtextextended(aggregateid, (0)::bigint) & '9223372036854775807'::bigint) % (4)::bigint) = 1)";
+        assert!(filter_matches(deparsed, "aggregateid", text, shard(1, 4)));
+        // ... for a varchar column, cast implicitly ...
+        let varchar = "(((hashtextextended((aggregateid)::text, (0)::bigint) & '9223372036854775807'::bigint) % (4)::bigint) = 1)";
+        assert!(filter_matches(varchar, "aggregateid", text, shard(1, 4)));
+        // ... and for a uuid column.
+        let uuid = "(((uuid_hash_extended(aggregateid, (0)::bigint) & '9223372036854775807'::bigint) % (4)::bigint) = 1)";
+        assert!(filter_matches(
+            uuid,
+            "aggregateid",
+            "uuid_hash_extended",
+            shard(1, 4)
+        ));
+        assert!(!filter_matches(uuid, "aggregateid", text, shard(1, 4)));
+        assert!(!filter_matches(deparsed, "aggregateid", text, shard(2, 4)));
+        assert!(!filter_matches(deparsed, "aggregateid", text, shard(1, 8)));
+        assert!(!filter_matches(deparsed, "other", text, shard(1, 4)));
         let abs = "(mod(abs(hashtext(aggregateid)), 4) = 1)";
-        assert!(!filter_matches(abs, "aggregateid", shard(1, 4)));
+        assert!(!filter_matches(abs, "aggregateid", text, shard(1, 4)));
+    }
+
+    #[test]
+    fn each_id_type_has_a_hash_a_row_filter_accepts() {
+        assert_eq!(hash_function("varchar"), Some("hashtextextended"));
+        assert_eq!(hash_function("uuid"), Some("uuid_hash_extended"));
+        assert_eq!(hash_function("int2"), Some("hashint4extended"));
+        assert_eq!(hash_function("int8"), Some("hashint8extended"));
+        assert_eq!(hash_function("jsonb"), None);
     }
 
     #[test]
