@@ -376,3 +376,106 @@ async fn a_uuid_aggregate_id_is_split_by_its_own_hash() {
     assert!(status.success(), "exit status {status}");
     cleanup_shards(&client, &setup, &[&table]).await;
 }
+
+/// Parked events are kept per slot: `parked list` and `parked discard` see every shard's,
+/// and the per-slot parked gauges carry each shard's slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_commands_cover_every_shard() {
+    let name = unique("shards_park");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    pg::create_outbox_table(&client, &table, "jsonb", true).await;
+    let setup = sharded(&name, &table);
+    let slots = shard_slots(&setup);
+    let mut relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+
+    // Two aggregates in different shards.
+    let shard_of = |agg: String| {
+        let client = &client;
+        async move {
+            let r = client
+                .query_one(
+                    &format!(
+                        "SELECT ((hashtextextended($1, 0) & 9223372036854775807) % {SHARDS})::int4"
+                    ),
+                    &[&agg],
+                )
+                .await
+                .unwrap();
+            r.get::<_, i32>(0) as usize
+        }
+    };
+    let first = "agg-0".to_string();
+    let first_shard = shard_of(first.clone()).await;
+    let mut second = None;
+    for i in 1..100 {
+        let agg = format!("agg-{i}");
+        let shard = shard_of(agg.clone()).await;
+        if shard != first_shard {
+            second = Some((agg, shard));
+            break;
+        }
+    }
+    let (second, second_shard) = second.unwrap();
+    // Each: event 1 valid, event 2 invalid (NULL type), events 3..5 parked behind it.
+    let mut sql = String::new();
+    for n in 1..=5 {
+        for agg in [&first, &second] {
+            let ty = if n == 2 { "NULL" } else { "'T'" };
+            sql += &format!(
+                "INSERT INTO {table} (aggregatetype, aggregateid, type, payload) VALUES ('Order', '{agg}', {ty}, '{{\"n\": {n}}}');"
+            );
+        }
+    }
+    client.batch_execute(&sql).await.unwrap();
+
+    let parked = |args: &[&str]| {
+        let mut all = vec!["parked"];
+        all.extend_from_slice(args);
+        command(&relay.config, &all, &setup.env)
+    };
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (code, out) = parked(&["list", "--output", "json"]);
+        assert_eq!(code, 0, "{out}");
+        listed = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        if listed.as_array().unwrap().len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let aggregates = |v: &serde_json::Value| {
+        let mut a: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["aggregate_id"].as_str().unwrap().to_string())
+            .collect();
+        a.sort();
+        a
+    };
+    let mut want = vec![first.clone(); 4];
+    want.extend(vec![second.clone(); 4]);
+    want.sort();
+    assert_eq!(aggregates(&listed), want, "{listed}");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = relay.metrics();
+    for (shard, slot) in slots.iter().enumerate() {
+        let series = format!("outbox_relay_parked_aggregates{{slot=\"{slot}\"}}");
+        let expected = f64::from(u8::from(shard == first_shard || shard == second_shard));
+        assert_eq!(metric_value(&metrics, &series), Some(expected), "{series}");
+    }
+
+    let (code, out) = parked(&["discard", "--aggregate", &second]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("discarded 4 parked events"), "{out}");
+    let (_, out) = parked(&["list", "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(aggregates(&listed), vec![first.clone(); 4], "{listed}");
+
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+    cleanup_shards(&client, &setup, &[&table]).await;
+}
