@@ -11,16 +11,18 @@
 //!   `status` reports every shard.
 //! - A publication whose row filter is another shard count's is refused by `check` and by
 //!   `run`, never read.
+//! - A uuid aggregate id is split by its own hash; `parked` commands see every shard;
+//!   exactly-once and a standby's take-over work for every shard.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use outbox_relay_tests::env;
 use outbox_relay_tests::kafka::TopicReader;
 use outbox_relay_tests::relay::{metric_value, Relay, RelaySetup};
 use outbox_relay_tests::workload::{self, WorkloadSpec};
-use outbox_relay_tests::{pg, unique};
+use outbox_relay_tests::{ordered, pg, unique};
 use rand::Rng;
 
 const SHARDS: u32 = 4;
@@ -477,5 +479,88 @@ async fn parked_commands_cover_every_shard() {
 
     let status = relay.terminate(Duration::from_secs(30));
     assert!(status.success(), "exit status {status}");
+    cleanup_shards(&client, &setup, &[&table]).await;
+}
+
+/// `sink.kafka.exactly_once` and `ha.enabled` with shards: each shard's producer has its
+/// own transactional id, and one leadership lock covers every shard. The leader is
+/// SIGKILLed three times and a standby takes over every shard's slot each time; a
+/// `read_committed` consumer sees every event exactly once, in order per aggregate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_and_a_standby_take_over_every_shard() {
+    let name = unique("shards_eos");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    ordered::create_table(&client, &table).await;
+    let setup = sharded(&name, &table).with_env(&[
+        ("RELAY__SINK__KAFKA__EXACTLY_ONCE", "true"),
+        ("RELAY__HA__ENABLED", "true"),
+    ]);
+    let stems = [format!("{name}-a"), format!("{name}-b")];
+    let wait_leading = |relay: &mut Relay| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while relay.metric("outbox_relay_replicating") != Some(1.0) {
+            assert!(Instant::now() < deadline, "{}", relay.log_tail());
+            if let Some(status) = relay.try_wait() {
+                panic!("replica exited with {status}: {}", relay.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut leader = Relay::start_replica(&setup, &stems[0]);
+    wait_leading(&mut leader);
+    let mut standby = Relay::start_replica(&setup, &stems[1]);
+    standby.wait_ready(Duration::from_secs(60));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writers =
+        ordered::spawn_writers(&table, "agg-", 4, 40, 0, Duration::from_millis(4), stop_rx);
+    let mut leading = 0;
+    for round in 0..3 {
+        let ms = rand::rng().random_range(800..2000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        leader.kill9();
+        let started = Instant::now();
+        wait_leading(&mut standby);
+        eprintln!(
+            "round {round}: the standby leads every shard after {:?}",
+            started.elapsed()
+        );
+        // The killed replica comes back as the new standby.
+        leading = 1 - leading;
+        leader = standby;
+        standby = Relay::start_replica(&setup, &stems[1 - leading]);
+        standby.wait_ready(Duration::from_secs(60));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop_tx.send(true);
+    let mut expected = BTreeMap::new();
+    for w in writers {
+        expected.extend(w.await.unwrap());
+    }
+    let total: u64 = expected.values().sum();
+    let topic = format!("{}.Order", setup.topic_prefix);
+    let committed = tokio::task::spawn_blocking(move || {
+        let mut r = TopicReader::exact(&topic);
+        r.read_distinct_ids(total as usize, Duration::from_secs(60));
+        r.records
+    })
+    .await
+    .unwrap();
+    let duplicates = ordered::check(&committed, &expected).unwrap();
+    assert_eq!(duplicates, 0, "read_committed saw duplicates");
+    assert_eq!(committed.len() as u64, total);
+    let metrics = leader.metrics();
+    for slot in shard_slots(&setup) {
+        let series = format!("outbox_relay_confirmed_flush_lsn{{slot=\"{slot}\"}}");
+        assert!(
+            metric_value(&metrics, &series).is_some_and(|v| v > 0.0),
+            "{series}"
+        );
+    }
+    eprintln!("{total} events through 3 leader kills: 0 duplicates read_committed");
+
+    assert!(standby.terminate(Duration::from_secs(30)).success());
+    assert!(leader.terminate(Duration::from_secs(30)).success());
     cleanup_shards(&client, &setup, &[&table]).await;
 }
