@@ -430,20 +430,23 @@ async fn relay_view(listen: &str) -> RelayView {
     view.leader = sample("outbox_relay_leader").map(|v| v == 1.0);
     view.replicating = sample("outbox_relay_replicating").map(|v| v == 1.0);
     view.sink_up = sample("outbox_relay_sink_up").map(|v| v == 1.0);
-    // With shards there is one series per slot (`{slot="…"}`): the largest lag counts.
-    view.source_lag_seconds = metrics
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("outbox_relay_source_lag_seconds")?;
-            let value = match rest.strip_prefix('{') {
-                Some(labelled) => labelled.split_once("} ")?.1,
-                None => rest.strip_prefix(' ')?,
-            };
-            value.trim().parse::<f64>().ok()
-        })
-        .reduce(f64::max);
+    // With shards there is one series per slot (`{slot="…"}`): the largest counts.
+    let max_sample = |name: &str| {
+        metrics
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse::<f64>().ok()
+            })
+            .reduce(f64::max)
+    };
+    view.source_lag_seconds = max_sample("outbox_relay_source_lag_seconds");
     view.inflight_events = sample("outbox_relay_inflight_events");
-    view.oldest_inflight_age_seconds = sample("outbox_relay_oldest_inflight_age_seconds");
+    view.oldest_inflight_age_seconds = max_sample("outbox_relay_oldest_inflight_age_seconds");
     view.version = metrics.lines().find_map(|l| {
         let rest = l.strip_prefix("outbox_relay_build_info{")?;
         let v = rest.split("version=\"").nth(1)?;

@@ -264,13 +264,13 @@ impl Metrics {
             r.register(Box::new(m.last_acked_commit_timestamp.clone()))
                 .unwrap();
             r.register(Box::new(m.source_lag_seconds.clone())).unwrap();
+            r.register(Box::new(m.oldest_inflight_age.clone())).unwrap();
         }
         r.register(Box::new(m.events_published.clone())).unwrap();
         r.register(Box::new(m.publish_duration.clone())).unwrap();
         r.register(Box::new(m.end_to_end_latency.clone())).unwrap();
         r.register(Box::new(m.inflight_events.clone())).unwrap();
         r.register(Box::new(m.inflight_bytes.clone())).unwrap();
-        r.register(Box::new(m.oldest_inflight_age.clone())).unwrap();
         r.register(Box::new(m.errors.clone())).unwrap();
         r.register(Box::new(m.invalid_events.clone())).unwrap();
         r.register(Box::new(m.dead_letter_events.clone())).unwrap();

@@ -1,7 +1,7 @@
 //! Per-slot gauges with `source.shards` > 1.
 //!
 //! Some gauges describe one slot (its confirmed position, lag, WAL safety, heartbeat lag,
-//! parked events). With several shards each session would overwrite the others' value in
+//! parked events, the age of its oldest unacknowledged event). With several shards each session would overwrite the others' value in
 //! the one series, so the unlabelled series are replaced by one series per shard under the
 //! same name with a constant `slot` label. Each shard's session gets a [`Metrics`] whose
 //! fields are its own series, so the code that sets them needs no shard awareness.
@@ -56,6 +56,7 @@ impl Metrics {
                 m.parked_events = int_gauge_vec(&self.parked_events, slot);
                 m.parked_aggregates = int_gauge(&self.parked_aggregates, slot);
                 m.parked_oldest_age = gauge(&self.parked_oldest_age, slot);
+                m.oldest_inflight_age = gauge(&self.oldest_inflight_age, slot);
                 let register = |c: Box<dyn Collector>| {
                     r.register(c)
                         .expect("per-slot series need Metrics::sharded, and slot names are unique")
@@ -70,6 +71,7 @@ impl Metrics {
                 register(Box::new(m.parked_events.clone()));
                 register(Box::new(m.parked_aggregates.clone()));
                 register(Box::new(m.parked_oldest_age.clone()));
+                register(Box::new(m.oldest_inflight_age.clone()));
                 m
             })
             .collect()
