@@ -564,3 +564,133 @@ async fn exactly_once_and_a_standby_take_over_every_shard() {
     assert!(leader.terminate(Duration::from_secs(30)).success());
     cleanup_shards(&client, &setup, &[&table]).await;
 }
+
+/// docs/scaling.md's re-sharding without a write pause (procedure B), from one slot to 4
+/// shards under load: the new publications and slots are created while the old relay
+/// runs, the old relay stops once its slot passed the new slots' start T, and the
+/// sharded relay takes over. Nothing is lost, order holds, and every duplicate is an
+/// event the old relay delivered after T (the documented replay window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resharding_under_load_loses_nothing_and_replays_only_the_window() {
+    let name = unique("shards_reshard");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    let spec = WorkloadSpec {
+        writers: 4,
+        events: 15_000,
+        aggregates: 200,
+        ..WorkloadSpec::end_to_end(&table)
+    };
+    workload::prepare(&client, &spec).await;
+    let old_setup = RelaySetup::new(&name, &table);
+    let mut old = Relay::start(&old_setup);
+    old.wait_ready(Duration::from_secs(60));
+    let load = {
+        let spec = spec.clone();
+        tokio::spawn(async move { workload::run(&spec).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // 1. New publications first, then the new slots; T = the latest slot start.
+    let new_base = format!("{name}_v2");
+    let mut starts = Vec::new();
+    for i in 0..SHARDS {
+        client
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {new_base}_{i} FOR TABLE {table}
+                   WHERE ((hashtextextended(aggregateid, 0) & 9223372036854775807) % {SHARDS} = {i})
+                   WITH (publish = 'insert')"
+            ))
+            .await
+            .unwrap();
+    }
+    for i in 0..SHARDS {
+        let lsn: String = client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&format!("{new_base}_{i}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        starts.push(pg::parse_lsn(&lsn));
+    }
+    let t = *starts.iter().max().unwrap();
+    // 2. The old slot passes T; 3. the old relay stops and the sharded one starts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg::confirmed_flush(&client, &old_setup.slot())
+        .await
+        .unwrap()
+        < t
+    {
+        assert!(Instant::now() < deadline, "old slot never reached {t:X}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(old.terminate(Duration::from_secs(30)).success());
+    let old_final = pg::confirmed_flush_when_inactive(&client, &old_setup.slot()).await;
+    let new_setup = RelaySetup::new(&name, &table).with_env(&[
+        ("RELAY__SOURCE__SHARDS", &SHARDS.to_string()),
+        ("RELAY__SOURCE__SLOT", &new_base),
+        ("RELAY__SOURCE__PUBLICATION", &new_base),
+    ]);
+    let mut new = Relay::start_replica(&new_setup, &format!("{name}-sharded"));
+    new.wait_ready(Duration::from_secs(60));
+    eprintln!("new slots start at {starts:X?}, old relay stopped at {old_final:X}");
+
+    let report = load.await.unwrap();
+    let expected = workload::committed_rows(&client, &table).await;
+    assert_eq!(expected.len(), report.committed_events);
+    let prefix = old_setup.topic_prefix.clone();
+    let want = expected.len();
+    let records = tokio::task::spawn_blocking(move || {
+        let mut reader = TopicReader::new(&prefix);
+        reader.read_distinct_ids(want, Duration::from_secs(120));
+        reader.records
+    })
+    .await
+    .unwrap();
+    let verdict = workload::assert_delivered(
+        &records,
+        &expected,
+        &old_setup.topic_prefix,
+        "reshard",
+        &new,
+    );
+    let commit_of: HashMap<&[u8], u64> = records
+        .iter()
+        .map(|r| {
+            (
+                r.header("id").unwrap(),
+                pg::parse_lsn(&r.header_str("outbox-relay-commit-lsn").unwrap()),
+            )
+        })
+        .collect();
+    // The window is per shard: from its new slot's start to the old relay's stop.
+    let shard_of = shard_of_aggregates(&client, &table).await;
+    for (id, copies) in &verdict.duplicates {
+        let commit = commit_of[id.as_bytes()];
+        let shard = shard_of[&expected[id].aggregate_id];
+        let start = starts[shard];
+        assert!(
+            *copies == 2 && commit >= start && commit <= old_final,
+            "event {id} (shard {shard}, commit {commit:X}) arrived {copies} times; only events committed between its new slot's start {start:X} and the old relay's stop {old_final:X} may arrive twice"
+        );
+    }
+    eprintln!(
+        "{} records, {} distinct, {} replayed in the window",
+        records.len(),
+        verdict.distinct,
+        verdict.duplicates.len()
+    );
+
+    assert!(new.terminate(Duration::from_secs(30)).success());
+    let new_shards = RelaySetup::new(&new_base, &table);
+    cleanup_shards(&client, &new_shards, &[]).await;
+    pg::cleanup(
+        &client,
+        &old_setup.slot(),
+        &old_setup.publication(),
+        &[&table, &workload::versions_table(&table)],
+    )
+    .await;
+}
