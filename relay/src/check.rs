@@ -125,12 +125,12 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
                 ));
                 let slot_check = check_slot(&sql, &shard, system.as_deref()).await;
                 out.push(CheckResult::new("slot", slot_check));
-            }
-            if config.source.slot_failover {
-                out.push(CheckResult::new(
-                    "slot_failover",
-                    slot::failover_readiness(&sql, config).await,
-                ));
+                if shard.source.slot_failover {
+                    out.push(CheckResult::new(
+                        "slot_failover",
+                        slot::failover_readiness(&sql, &shard).await,
+                    ));
+                }
             }
             out.push(CheckResult::new(
                 "state",
