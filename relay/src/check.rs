@@ -113,21 +113,24 @@ pub async fn run_checks(config: &Config) -> Vec<CheckResult> {
                     setup::check_table(&sql, t).await,
                 ));
             }
-            out.push(CheckResult::new(
-                "publication",
-                if config.source.create_publication {
-                    publication_or_creatable(&sql, config).await
-                } else {
-                    setup::ensure_publication(&sql, config, true).await
-                },
-            ));
-            let slot_check = check_slot(&sql, config, system.as_deref()).await;
-            out.push(CheckResult::new("slot", slot_check));
-            if config.source.slot_failover {
+            // With source.shards, each shard's publication and slot (the details name them).
+            for shard in config.shard_configs() {
                 out.push(CheckResult::new(
-                    "slot_failover",
-                    slot::failover_readiness(&sql, config).await,
+                    "publication",
+                    if shard.source.create_publication {
+                        publication_or_creatable(&sql, &shard).await
+                    } else {
+                        setup::ensure_publication(&sql, &shard, true).await
+                    },
                 ));
+                let slot_check = check_slot(&sql, &shard, system.as_deref()).await;
+                out.push(CheckResult::new("slot", slot_check));
+                if shard.source.slot_failover {
+                    out.push(CheckResult::new(
+                        "slot_failover",
+                        slot::failover_readiness(&sql, &shard).await,
+                    ));
+                }
             }
             out.push(CheckResult::new(
                 "state",

@@ -103,7 +103,11 @@ pub async fn acquire(
         match result {
             Ok((client, connection)) => {
                 let client = Arc::new(client);
-                take_over_slot(&client, slot).await;
+                // One lock (on `source.slot`) covers every shard's slot: one leader reads
+                // them all.
+                for slot in config.shard_slots() {
+                    take_over_slot(&client, &slot).await;
+                }
                 health.set_standby(false);
                 metrics.leader.set(1);
                 metrics.leader_transitions.inc();

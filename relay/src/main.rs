@@ -99,7 +99,12 @@ async fn check(config: Config, output: Output) -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     let config = Arc::new(config);
-    let mut metrics = Metrics::with_destination_labels(config.telemetry.max_destination_labels);
+    let max_labels = config.telemetry.max_destination_labels;
+    let mut metrics = if config.source.shards > 1 {
+        Metrics::sharded(max_labels)
+    } else {
+        Metrics::with_destination_labels(max_labels)
+    };
     let exporter = config.telemetry.otlp.enabled().then(|| {
         let (spans, exporter) = otlp::start(
             config.telemetry.otlp.clone(),

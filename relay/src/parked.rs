@@ -13,21 +13,37 @@ use crate::pipeline::build_publisher;
 use crate::state::{self, redrive_aggregate, ParkedEvent, ParkedFilter, Redriven, StateStore};
 
 /// Runs one `parked` command; `Ok(false)` when something could not be redriven.
+///
+/// Parked events are kept per slot; with `source.shards` every shard's slot is asked and
+/// the answers are reported together.
 pub async fn run(config: &Config, action: ParkedAction) -> Result<bool, RelayError> {
-    let (store, _connection) = open(config).await?;
+    let mut stores = Vec::new();
+    for shard in config.shard_configs() {
+        let (store, connection) = open(&shard).await?;
+        stores.push((shard, store, connection));
+    }
+    let parked = |filter: ParkedFilter| {
+        let stores = &stores;
+        async move {
+            let mut events = Vec::new();
+            for (_, store, _) in stores {
+                events.extend(store.parked_events(&filter).await?);
+            }
+            Ok::<_, RelayError>(events)
+        }
+    };
     match action {
         ParkedAction::List(args) => {
-            let events = store.parked_events(&filter(&args)).await?;
+            let events = parked(filter(&args)).await?;
             print_events(&events, args.output);
             Ok(true)
         }
         ParkedAction::Show { event_id, output } => {
-            let events = store
-                .parked_events(&ParkedFilter {
-                    event_id: Some(event_id.clone()),
-                    ..ParkedFilter::default()
-                })
-                .await?;
+            let events = parked(ParkedFilter {
+                event_id: Some(event_id.clone()),
+                ..ParkedFilter::default()
+            })
+            .await?;
             if events.is_empty() {
                 return Err(RelayError::Setup(format!(
                     "no parked event with id {event_id:?}"
@@ -43,10 +59,11 @@ pub async fn run(config: &Config, action: ParkedAction) -> Result<bool, RelayErr
         }
         ParkedAction::Discard(args) => {
             require_filter(&args)?;
-            let events = store.parked_events(&filter(&args)).await?;
             let mut removed = 0;
-            for e in &events {
-                removed += store.remove_parked(&e.commit_lsn, e.seq).await?;
+            for (_, store, _) in &stores {
+                for e in &store.parked_events(&filter(&args)).await? {
+                    removed += store.remove_parked(&e.commit_lsn, e.seq).await?;
+                }
             }
             match args.output {
                 Output::Json => println!("{}", serde_json::json!({ "discarded": removed })),
@@ -56,16 +73,24 @@ pub async fn run(config: &Config, action: ParkedAction) -> Result<bool, RelayErr
         }
         ParkedAction::Redrive(args) => {
             require_filter(&args)?;
-            redrive(config, &store, &args).await
+            let mut report = BTreeMap::new();
+            for (shard, store, _) in &stores {
+                report.extend(redrive(shard, store, &args).await?);
+            }
+            print_redriven(&report, args.output);
+            Ok(report.values().all(|(_, failure)| failure.is_none()))
         }
     }
 }
+
+/// Per aggregate: events redriven, and the event that failed again with its error.
+type RedriveReport = BTreeMap<String, (usize, Option<(String, String)>)>;
 
 async fn redrive(
     config: &Config,
     store: &StateStore,
     args: &ParkedArgs,
-) -> Result<bool, RelayError> {
+) -> Result<RedriveReport, RelayError> {
     let publisher = build_publisher(config).await?;
     let mut aggregates: Vec<String> = store
         .parked_events(&filter(args))
@@ -75,17 +100,19 @@ async fn redrive(
         .collect();
     aggregates.dedup();
     let mut report = BTreeMap::new();
-    let mut all_ok = true;
     for aggregate in aggregates {
         let Redriven { delivered, failure } =
             redrive_aggregate(store, &*publisher, &aggregate).await?;
-        all_ok &= failure.is_none();
         report.insert(aggregate, (delivered, failure));
     }
     if let Err(e) = publisher.flush(Duration::from_secs(10)).await {
         tracing::warn!(error = %e, "flush after redrive");
     }
-    match args.output {
+    Ok(report)
+}
+
+fn print_redriven(report: &RedriveReport, output: Output) {
+    match output {
         Output::Json => {
             let json: Vec<_> = report
                 .iter()
@@ -101,7 +128,7 @@ async fn redrive(
             println!("{}", serde_json::Value::Array(json));
         }
         Output::Text => {
-            for (aggregate, (delivered, failure)) in &report {
+            for (aggregate, (delivered, failure)) in report {
                 match failure {
                     None => println!("{aggregate}: redriven {delivered} events; unparked"),
                     Some((id, error)) => println!(
@@ -111,7 +138,6 @@ async fn redrive(
             }
         }
     }
-    Ok(all_ok)
 }
 
 async fn open(config: &Config) -> Result<(StateStore, tokio::task::JoinHandle<()>), RelayError> {

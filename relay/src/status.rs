@@ -28,9 +28,21 @@ pub struct Status {
     pub relay: RelayView,
     /// What is wrong; empty when nothing is. Non-empty makes the exit code 1.
     pub problems: Vec<String>,
+    /// With `source.shards` > 1, every shard's slot, publication and state (`slot` and
+    /// `publication` above are then shard 0's, and `state` is null); absent without.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardStatus>,
 }
 
+/// One shard's slot, publication and state.
 #[derive(Debug, Serialize)]
+pub struct ShardStatus {
+    pub slot: SlotStatus,
+    pub publication: PublicationStatus,
+    pub state: Option<StateStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct SlotStatus {
     pub name: String,
     pub exists: bool,
@@ -68,7 +80,7 @@ pub struct ServerStatus {
     pub max_slot_wal_keep_size: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PublicationStatus {
     pub name: String,
     pub exists: bool,
@@ -134,22 +146,52 @@ pub async fn gather(config: &Config) -> Result<Status, RelayError> {
     let opts = config.source.connect_options()?;
     let (sql, connection) = connect_sql(&opts).await?;
     let result = async {
-        let slot = slot(&sql, &config.source.slot).await?;
         let server = server(&sql).await?;
-        let publication = publication(&sql, &config.source.publication).await?;
-        let state = state(&sql, config).await?;
-        Ok::<_, RelayError>((slot, server, publication, state))
+        let mut shards = Vec::new();
+        for shard in config.shard_configs() {
+            shards.push(ShardStatus {
+                slot: slot(&sql, &shard.source.slot).await?,
+                publication: publication(&sql, &shard.source.publication).await?,
+                state: state(&sql, &shard).await?,
+            });
+        }
+        Ok::<_, RelayError>((server, shards))
     }
     .await;
     connection.abort();
-    let (slot, server, publication, state) = result?;
+    let (server, mut shards) = result?;
     let relay = relay_view(&config.telemetry.listen).await;
     let mut problems = Vec::new();
+    for shard in &shards {
+        shard_problems(config, shard, &mut problems);
+    }
+    // Unsharded, the one slot is reported as before; sharded, `slot` and `publication`
+    // are shard 0's and `shards` lists every shard.
+    let (slot, publication, state) = if shards.len() == 1 {
+        let only = shards.remove(0);
+        (only.slot, only.publication, only.state)
+    } else {
+        (shards[0].slot.clone(), shards[0].publication.clone(), None)
+    };
+    Ok(Status {
+        slot,
+        server,
+        publication,
+        state,
+        relay,
+        problems,
+        shards,
+    })
+}
+
+/// What is wrong with one shard's slot and publication (the only one, unsharded).
+fn shard_problems(config: &Config, shard: &ShardStatus, problems: &mut Vec<String>) {
+    let (slot, publication, state) = (&shard.slot, &shard.publication, &shard.state);
     if !slot.exists {
         problems.push(format!(
             "slot {:?} does not exist{}",
             slot.name,
-            match &state {
+            match state {
                 Some(s) if s.progress_confirmed_lsn.is_some() =>
                     " although the relay has a progress record for it: it was dropped or lost",
                 _ if config.source.create_slot => " (run creates it at its first start)",
@@ -178,14 +220,6 @@ pub async fn gather(config: &Config) -> Result<Status, RelayError> {
             }
         ));
     }
-    Ok(Status {
-        slot,
-        server,
-        publication,
-        state,
-        relay,
-        problems,
-    })
 }
 
 async fn slot(sql: &Client, name: &str) -> Result<SlotStatus, RelayError> {
@@ -396,9 +430,23 @@ async fn relay_view(listen: &str) -> RelayView {
     view.leader = sample("outbox_relay_leader").map(|v| v == 1.0);
     view.replicating = sample("outbox_relay_replicating").map(|v| v == 1.0);
     view.sink_up = sample("outbox_relay_sink_up").map(|v| v == 1.0);
-    view.source_lag_seconds = sample("outbox_relay_source_lag_seconds");
+    // With shards there is one series per slot (`{slot="…"}`): the largest counts.
+    let max_sample = |name: &str| {
+        metrics
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse::<f64>().ok()
+            })
+            .reduce(f64::max)
+    };
+    view.source_lag_seconds = max_sample("outbox_relay_source_lag_seconds");
     view.inflight_events = sample("outbox_relay_inflight_events");
-    view.oldest_inflight_age_seconds = sample("outbox_relay_oldest_inflight_age_seconds");
+    view.oldest_inflight_age_seconds = max_sample("outbox_relay_oldest_inflight_age_seconds");
     view.version = metrics.lines().find_map(|l| {
         let rest = l.strip_prefix("outbox_relay_build_info{")?;
         let v = rest.split("version=\"").nth(1)?;
@@ -456,14 +504,7 @@ fn or_dash<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(T::to_string).unwrap_or_else(|| "-".into())
 }
 
-/// The text form, one fact per line.
-pub fn text(s: &Status) -> String {
-    let mut out = String::new();
-    let mut line = |l: String| {
-        out.push_str(&l);
-        out.push('\n');
-    };
-    let slot = &s.slot;
+fn slot_text(slot: &SlotStatus, line: &mut impl FnMut(String)) {
     if slot.exists {
         line(format!(
             "slot {:?}: {} ({}), wal_status {}, safe_wal_size {}",
@@ -498,29 +539,24 @@ pub fn text(s: &Status) -> String {
     } else {
         line(format!("slot {:?}: does not exist", slot.name));
     }
-    line(format!(
-        "server: PostgreSQL {}, current WAL {}{}, max_slot_wal_keep_size {}",
-        s.server.version,
-        s.server.current_wal_lsn,
-        if s.server.in_recovery {
-            " (standby)"
-        } else {
-            ""
-        },
-        s.server.max_slot_wal_keep_size
-    ));
+}
+
+fn publication_text(publication: &PublicationStatus, line: &mut impl FnMut(String)) {
     line(format!(
         "publication {:?}: {}",
-        s.publication.name,
-        if !s.publication.exists {
+        publication.name,
+        if !publication.exists {
             "does not exist".to_string()
-        } else if s.publication.tables.is_empty() {
+        } else if publication.tables.is_empty() {
             "no tables".to_string()
         } else {
-            s.publication.tables.join(", ")
+            publication.tables.join(", ")
         }
     ));
-    match &s.state {
+}
+
+fn state_text(state: &Option<StateStatus>, line: &mut impl FnMut(String)) {
+    match state {
         None => line("state tables: none (state.mode off, or not created)".into()),
         Some(st) => {
             line(format!(
@@ -549,6 +585,42 @@ pub fn text(s: &Status) -> String {
                     g.reason, g.destination, g.events, g.aggregates
                 ));
             }
+        }
+    }
+}
+
+/// The text form, one fact per line.
+pub fn text(s: &Status) -> String {
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    if s.shards.is_empty() {
+        slot_text(&s.slot, &mut line);
+    } else {
+        for shard in &s.shards {
+            slot_text(&shard.slot, &mut line);
+        }
+    }
+    line(format!(
+        "server: PostgreSQL {}, current WAL {}{}, max_slot_wal_keep_size {}",
+        s.server.version,
+        s.server.current_wal_lsn,
+        if s.server.in_recovery {
+            " (standby)"
+        } else {
+            ""
+        },
+        s.server.max_slot_wal_keep_size
+    ));
+    if s.shards.is_empty() {
+        publication_text(&s.publication, &mut line);
+        state_text(&s.state, &mut line);
+    } else {
+        for shard in &s.shards {
+            publication_text(&shard.publication, &mut line);
+            state_text(&shard.state, &mut line);
         }
     }
     let r = &s.relay;

@@ -125,6 +125,7 @@ impl Config {
             ));
         }
         self.validate_outbox_for_sink()?;
+        self.validate_shards()?;
         if self.source.may_snapshot() && self.state.mode == StateMode::Off {
             return Err(err(
                 "source.snapshot / source.on_slot_lost: a snapshot needs the state tables (they record that it is incomplete, so a crash during it leads to a new one), but state.mode is off",
@@ -135,6 +136,31 @@ impl Config {
 }
 
 impl Config {
+    /// What cannot be split by the shards' row filters.
+    fn validate_shards(&self) -> Result<(), ConfigError> {
+        if self.source.shards <= 1 {
+            return Ok(());
+        }
+        // Logical messages pass no row filter: every shard's slot carries all of them.
+        // Reading them from one shard only would put an aggregate that writes both rows
+        // and messages in two streams, and its order would be lost; so no messages.
+        if self.outbox.messages.is_some() {
+            return Err(err(format!(
+                "outbox.messages: cannot be combined with source.shards {} (logical messages are not split by the publications' row filters, so an aggregate's messages and rows would be in different shards and their order lost); write outbox rows instead, or set source.shards: 1",
+                self.source.shards
+            )));
+        }
+        // A snapshot reads the whole tables, not one shard's rows: each shard would
+        // publish every row.
+        if self.source.may_snapshot() {
+            return Err(err(format!(
+                "source.snapshot / source.on_slot_lost: snapshots cannot be combined with source.shards {} (each shard would publish every row of the tables); set source.snapshot: never and source.on_slot_lost: halt",
+                self.source.shards
+            )));
+        }
+        Ok(())
+    }
+
     /// Outbox features that only some sinks can carry.
     fn validate_outbox_for_sink(&self) -> Result<(), ConfigError> {
         if !matches!(self.sink, SinkConfig::Kafka(_) | SinkConfig::Null) {

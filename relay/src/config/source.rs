@@ -136,6 +136,16 @@ pub struct SourceConfig {
     /// and survives a failover; an older server refuses it with a clear error.
     #[serde(default)]
     pub slot_failover: bool,
+    /// Split the outbox across this many slots and publications by a hash of the
+    /// aggregate id (PostgreSQL 15+ row filters), read in parallel: shard i uses slot
+    /// `<slot>_<i>` and publication `<publication>_<i>` (docs/scaling.md). 1 = one slot
+    /// named `slot`, as without sharding.
+    #[serde(default = "one")]
+    pub shards: u32,
+    /// Set on each shard's copy of the configuration ([`crate::config::Config::shard_configs`]),
+    /// never read from the file.
+    #[serde(skip)]
+    pub shard: Option<crate::source::shards::Shard>,
 }
 
 /// `source.on_slot_lost`.
@@ -191,6 +201,9 @@ fn default_slot() -> String {
 fn default_publication() -> String {
     "outbox_relay".into()
 }
+fn one() -> u32 {
+    1
+}
 fn yes() -> bool {
     true
 }
@@ -243,6 +256,7 @@ impl SourceConfig {
         self.validate_auth(sslmode)?;
         valid_identifier("source.slot", &self.slot, true)?;
         valid_identifier("source.publication", &self.publication, false)?;
+        self.validate_shards()?;
         if !matches!(self.proto_version, 1 | 2) {
             return Err(err(format!(
                 "source.proto_version: must be 1 or 2 (got {})",
@@ -269,6 +283,32 @@ impl SourceConfig {
             return Err(err(
                 "source.password and source.password_file: set only one",
             ));
+        }
+        Ok(())
+    }
+
+    /// Shard names add `_<index>` to the slot and publication names, and must still fit
+    /// PostgreSQL's 63 characters.
+    fn validate_shards(&self) -> Result<(), ConfigError> {
+        use crate::source::shards::{shard_name, MAX_SHARDS};
+        if self.shards == 0 || self.shards > MAX_SHARDS {
+            return Err(err(format!(
+                "source.shards: must be 1 to {MAX_SHARDS} (got {})",
+                self.shards
+            )));
+        }
+        if self.shards > 1 {
+            let last = self.shards - 1;
+            valid_identifier(
+                "source.slot (with its shard suffix)",
+                &shard_name(&self.slot, last),
+                true,
+            )?;
+            valid_identifier(
+                "source.publication (with its shard suffix)",
+                &shard_name(&self.publication, last),
+                false,
+            )?;
         }
         Ok(())
     }

@@ -32,6 +32,10 @@ pub struct SessionContext {
     pub config: Arc<Config>,
     pub metrics: Metrics,
     pub health: Arc<Health>,
+    /// Held while a session prepares its source: shards start side by side, and two
+    /// concurrent `CREATE TABLE IF NOT EXISTS` of the state tables (or publications and
+    /// slots created at once) can fail on PostgreSQL's catalog unique indexes.
+    pub setup: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How a session ended.
@@ -69,7 +73,10 @@ async fn session(
     // Start-up waits (a slot creation behind old transactions, a server that does not
     // answer) give way to a shutdown request.
     let source = tokio::select! {
-        source = prepare_source(config, &ctx.metrics) => source?,
+        source = async {
+            let _one_at_a_time = ctx.setup.lock().await;
+            prepare_source(config, &ctx.metrics).await
+        } => source?,
         _ = shutdown.changed() => return Ok(()),
     };
 
@@ -186,8 +193,11 @@ async fn session(
                     stop_rx,
                     config.source.status_interval,
                 ));
+                // `replicating` is 1 while every shard's stream is open (the one, unsharded).
                 ctx.health.set_replicating(true);
-                ctx.metrics.replicating.set(1);
+                ctx.metrics
+                    .replicating
+                    .set(ctx.health.all_replicating().into());
                 let outcome = stream(stream_rx, &mut flow, &reply_now, shutdown).await;
                 ctx.health.set_replicating(false);
                 ctx.metrics.replicating.set(0);

@@ -54,16 +54,80 @@ async fn build(config: &Config) -> Result<Arc<dyn Publisher>, RelayError> {
 /// How often the sink is probed for readiness.
 const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Runs the relay: one supervised session, or one per shard (`source.shards`) side by
+/// side. Shards share the process, the metrics registry and the health state; each has
+/// its own slot, publication, connections, progress record and sink connector, and
+/// restarts on its own. A shard that stops for good stops the others: running on with
+/// a shard missing would hold its aggregates back unnoticed.
 pub async fn run(
     config: Arc<Config>,
     metrics: Metrics,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RelayError> {
+    let shards = config.shard_configs();
+    let setup = Arc::new(tokio::sync::Mutex::new(()));
+    if shards.len() == 1 {
+        return run_shard(config, metrics, health, setup, shutdown).await;
+    }
+    health.set_shards(shards.len());
+    let slots: Vec<String> = shards.iter().map(|c| c.source.slot.clone()).collect();
+    info!(shards = shards.len(), slots = ?slots, "reading the outbox in shards");
+    let (stop_all, stop_rx) = watch::channel(false);
+    let mut outer = shutdown.clone();
+    let forward = {
+        let stop_all = stop_all.clone();
+        tokio::spawn(async move {
+            let _ = outer.wait_for(|stop| *stop).await;
+            let _ = stop_all.send(true);
+        })
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for (shard, shard_metrics) in shards.into_iter().zip(metrics.for_slots(&slots)) {
+        let (health, stop) = (health.clone(), stop_rx.clone());
+        tasks.spawn(run_shard(
+            Arc::new(shard),
+            shard_metrics,
+            health,
+            setup.clone(),
+            stop,
+        ));
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.unwrap_or_else(|e| {
+            Err(RelayError::Halted(format!(
+                "a shard's task ended abnormally: {e}"
+            )))
+        });
+        if let Err(e) = result {
+            if first_error.is_none() {
+                error!(error = %e, "a shard stopped; stopping the other shards");
+                let _ = stop_all.send(true);
+                first_error = Some(e);
+            }
+        }
+    }
+    forward.abort();
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// One slot's sessions, restarted under [`supervise`].
+async fn run_shard(
+    config: Arc<Config>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    setup: Arc<tokio::sync::Mutex<()>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RelayError> {
     let ctx = SessionContext {
         config: config.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
+        setup,
     };
     let memory = FlowMemory::default();
     let policy = RestartPolicy {
@@ -101,9 +165,9 @@ pub async fn run(
             };
             metrics.connector.attach(publisher.clone());
             let probe = tokio::spawn(probe_loop(publisher.clone(), metrics.clone(), health));
-            let end = run_session(ctx, publisher, memory, &mut shutdown).await;
+            let end = run_session(ctx, publisher.clone(), memory, &mut shutdown).await;
             probe.abort();
-            metrics.connector.detach();
+            metrics.connector.detach_one(&publisher);
             end
         }
     })

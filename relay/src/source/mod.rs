@@ -3,6 +3,7 @@
 
 pub mod heartbeat;
 pub mod setup;
+pub mod shards;
 pub mod slot;
 pub mod slot_metrics;
 pub mod wal_position;

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 use crate::config::{Config, TableConfig};
 use crate::error::RelayError;
 use crate::outbox::OutboxTable;
+use crate::source::shards::{self, Shard};
 
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -109,6 +110,9 @@ pub async fn ensure_publication(
     config: &Config,
     verify_only: bool,
 ) -> Result<String, RelayError> {
+    if let Some(shard) = config.source.shard {
+        return ensure_shard_publication(client, config, shard, verify_only).await;
+    }
     let pubname = &config.source.publication;
     let create = config.source.create_publication && !verify_only;
     let tables: Vec<String> = config
@@ -190,6 +194,135 @@ pub async fn ensure_publication(
         "added {} to publication {pubname:?}",
         missing.join(", ")
     ))
+}
+
+/// [`ensure_publication`] for one shard: the publication carries every outbox table with
+/// the shard's row filter. A table filtered any other way (another shard count, a
+/// hand-written filter, none) is an error, never used: it would drop or duplicate some
+/// aggregates' events without a sound.
+async fn ensure_shard_publication(
+    client: &Client,
+    config: &Config,
+    shard: Shard,
+    verify_only: bool,
+) -> Result<String, RelayError> {
+    shards::check_server_version(server_version_num(client).await?, config.source.shards)?;
+    let pubname = &config.source.publication;
+    let create = config.source.create_publication && !verify_only;
+    let tables = &config.outbox.tables;
+    let mut hashes = Vec::with_capacity(tables.len());
+    for t in tables {
+        hashes.push(aggregate_id_hash(client, t).await?);
+    }
+    let existing = client
+        .query_opt(
+            "SELECT pubinsert FROM pg_publication WHERE pubname = $1",
+            &[pubname],
+        )
+        .await?;
+    let Some(row) = existing else {
+        let sql = shards::create_publication_sql(pubname, tables, &hashes, shard);
+        if !create {
+            return Err(RelayError::Setup(format!(
+                "publication {pubname:?} (shard {} of {}) does not exist and source.create_publication is false; create it with: {sql}",
+                shard.index, shard.count
+            )));
+        }
+        client.batch_execute(&sql).await?;
+        return Ok(format!(
+            "created publication {pubname:?} (shard {} of {})",
+            shard.index, shard.count
+        ));
+    };
+    if !row.get::<_, bool>(0) {
+        return Err(RelayError::Setup(format!(
+            "publication {pubname:?} does not publish inserts; ALTER PUBLICATION {} SET (publish = 'insert')",
+            quote_ident(pubname)
+        )));
+    }
+    let mut missing = Vec::new();
+    for (t, hash) in tables.iter().zip(&hashes) {
+        let (s, n) = t.qualified();
+        let expected = shards::row_filter(&t.columns.aggregate_id, hash, shard);
+        let found = client
+            .query_opt(
+                "SELECT rowfilter FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                &[pubname, &s, &n],
+            )
+            .await?;
+        match found {
+            None => missing.push(format!(
+                "{}.{} WHERE ({expected})",
+                quote_ident(s),
+                quote_ident(n)
+            )),
+            Some(r) => {
+                let filter: Option<String> = r.get(0);
+                if !filter.as_deref().is_some_and(|f| {
+                    shards::filter_matches(f, &t.columns.aggregate_id, hash, shard)
+                }) {
+                    return Err(RelayError::Setup(format!(
+                        "publication {pubname:?} (shard {} of {}) filters {s}.{n} with {}, not with the shard's filter ({expected}): it was made for another source.shards or by hand, and would lose or duplicate events; see the re-sharding procedure in docs/scaling.md (drop it and its slot only once they are drained, or fix the filter with ALTER PUBLICATION {} SET TABLE …)",
+                        shard.index,
+                        shard.count,
+                        filter.map_or("no row filter".to_string(), |f| format!("the row filter {f}")),
+                        quote_ident(pubname)
+                    )));
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(format!(
+            "publication {pubname:?} covers the outbox tables with shard {} of {}'s row filter",
+            shard.index, shard.count
+        ));
+    }
+    let alter = format!(
+        "ALTER PUBLICATION {} ADD TABLE {}",
+        quote_ident(pubname),
+        missing.join(", ")
+    );
+    if !create {
+        return Err(RelayError::Setup(format!(
+            "publication {pubname:?} does not include {}; {alter}",
+            missing.join(", ")
+        )));
+    }
+    client.batch_execute(&alter).await?;
+    Ok(format!(
+        "added {} to publication {pubname:?}",
+        missing.join(", ")
+    ))
+}
+
+/// The hash function for a table's aggregate id column, by the column's type.
+async fn aggregate_id_hash(
+    client: &Client,
+    table: &TableConfig,
+) -> Result<&'static str, RelayError> {
+    let (schema, name) = table.qualified();
+    let column = &table.columns.aggregate_id;
+    let typname: Option<String> = client
+        .query_opt(
+            "SELECT t.typname::text FROM pg_attribute a
+               JOIN pg_class c ON a.attrelid = c.oid JOIN pg_namespace n ON c.relnamespace = n.oid
+               JOIN pg_type t ON a.atttypid = t.oid
+              WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
+            &[&schema, &name, column],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let Some(typname) = typname else {
+        return Err(RelayError::Setup(format!(
+            "outbox table {schema}.{name} has no aggregate id column {column:?} (outbox.tables[].columns.aggregate_id)"
+        )));
+    };
+    shards::hash_function(&typname).ok_or_else(|| {
+        RelayError::Setup(format!(
+            "source.shards: the aggregate id column {schema}.{name}.{column} has type {typname}, which no row filter can hash; supported are text, varchar, char, uuid, smallint, integer and bigint"
+        ))
+    })
 }
 
 /// What `pg_replication_slots` says about the slot.

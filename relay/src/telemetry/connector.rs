@@ -30,7 +30,8 @@ pub struct ConnectorStats {
 
 #[derive(Default)]
 struct Counted {
-    current: Option<Arc<dyn Publisher>>,
+    /// The running sessions' connectors: one, or one per shard (`source.shards`).
+    current: Vec<Arc<dyn Publisher>>,
     /// Totals of the connectors of earlier sessions.
     retries: HashMap<Arc<str>, u64>,
     requests: u64,
@@ -39,32 +40,50 @@ struct Counted {
     offloaded: HashMap<Arc<str>, (u64, u64)>,
 }
 
+impl Counted {
+    fn fold(&mut self, p: &Arc<dyn Publisher>) {
+        for (destination, n) in p.retries_by_destination() {
+            *self.retries.entry(destination).or_default() += n;
+        }
+        self.requests += p.requests();
+        for (destination, events, bytes) in p.offloaded_by_destination() {
+            let entry = self.offloaded.entry(destination).or_default();
+            entry.0 += events;
+            entry.1 += bytes;
+        }
+        for circuit in p.circuits() {
+            for state in STATES {
+                *self
+                    .transitions
+                    .entry((circuit.destination.clone(), state as usize))
+                    .or_default() += circuit.transitions[state as usize];
+            }
+        }
+    }
+}
+
 impl ConnectorStats {
     /// The session's connector from now on.
     pub fn attach(&self, publisher: Arc<dyn Publisher>) {
-        self.lock().current = Some(publisher);
+        self.lock().current.push(publisher);
     }
 
-    /// The session ended: what its connector counted becomes part of the totals.
+    /// Every session ended: what their connectors counted becomes part of the totals.
     pub fn detach(&self) {
         let mut c = self.lock();
-        if let Some(p) = c.current.take() {
-            for (destination, n) in p.retries_by_destination() {
-                *c.retries.entry(destination).or_default() += n;
-            }
-            c.requests += p.requests();
-            for (destination, events, bytes) in p.offloaded_by_destination() {
-                let entry = c.offloaded.entry(destination).or_default();
-                entry.0 += events;
-                entry.1 += bytes;
-            }
-            for circuit in p.circuits() {
-                for state in STATES {
-                    *c.transitions
-                        .entry((circuit.destination.clone(), state as usize))
-                        .or_default() += circuit.transitions[state as usize];
-                }
-            }
+        for p in std::mem::take(&mut c.current) {
+            c.fold(&p);
+        }
+    }
+
+    /// One session ended (the others, other shards', go on): what its connector counted
+    /// becomes part of the totals, under the same lock so no scrape sees it in neither.
+    pub fn detach_one(&self, publisher: &Arc<dyn Publisher>) {
+        let mut c = self.lock();
+        let before = c.current.len();
+        c.current.retain(|p| !Arc::ptr_eq(p, publisher));
+        if c.current.len() < before {
+            c.fold(publisher);
         }
     }
 
@@ -105,8 +124,8 @@ impl ConnectorCollector {
         // Destinations past the label cap share one series: states are merged (the worst
         // wins), counts added.
         let mut states: HashMap<&str, i64> = HashMap::new();
-        let circuits = c.current.as_ref().map(|p| p.circuits()).unwrap_or_default();
-        if let Some(p) = &c.current {
+        let circuits: Vec<_> = c.current.iter().flat_map(|p| p.circuits()).collect();
+        for p in &c.current {
             for (destination, events, bytes) in p.offloaded_by_destination() {
                 let entry = offloaded.entry(destination).or_default();
                 entry.0 += events;
@@ -172,7 +191,9 @@ impl ConnectorCollector {
     /// The current connector's client gauges (librdkafka statistics), as families built
     /// at each scrape: their label sets come and go with brokers and topics.
     fn client_families(&self) -> Vec<MetricFamily> {
-        let gauges = match &self.stats.lock().current {
+        // With shards, the first shard's client stands for all: the families' label sets
+        // have no shard, and the shards' clients talk to the same brokers.
+        let gauges = match self.stats.lock().current.first() {
             Some(p) => p.client_gauges(),
             None => return Vec::new(),
         };

@@ -122,6 +122,17 @@ impl Metrics {
     }
 
     pub fn with_destination_labels(max_destination_labels: usize) -> Self {
+        Self::build(max_destination_labels, false)
+    }
+
+    /// For `source.shards` > 1: the per-slot gauges are left out of the registry, to be
+    /// registered once per shard with a `slot` label by [`Metrics::for_slots`] (the
+    /// registry keeps a name's label set for good, even after unregistering it).
+    pub fn sharded(max_destination_labels: usize) -> Self {
+        Self::build(max_destination_labels, true)
+    }
+
+    fn build(max_destination_labels: usize, sharded: bool) -> Self {
         let destinations = Arc::new(DestinationLabels::new(max_destination_labels));
         let registry = Registry::new_custom(Some("outbox_relay".into()), None)
             .expect("static namespace is valid");
@@ -239,23 +250,31 @@ impl Metrics {
             offloaded_bytes: m.offloaded_bytes.clone(),
         }))
         .unwrap();
+        if !sharded {
+            // One slot: its gauges unlabelled (with shards, per slot: shard_metrics.rs).
+            r.register(Box::new(m.replication_lag_bytes.clone()))
+                .unwrap();
+            r.register(Box::new(m.confirmed_flush_lsn.clone())).unwrap();
+            r.register(Box::new(m.received_lsn.clone())).unwrap();
+            r.register(Box::new(m.parked_events.clone())).unwrap();
+            r.register(Box::new(m.parked_aggregates.clone())).unwrap();
+            r.register(Box::new(m.parked_oldest_age.clone())).unwrap();
+            r.register(Box::new(m.slot_safe_wal_size.clone())).unwrap();
+            r.register(Box::new(m.slot_wal_status.clone())).unwrap();
+            r.register(Box::new(m.last_acked_commit_timestamp.clone()))
+                .unwrap();
+            r.register(Box::new(m.source_lag_seconds.clone())).unwrap();
+            r.register(Box::new(m.oldest_inflight_age.clone())).unwrap();
+        }
         r.register(Box::new(m.events_published.clone())).unwrap();
         r.register(Box::new(m.publish_duration.clone())).unwrap();
         r.register(Box::new(m.end_to_end_latency.clone())).unwrap();
-        r.register(Box::new(m.replication_lag_bytes.clone()))
-            .unwrap();
-        r.register(Box::new(m.confirmed_flush_lsn.clone())).unwrap();
-        r.register(Box::new(m.received_lsn.clone())).unwrap();
         r.register(Box::new(m.inflight_events.clone())).unwrap();
         r.register(Box::new(m.inflight_bytes.clone())).unwrap();
-        r.register(Box::new(m.oldest_inflight_age.clone())).unwrap();
         r.register(Box::new(m.errors.clone())).unwrap();
         r.register(Box::new(m.invalid_events.clone())).unwrap();
         r.register(Box::new(m.dead_letter_events.clone())).unwrap();
         r.register(Box::new(m.transactions.clone())).unwrap();
-        r.register(Box::new(m.parked_events.clone())).unwrap();
-        r.register(Box::new(m.parked_aggregates.clone())).unwrap();
-        r.register(Box::new(m.parked_oldest_age.clone())).unwrap();
         r.register(Box::new(m.replayed_transactions_skipped.clone()))
             .unwrap();
         r.register(Box::new(m.replication_bytes.clone())).unwrap();
@@ -268,13 +287,8 @@ impl Metrics {
         r.register(Box::new(m.outbox_rows_deleted.clone())).unwrap();
         r.register(Box::new(m.snapshot_rows.clone())).unwrap();
         r.register(Box::new(m.snapshots_completed.clone())).unwrap();
-        r.register(Box::new(m.slot_safe_wal_size.clone())).unwrap();
         r.register(Box::new(m.slot_max_wal_keep_size.clone()))
             .unwrap();
-        r.register(Box::new(m.slot_wal_status.clone())).unwrap();
-        r.register(Box::new(m.last_acked_commit_timestamp.clone()))
-            .unwrap();
-        r.register(Box::new(m.source_lag_seconds.clone())).unwrap();
         r.register(Box::new(m.info.clone())).unwrap();
         r.register(Box::new(m.otlp_spans_exported.clone())).unwrap();
         r.register(Box::new(m.leader.clone())).unwrap();

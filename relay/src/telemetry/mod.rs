@@ -9,6 +9,7 @@ mod http;
 mod logging;
 mod metrics;
 pub mod otlp;
+mod shard_metrics;
 
 pub use destination_labels::{DestinationLabels, OTHER as OTHER_DESTINATIONS};
 pub use health::Health;
