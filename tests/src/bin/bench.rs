@@ -53,6 +53,11 @@ struct Args {
     /// (`callgrind.out`, `annotate.txt`).
     #[arg(long)]
     callgrind: Option<PathBuf>,
+    /// Also drain with the null sink and `source.shards: N` (N slots and publications
+    /// split by a hash of the aggregate id, created before the backlog): N walsenders
+    /// side by side (docs/scaling.md).
+    #[arg(long)]
+    shards: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -60,6 +65,9 @@ struct Run {
     name: String,
     wall: f64,
     cpu: f64,
+    /// CPU seconds of the walsender(s) serving the run (read just before the reader
+    /// stopped), when measured.
+    walsender_cpu: Option<f64>,
     peak_rss_kb: u64,
     /// With the cleanup: seconds from the start until the outbox table was empty.
     emptied: Option<f64>,
@@ -120,6 +128,10 @@ async fn main() {
         .expect("bench schema");
     backlog::define_fill(&client, "bench_fill", TABLE).await;
     backlog::create_slots(&client, &all_slots).await;
+    if let Some(n) = args.shards {
+        drop_sharded(&client, n).await;
+        prepare_sharded(&args, n);
+    }
     let t = Instant::now();
     args.backlog.write(&client, "bench_fill", "bench").await;
     let end_lsn: String = client
@@ -150,6 +162,10 @@ async fn main() {
         runs.push(relay(&args, "kafka-eos", SLOTS[5], false, None).await);
         eprintln!("bench: {:?}", runs.last().unwrap());
     }
+    if let Some(n) = args.shards {
+        runs.push(sharded(&args, n).await);
+        eprintln!("bench: {:?}", runs.last().unwrap());
+    }
     let instructions = args.callgrind.as_ref().map(|dir| callgrind(&args, dir));
     for (limit, null, kafka) in &limited {
         runs.push(relay(&args, "null", null, false, Some(*limit)).await);
@@ -172,19 +188,22 @@ async fn main() {
     }
 
     let ceiling = args.backlog.events as f64 / runs[0].wall;
-    println!("| reader | events/s | % of pg_recvlogical | wall s | CPU s | CPU s per 1M events | peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| reader | events/s | % of pg_recvlogical | wall s | CPU s | CPU s per 1M events | peak RSS MiB | walsender CPU s per 1M events |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &runs {
         let rate = args.backlog.events as f64 / r.wall;
         println!(
-            "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1} |",
+            "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
             r.name,
             rate,
             100.0 * rate / ceiling,
             r.wall,
             r.cpu,
             r.cpu * 1e6 / args.backlog.events as f64,
-            r.peak_rss_kb as f64 / 1024.0
+            r.peak_rss_kb as f64 / 1024.0,
+            r.walsender_cpu
+                .map(|c| format!("{:.2}", c * 1e6 / args.backlog.events as f64))
+                .unwrap_or_else(|| "–".into())
         );
     }
     for r in &runs {
@@ -207,6 +226,9 @@ async fn main() {
         let _ = client
             .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
             .await;
+    }
+    if let Some(n) = args.shards {
+        drop_sharded(&client, n).await;
     }
     let _ = client
         .batch_execute(&format!(
@@ -272,6 +294,7 @@ fn recvlogical(end_lsn: &str) -> Run {
         cpu: f[1] + f[2],
         peak_rss_kb: f[3] as u64,
         emptied: None,
+        walsender_cpu: None,
     }
 }
 
@@ -320,6 +343,117 @@ fn spawn_limited(args: &Args, name: &str, config: String, limit: f64) -> std::pr
     .stderr(Stdio::inherit())
     .spawn()
     .expect("spawn limited relay")
+}
+
+/// CPU seconds used so far by the walsenders serving `slots` (PostgreSQL runs on this
+/// machine, so its backends' /proc entries are readable).
+async fn walsender_cpu(slots: &[&str]) -> Option<f64> {
+    let client = pg::connect().await;
+    let names: Vec<String> = slots.iter().map(|s| s.to_string()).collect();
+    let pids: Vec<i32> = client
+        .query(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = ANY($1) AND active_pid IS NOT NULL",
+            &[&names],
+        )
+        .await
+        .ok()?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if pids.len() != slots.len() {
+        return None;
+    }
+    pids.iter()
+        .map(|&p| ProcessUsage::of(p as u32).ok().map(|u| u.cpu_seconds))
+        .sum()
+}
+
+const SHARDED_SLOT: &str = "bench_sharded";
+const SHARDED_PUBLICATION: &str = "bench_shpub";
+
+fn sharded_config(n: u32, port: u16, create: bool) -> String {
+    format!(
+        "source:\n  host: {}\n  port: {}\n  database: {}\n  user: {}\n  password: {}\n  sslmode: disable\n  slot: {SHARDED_SLOT}\n  publication: {SHARDED_PUBLICATION}\n  shards: {n}\n  create_slot: {create}\n  create_publication: {create}\n  heartbeat_interval_ms: 0\noutbox:\n  tables:\n    - table: public.{TABLE}\n  route:\n    template: \"bench-{}.{{aggregatetype}}\"\nsink:\n  kind: \"null\"\npipeline:\n  shutdown_timeout_ms: 1000\ntelemetry:\n  listen: 127.0.0.1:{port}\n  log_level: warn\n",
+        env::pg_host(), env::pg_port(), env::pg_database(), env::pg_user(), env::pg_password(),
+        std::process::id(),
+    )
+}
+
+fn shard_slots(n: u32) -> Vec<String> {
+    (0..n).map(|i| format!("{SHARDED_SLOT}_{i}")).collect()
+}
+
+async fn drop_sharded(client: &tokio_postgres::Client, n: u32) {
+    // The relay's record of a slot it used: without it, a re-created shard slot is a new
+    // slot, not a lost one (the relay would rightly halt on the latter).
+    let _ = client
+        .execute(
+            "DELETE FROM outbox_relay.progress WHERE slot LIKE $1",
+            &[&format!("{SHARDED_SLOT}_%")],
+        )
+        .await;
+    for i in 0..n {
+        let _ = client
+            .execute(
+                "SELECT pg_drop_replication_slot($1)",
+                &[&format!("{SHARDED_SLOT}_{i}")],
+            )
+            .await;
+        let _ = client
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {SHARDED_PUBLICATION}_{i}"
+            ))
+            .await;
+    }
+}
+
+/// Creates the shards' slots and publications before the backlog: the relay with
+/// `create_slot`/`create_publication` on an empty table, until it is ready.
+fn prepare_sharded(args: &Args, n: u32) {
+    let port = free_port();
+    let mut child = spawn_relay(args, "sharded-setup", sharded_config(n, port, true));
+    let started = Instant::now();
+    wait_for(&mut child, started, "sharded setup", || {
+        http_get(port, "/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// The backlog drained by `source.shards: n` into the null sink.
+async fn sharded(args: &Args, n: u32) -> Run {
+    let port = free_port();
+    let started = Instant::now();
+    let mut child = spawn_relay(args, "sharded", sharded_config(n, port, false));
+    let pid = child.id();
+    let wall = wait_for(&mut child, started, "sharded", || {
+        http_get(port, "/metrics").is_some_and(|(_, body)| {
+            metric_sum(
+                &body,
+                "outbox_relay_events_published_total",
+                &["result=\"ok\""],
+            ) as usize
+                >= args.backlog.events
+        })
+    });
+    let usage = ProcessUsage::of(pid).expect("relay /proc");
+    let slots = shard_slots(n);
+    let slot_refs: Vec<&str> = slots.iter().map(String::as_str).collect();
+    let walsender_cpu = walsender_cpu(&slot_refs).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    Run {
+        name: format!("outbox-relay → null, source.shards: {n}"),
+        wall,
+        cpu: usage.cpu_seconds,
+        walsender_cpu,
+        peak_rss_kb: usage.peak_rss_kb,
+        emptied: None,
+    }
 }
 
 const CALLGRIND_SLOT: &str = "bench_callgrind";
@@ -417,6 +551,7 @@ async fn park_redrive(args: &Args, client: &tokio_postgres::Client, slot: &str) 
         cpu: usage.cpu_seconds,
         peak_rss_kb: usage.peak_rss_kb,
         emptied: None,
+        walsender_cpu: None,
     };
 
     let port = free_port();
@@ -464,6 +599,7 @@ async fn park_redrive(args: &Args, client: &tokio_postgres::Client, slot: &str) 
         cpu: usage.cpu_seconds,
         peak_rss_kb: usage.peak_rss_kb,
         emptied: None,
+        walsender_cpu: None,
     };
     (park, redrive)
 }
@@ -556,6 +692,7 @@ async fn relay(args: &Args, sink: &str, slot: &str, cleanup: bool, cpu: Option<f
         emptied = Some(started.elapsed().as_secs_f64());
     }
     let usage = ProcessUsage::of(pid).expect("relay /proc");
+    let walsender_cpu = walsender_cpu(&[slot]).await;
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -570,5 +707,6 @@ async fn relay(args: &Args, sink: &str, slot: &str, cleanup: bool, cpu: Option<f
         wall,
         cpu: usage.cpu_seconds,
         peak_rss_kb: usage.peak_rss_kb,
+        walsender_cpu,
     }
 }
