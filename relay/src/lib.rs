@@ -21,5 +21,6 @@ pub mod source;
 pub mod state;
 pub mod status;
 pub mod telemetry;
+pub mod workers;
 
 pub use error::RelayError;

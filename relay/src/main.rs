@@ -39,10 +39,11 @@ fn main() -> ExitCode {
     init_logging(config.telemetry.log_format, &config.telemetry.log_level);
     // A panic is fatal too; the default hook's plain text would break JSON logs.
     std::panic::set_hook(Box::new(|panic| error!(%panic, "outbox-relay panicked")));
-    // Two workers: the reader and the acker run in parallel; more buys nothing for one
-    // replication stream and costs memory.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(outbox_relay::workers::worker_threads(
+            config.source.shards,
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ))
         .enable_all()
         .build()
     {
