@@ -33,6 +33,23 @@ pub enum InvalidReason {
 }
 
 impl InvalidReason {
+    /// Every reason, so that each one's counter exists (at 0) from the start.
+    pub const ALL: [InvalidReason; 13] = [
+        InvalidReason::NullId,
+        InvalidReason::NullAggregateType,
+        InvalidReason::NullAggregateId,
+        InvalidReason::NullEventType,
+        InvalidReason::InvalidJson,
+        InvalidReason::InvalidUtf8,
+        InvalidReason::InvalidTimestamp,
+        InvalidReason::InvalidPayload,
+        InvalidReason::NoRoute,
+        InvalidReason::InvalidMessage,
+        InvalidReason::NonTransactionalMessage,
+        InvalidReason::TooLarge,
+        InvalidReason::InvalidPartition,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             InvalidReason::NullId => "null_id",
@@ -201,4 +218,35 @@ pub fn row_json<'a>(columns: impl Iterator<Item = (&'a str, Option<String>)>) ->
         map.insert(name.to_string(), value.map_or(Value::Null, Value::String));
     }
     Value::Object(map)
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::InvalidReason::{self, *};
+
+    #[test]
+    fn all_lists_every_reason_once_in_declaration_order() {
+        // An exhaustive match: a new reason does not compile until it is placed here,
+        // and this test then fails until it is in `ALL` too.
+        fn index(r: InvalidReason) -> usize {
+            match r {
+                NullId => 0,
+                NullAggregateType => 1,
+                NullAggregateId => 2,
+                NullEventType => 3,
+                InvalidJson => 4,
+                InvalidUtf8 => 5,
+                InvalidTimestamp => 6,
+                InvalidPayload => 7,
+                NoRoute => 8,
+                InvalidMessage => 9,
+                NonTransactionalMessage => 10,
+                TooLarge => 11,
+                InvalidPartition => 12,
+            }
+        }
+        for (i, r) in InvalidReason::ALL.iter().enumerate() {
+            assert_eq!(index(*r), i, "{r:?}");
+        }
+    }
 }

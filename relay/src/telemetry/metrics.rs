@@ -313,6 +313,13 @@ impl Metrics {
         .unwrap();
         build.set(1);
         r.register(Box::new(build)).unwrap();
+        // A labelled counter appears at its first increment, and `rate()`/`increase()`
+        // cannot see that first one (there is no earlier sample): the first invalid row
+        // would go unnoticed by OutboxRelayInvalidEvents-style alerts. Every reason
+        // exists at 0 from the start.
+        for reason in crate::outbox::InvalidReason::ALL {
+            m.invalid_events.with_label_values(&[reason.label()]);
+        }
         m
     }
 
@@ -335,5 +342,22 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn every_invalid_reason_is_exported_at_zero_before_any_event() {
+        let text = Metrics::new().render();
+        for reason in crate::outbox::InvalidReason::ALL {
+            let line = format!(
+                "outbox_relay_invalid_events_total{{reason=\"{}\"}} 0",
+                reason.label()
+            );
+            assert!(text.contains(&line), "missing {line}");
+        }
     }
 }
