@@ -238,3 +238,15 @@ pub fn parse_lsn(s: &str) -> u64 {
     let (hi, lo) = s.split_once('/').expect("lsn has a slash");
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
+
+/// The newest installed `pg_recvlogical` (Debian's /usr/lib/postgresql/<major>/bin), for
+/// the benchmarks' reference reader.
+pub fn recvlogical_binary() -> std::path::PathBuf {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .expect("postgresql installed")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/pg_recvlogical"))
+        .filter(|p| p.exists())
+        .max()
+        .expect("pg_recvlogical")
+}

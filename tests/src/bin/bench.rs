@@ -239,13 +239,7 @@ async fn main() {
 
 /// `pg_recvlogical` to /dev/null until the end of the backlog, under GNU time.
 fn recvlogical(end_lsn: &str) -> Run {
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("postgresql installed")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin/pg_recvlogical"))
-        .filter(|p| p.exists())
-        .max()
-        .expect("pg_recvlogical");
+    let bin = outbox_relay_tests::pg::recvlogical_binary();
     let out = std::env::temp_dir().join("bench-recvlogical.time");
     let started = Instant::now();
     let status = Command::new("/usr/bin/time")

@@ -190,13 +190,7 @@ pub(crate) fn check_drain(
 
 /// `pg_recvlogical` to /dev/null until the end of the backlog, under GNU time.
 pub(crate) fn recvlogical(slot: &str, publication: &str, end_lsn: &str) -> Usage {
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("postgresql installed")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin/pg_recvlogical"))
-        .filter(|p| p.exists())
-        .max()
-        .expect("pg_recvlogical");
+    let bin = outbox_relay_tests::pg::recvlogical_binary();
     let out = std::env::temp_dir().join(format!("compare-recvlogical-{}.time", std::process::id()));
     let started = Instant::now();
     let status = Command::new("/usr/bin/time")

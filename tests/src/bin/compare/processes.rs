@@ -207,13 +207,7 @@ pub(crate) fn start_relay(
 /// `pg_recvlogical` streaming `slot` (pgoutput, `publication`) to /dev/null until killed:
 /// another active slot decoding the same WAL, as real databases often carry.
 pub(crate) fn start_recvlogical(slot: &str, publication: &str) -> Child {
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("postgresql installed")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin/pg_recvlogical"))
-        .filter(|p| p.exists())
-        .max()
-        .expect("pg_recvlogical");
+    let bin = outbox_relay_tests::pg::recvlogical_binary();
     Command::new(bin)
         .args(["-h", &env::pg_host(), "-p", &env::pg_port().to_string()])
         .args(["-U", &env::pg_user(), "-d", &env::pg_database()])
