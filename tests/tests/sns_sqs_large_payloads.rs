@@ -175,7 +175,21 @@ async fn sns_fifo_to_sqs_fifo_offloads_large_events_in_order_through_two_kills()
         relay = Relay::start(&setup);
         relay.wait_ready(Duration::from_secs(60));
     }
-    let written = writes.await.unwrap();
+    let mut written = writes.await.unwrap();
+    // One more large event once the last relay runs: the writers may have finished, and
+    // the killed relays confirmed everything, before it started, and the last session's
+    // offload metrics below need an event of its own (CI saw them at 0 without it).
+    {
+        let client = pg::connect().await;
+        let aggregate = "tail-a0".to_string();
+        let payload = payload(&aggregate, 0, LARGE_MIN + 4096);
+        let id = insert(&client, &table, &aggregate, &payload).await;
+        written.push(Written {
+            id,
+            aggregate,
+            payload,
+        });
+    }
     let large: HashSet<&str> = written
         .iter()
         .filter(|w| w.payload.len() >= LARGE_MIN)
@@ -186,8 +200,8 @@ async fn sns_fifo_to_sqs_fifo_offloads_large_events_in_order_through_two_kills()
         .filter(|w| large.contains(w.id.as_str()))
         .map(|w| w.payload.len())
         .sum();
-    assert_eq!(written.len(), 128);
-    assert_eq!(large.len(), 32);
+    assert_eq!(written.len(), 129);
+    assert_eq!(large.len(), 33);
 
     let want = written.len();
     let records = aws::receive(&sdk, &queue_url, "q", Duration::from_secs(60), |r| {
@@ -248,7 +262,7 @@ async fn sns_fifo_to_sqs_fifo_offloads_large_events_in_order_through_two_kills()
     assert_eq!(keys.into_iter().collect::<HashSet<_>>(), want_keys);
 
     // The last relay counts what it delivered offloaded (replays of earlier sessions'
-    // events included); at least one, each with its body's bytes.
+    // events included); at least the tail event, each with its body's bytes.
     let topic_label = format!("destination=\"{}\"", topic);
     let events = wait_metric(
         &relay,
