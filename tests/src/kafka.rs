@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::env;
 
@@ -37,17 +37,26 @@ impl Record {
     }
 }
 
-/// A consumer of every topic whose name starts with `prefix.`, from the beginning.
+/// A consumer of every topic whose name starts with `prefix.` (or of one topic), from the
+/// beginning.
 ///
-/// `records` holds each broker record once, and (after each read) the records of one
-/// partition in offset order. The consumer itself does not promise that: a pattern subscription rebalances
-/// whenever a new matching topic appears, and without committed offsets a reassigned
-/// partition is read again from an earlier position (once seen in CI: a partition's
-/// offsets 1 and 2 arrived before offset 0). Such re-reads are the consumer's, not the
-/// relay's, so they are dropped here; a duplicate the relay published has its own offset
-/// and is kept.
+/// It joins no consumer group: it finds the matching topics' partitions in the broker's
+/// metadata (again every half second, for topics that appear later) and assigns each one
+/// from its first offset. A group subscription cost CI two kinds of flakes: a pattern
+/// subscription rebalances whenever a matching topic appears, and without committed
+/// offsets a reassigned partition was read again from an earlier position (offsets 1 and
+/// 2 before 0); and once a reader got no records at all in 60 s. Without a group there is
+/// no rebalance and no coordinator to wait for.
+///
+/// `records` still holds each broker record once, and (after each read) the records of
+/// one partition in offset order, should librdkafka ever fetch a range twice; a duplicate
+/// the relay published has its own offset and is kept.
 pub struct TopicReader {
     consumer: BaseConsumer,
+    topics: Topics,
+    /// Partitions assigned so far, each from its beginning.
+    assigned: HashSet<(String, i32)>,
+    discovered_at: Option<Instant>,
     pub records: Vec<Record>,
     seen: HashSet<(String, i32, i64)>,
     /// Highest offset taken per partition, to notice a record that arrives late.
@@ -55,56 +64,145 @@ pub struct TopicReader {
     rewound: HashSet<(String, i32)>,
 }
 
+/// Which topics a reader reads.
+enum Topics {
+    Exact(String),
+    /// Names starting with this (`<prefix>.`).
+    Prefix(String),
+}
+
+impl Topics {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Topics::Exact(t) => name == t,
+            Topics::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// How often the metadata is asked for new matching topics and partitions.
+const DISCOVERY_INTERVAL: Duration = Duration::from_millis(500);
+
 impl TopicReader {
     pub fn new(prefix: &str) -> Self {
-        Self::subscribe(prefix, &format!("^{}\\..*", prefix.replace('.', "\\.")))
+        Self::create(
+            &env::kafka_bootstrap(),
+            Topics::Prefix(format!("{prefix}.")),
+            "read_committed",
+        )
     }
 
     /// A consumer of exactly one topic, from the beginning.
     pub fn exact(topic: &str) -> Self {
-        Self::subscribe(topic, topic)
+        Self::create(
+            &env::kafka_bootstrap(),
+            Topics::Exact(topic.to_string()),
+            "read_committed",
+        )
     }
 
     /// As [`TopicReader::exact`], but `read_uncommitted`: it also sees the records of
     /// aborted and open Kafka transactions.
     pub fn exact_uncommitted(topic: &str) -> Self {
-        Self::subscribe_with(topic, topic, "read_uncommitted")
-    }
-
-    fn subscribe(prefix: &str, pattern: &str) -> Self {
-        Self::subscribe_with(prefix, pattern, "read_committed")
+        Self::create(
+            &env::kafka_bootstrap(),
+            Topics::Exact(topic.to_string()),
+            "read_uncommitted",
+        )
     }
 
     /// A `read_committed` consumer of one topic on another broker than the shared one.
     pub fn exact_on(bootstrap: &str, topic: &str) -> Self {
-        Self::subscribe_on(bootstrap, topic, topic, "read_committed")
+        Self::create(bootstrap, Topics::Exact(topic.to_string()), "read_committed")
     }
 
-    fn subscribe_with(prefix: &str, pattern: &str, isolation: &str) -> Self {
-        Self::subscribe_on(&env::kafka_bootstrap(), prefix, pattern, isolation)
-    }
-
-    fn subscribe_on(bootstrap: &str, prefix: &str, pattern: &str, isolation: &str) -> Self {
+    fn create(bootstrap: &str, topics: Topics, isolation: &str) -> Self {
+        // librdkafka wants a group id for assign(); the reader never joins it.
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
-            .set(
-                "group.id",
-                format!("test-{prefix}-{}", rand::random::<u32>()),
-            )
-            .set("auto.offset.reset", "earliest")
+            .set("group.id", format!("test-reader-{}", rand::random::<u32>()))
             .set("enable.auto.commit", "false")
-            .set("topic.metadata.refresh.interval.ms", "500")
+            .set("allow.auto.create.topics", "false")
             .set("isolation.level", isolation)
             .create()
             .expect("kafka consumer");
-        consumer.subscribe(&[pattern]).expect("subscribe");
         TopicReader {
             consumer,
+            topics,
+            assigned: HashSet::new(),
+            discovered_at: None,
             records: Vec::new(),
             seen: HashSet::new(),
             highest: HashMap::new(),
             rewound: HashSet::new(),
         }
+    }
+
+    /// Assigns, from their first offset, the matching partitions not assigned yet (at
+    /// most every [`DISCOVERY_INTERVAL`]).
+    fn discover(&mut self) {
+        if self
+            .discovered_at
+            .is_some_and(|at| at.elapsed() < DISCOVERY_INTERVAL)
+        {
+            return;
+        }
+        self.discovered_at = Some(Instant::now());
+        let one = match &self.topics {
+            Topics::Exact(t) => Some(t.as_str()),
+            Topics::Prefix(_) => None,
+        };
+        let metadata = match self.consumer.fetch_metadata(one, Duration::from_secs(5)) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("reader metadata (retrying): {e}");
+                return;
+            }
+        };
+        let mut new = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            if topic.error().is_some() || !self.topics.matches(topic.name()) {
+                continue;
+            }
+            for p in topic.partitions() {
+                if self.assigned.insert((topic.name().to_string(), p.id())) {
+                    new.add_partition_offset(topic.name(), p.id(), Offset::Beginning)
+                        .expect("partition offset");
+                }
+            }
+        }
+        if new.count() > 0 {
+            self.consumer.incremental_assign(&new).expect("assign");
+        }
+    }
+
+    /// What a short read leaves to look at: per assigned partition, the consumer's
+    /// position and the broker's low and high watermarks (does the topic hold records the
+    /// reader did not get, or did they never arrive?).
+    fn describe_short_read(&self, want: usize) {
+        let positions = self.consumer.position().ok();
+        let mut parts: Vec<&(String, i32)> = self.assigned.iter().collect();
+        parts.sort();
+        let mut lines = Vec::new();
+        for (topic, partition) in parts {
+            let position = positions
+                .as_ref()
+                .and_then(|l| l.find_partition(topic, *partition))
+                .map(|e| format!("{:?}", e.offset()))
+                .unwrap_or_else(|| "?".into());
+            let marks = self
+                .consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+                .map(|(lo, hi)| format!("low {lo}, high {hi}"))
+                .unwrap_or_else(|e| format!("watermarks: {e}"));
+            lines.push(format!("  {topic}[{partition}]: position {position}, {marks}"));
+        }
+        eprintln!(
+            "short read: {} of {want} records; {} partitions assigned\n{}",
+            self.records.len(),
+            self.assigned.len(),
+            lines.join("\n")
+        );
     }
 
     /// Polls until `done(records)` holds or nothing new arrived for `idle`.
@@ -114,7 +212,9 @@ impl TopicReader {
         mut done: impl FnMut(&[Record]) -> bool,
     ) -> &[Record] {
         let mut last_progress = Instant::now();
+        self.discover();
         while !done(&self.records) && last_progress.elapsed() < idle {
+            self.discover();
             match self.consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     let headers = m
@@ -184,7 +284,11 @@ impl TopicReader {
 
     /// Reads until at least `n` records arrived (or `idle` without progress).
     pub fn read_at_least(&mut self, n: usize, idle: Duration) -> &[Record] {
-        self.read_until(idle, |r| r.len() >= n)
+        self.read_until(idle, |r| r.len() >= n);
+        if self.records.len() < n {
+            self.describe_short_read(n);
+        }
+        &self.records
     }
 
     /// Reads until `n` distinct `id` headers arrived (or `idle` without progress), then
@@ -202,6 +306,9 @@ impl TopicReader {
             counted = r.len();
             ids.len() >= n
         });
+        if ids.len() < n {
+            self.describe_short_read(n);
+        }
         self.read_until(Duration::from_secs(2), |_| false)
     }
 }
