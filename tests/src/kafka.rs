@@ -113,7 +113,11 @@ impl TopicReader {
 
     /// A `read_committed` consumer of one topic on another broker than the shared one.
     pub fn exact_on(bootstrap: &str, topic: &str) -> Self {
-        Self::create(bootstrap, Topics::Exact(topic.to_string()), "read_committed")
+        Self::create(
+            bootstrap,
+            Topics::Exact(topic.to_string()),
+            "read_committed",
+        )
     }
 
     fn create(bootstrap: &str, topics: Topics, isolation: &str) -> Self {
@@ -195,7 +199,9 @@ impl TopicReader {
                 .fetch_watermarks(topic, *partition, Duration::from_secs(5))
                 .map(|(lo, hi)| format!("low {lo}, high {hi}"))
                 .unwrap_or_else(|e| format!("watermarks: {e}"));
-            lines.push(format!("  {topic}[{partition}]: position {position}, {marks}"));
+            lines.push(format!(
+                "  {topic}[{partition}]: position {position}, {marks}"
+            ));
         }
         eprintln!(
             "short read: {} of {want} records; {} partitions assigned\n{}",
