@@ -4,21 +4,23 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::text::Text;
+
 /// One committed outbox row (or logical message), mapped and routed.
 ///
 /// Connectors receive it by value and must publish `payload` byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {
     /// The outbox row's `id`, as text (a UUID for Debezium-shaped tables).
-    pub id: String,
-    pub aggregate_type: String,
+    pub id: Text,
+    pub aggregate_type: Text,
     /// Ordering key: events of one aggregate reach the broker in commit order.
-    pub aggregate_id: String,
-    pub event_type: String,
+    pub aggregate_id: Text,
+    pub event_type: Text,
     /// `None` publishes a tombstone (Kafka) where the sink supports it.
     pub payload: Option<Bytes>,
     /// Broker headers / message attributes, in order.
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: Vec<(Text, Bytes)>,
     /// Topic, topic ARN or queue URL, resolved by the relay's route.
     pub destination: Arc<str>,
     /// Kafka only: the partition the record must go to (an outbox column, Debezium's

@@ -16,8 +16,10 @@ pub mod policy;
 pub mod publisher;
 #[cfg(feature = "test-utils")]
 pub mod testing;
+pub mod text;
 
 pub use client_stats::ClientGauge;
 pub use error::{ErrorClass, PublishError};
 pub use event::OutboxEvent;
 pub use publisher::{Delivery, EventOutcome, Publisher};
+pub use text::Text;

@@ -124,7 +124,7 @@ async fn topic_to_queue(sdk: &aws_config::SdkConfig, fifo: bool) -> (String, Str
 
 fn event(run: &str, destination: &str, aggregate: &str, n: usize) -> OutboxEvent {
     OutboxEvent {
-        id: format!("{run}-{aggregate}-{n}"),
+        id: format!("{run}-{aggregate}-{n}").into(),
         aggregate_type: "Order".into(),
         aggregate_id: aggregate.into(),
         event_type: "OrderPaid".into(),
@@ -178,7 +178,7 @@ async fn publish_all(publisher: &dyn Publisher, events: Vec<OutboxEvent>, batch:
         let outcomes = tokio::time::timeout(Duration::from_secs(60), delivery)
             .await
             .expect("delivery within 60 s");
-        let got: Vec<String> = outcomes.iter().map(|o| o.event.id.clone()).collect();
+        let got: Vec<String> = outcomes.iter().map(|o| o.event.id.to_string()).collect();
         assert_eq!(got, ids, "outcomes in accept order");
         for o in outcomes {
             assert!(o.result.is_ok(), "{}: {:?}", o.event.id, o.result);
@@ -384,13 +384,13 @@ async fn oversized_event_fails_permanently_and_later_events_succeed() {
     let publisher = SqsPublisher::new(&config(endpoint(), false)).await.unwrap();
     let run = unique("r");
     let mut big = event(&run, &queue, "agg-0", 1);
-    big.id = format!("{run}-big");
+    big.id = format!("{run}-big").into();
     big.payload = Some(Bytes::from(format!(
         "{{\"aggregate\":\"agg-0\",\"n\":1,\"pad\":\"{}\"}}",
         "x".repeat(262_144)
     )));
     let mut last = event(&run, &queue, "agg-0", 1);
-    last.id = format!("{run}-agg-0-1");
+    last.id = format!("{run}-agg-0-1").into();
     let batch = vec![event(&run, &queue, "agg-0", 0), big, last];
     let outcomes = publisher.accept(batch).await.unwrap().await;
     assert!(outcomes[0].result.is_ok());
@@ -506,7 +506,7 @@ async fn a_queue_that_never_appears_fails_permanently_after_the_window() {
         let err = o.result.as_ref().unwrap_err();
         assert_eq!(err.class, ErrorClass::Permanent, "{err}");
         assert_eq!(err.kind, "destination_not_found", "{err}");
-        assert!(err.message.contains(&o.event.id), "{err}");
+        assert!(err.message.contains(o.event.id.as_str()), "{err}");
         assert!(
             err.message
                 .contains("longer than transient_error_window_ms"),
@@ -1010,7 +1010,7 @@ async fn a_failing_aggregate_does_not_hold_up_others_and_gives_up_after_max_elap
         if o.event.aggregate_id == "stuck" {
             let err = o.result.as_ref().unwrap_err();
             assert_eq!(err.class, ErrorClass::Retryable, "{err}");
-            assert!(err.message.contains(&o.event.id), "{err}");
+            assert!(err.message.contains(o.event.id.as_str()), "{err}");
         } else {
             assert!(o.result.is_ok(), "{}: {:?}", o.event.id, o.result);
         }

@@ -65,7 +65,7 @@ pub struct FailedEvent {
 impl FailedEvent {
     pub fn of(event: &outbox_connectors::OutboxEvent) -> Self {
         FailedEvent {
-            id: event.id.clone(),
+            id: event.id.to_string(),
             commit_lsn: Lsn(event.commit_lsn),
             destination: event.destination.to_string(),
         }

@@ -220,7 +220,7 @@ fn detail_json(e: &ParkedEvent) -> serde_json::Value {
         .iter()
         .map(|(k, v)| {
             (
-                k.clone(),
+                k.to_string(),
                 serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
             )
         })

@@ -65,7 +65,7 @@ impl Client for Scripted {
 
 fn event(destination: &str, aggregate: &str, n: usize) -> OutboxEvent {
     OutboxEvent {
-        id: format!("{aggregate}-{n}"),
+        id: format!("{aggregate}-{n}").into(),
         aggregate_type: "Order".into(),
         aggregate_id: aggregate.into(),
         event_type: "T".into(),

@@ -165,15 +165,15 @@ pub(crate) fn attributes(event: &OutboxEvent) -> Vec<(String, String)> {
 fn envelope(event: &OutboxEvent) -> String {
     use serde_json::{Map, Value};
     let mut object = Map::new();
-    object.insert("id".into(), Value::String(event.id.clone()));
-    object.insert("type".into(), Value::String(event.event_type.clone()));
+    object.insert("id".into(), Value::String(event.id.to_string()));
+    object.insert("type".into(), Value::String(event.event_type.to_string()));
     object.insert(
         "aggregatetype".into(),
-        Value::String(event.aggregate_type.clone()),
+        Value::String(event.aggregate_type.to_string()),
     );
     object.insert(
         "aggregateid".into(),
-        Value::String(event.aggregate_id.clone()),
+        Value::String(event.aggregate_id.to_string()),
     );
     let (payload, base64) = match &event.payload {
         None => (Value::Null, None),
@@ -306,7 +306,7 @@ mod tests {
             payload: payload.map(Bytes::copy_from_slice),
             headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), Bytes::copy_from_slice(v.as_bytes())))
+                .map(|(k, v)| ((*k).into(), Bytes::copy_from_slice(v.as_bytes())))
                 .collect(),
             destination: Arc::from("arn:aws:sns:us-east-1:123456789012:orders"),
             partition: None,

@@ -112,7 +112,7 @@ fn event(aggregate: &str, n: usize, size: usize) -> OutboxEvent {
     let mut payload = format!("{aggregate}-{n}:").into_bytes();
     payload.resize(size.max(payload.len()), b'x');
     OutboxEvent {
-        id: format!("{aggregate}-{n}"),
+        id: format!("{aggregate}-{n}").into(),
         aggregate_type: "Order".into(),
         aggregate_id: aggregate.into(),
         event_type: "T".into(),

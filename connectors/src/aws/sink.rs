@@ -29,7 +29,7 @@ use super::offload::{ObjectStore, S3Store};
 use super::AwsConfig;
 use crate::policy::{Backoff, RateLimiter, LOG_WINDOW};
 use crate::policy::{Breaker, CircuitReport, CircuitState};
-use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
+use crate::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher, Text};
 
 /// Entries per PublishBatch / SendMessageBatch request (the AWS limit).
 const MAX_BATCH_ENTRIES: usize = 10;
@@ -59,8 +59,8 @@ struct Shared {
 }
 
 struct Job {
-    key: String,
-    event_id: String,
+    key: Text,
+    event_id: Text,
     destination: Arc<str>,
     message: Arc<Message>,
     done: oneshot::Sender<EntryResult>,
@@ -312,7 +312,7 @@ struct Dispatcher<C> {
     store: Option<Arc<dyn ObjectStore>>,
     shared: Arc<Shared>,
     pending: watch::Sender<usize>,
-    lanes: HashMap<String, Lane>,
+    lanes: HashMap<Text, Lane>,
     /// Per destination, the first failure that may be transient since something was last
     /// delivered to it: a topic that is gone fails every aggregate's events, and after the
     /// window even an aggregate that only just started failing gets no new window.
@@ -322,16 +322,16 @@ struct Dispatcher<C> {
     /// Holds back repeats of the warnings below (the connectors' shared limiter).
     log_limiter: RateLimiter,
     /// Lanes that can send now, by the accept order of their head.
-    ready: BTreeMap<u64, String>,
+    ready: BTreeMap<u64, Text>,
     /// Lanes backing off, by when they may send again.
-    waiting: BinaryHeap<Reverse<(Instant, String)>>,
+    waiting: BinaryHeap<Reverse<(Instant, Text)>>,
     next_order: u64,
     queued: usize,
 }
 
 /// A request in flight: its destination, the lanes whose heads it carries, in entry order,
 /// and one result per entry.
-type Sent = (Arc<str>, Instant, Vec<String>, Vec<EntryResult>);
+type Sent = (Arc<str>, Instant, Vec<Text>, Vec<EntryResult>);
 
 impl<C: Client> Dispatcher<C> {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Vec<Job>>) {
@@ -380,7 +380,13 @@ impl<C: Client> Dispatcher<C> {
             }
             let order = self.next_order;
             self.next_order += 1;
-            let lane = self.lanes.entry(job.key.clone()).or_default();
+            // The lane keeps its own copy of the key: the job's is a slice of its event's
+            // buffer (payload included), which a long-lived lane would otherwise pin.
+            if !self.lanes.contains_key(&job.key) {
+                self.lanes
+                    .insert(Text::from(job.key.as_str()), Lane::default());
+            }
+            let lane = self.lanes.get_mut(&job.key).expect("lane");
             if lane.queue.is_empty() && !lane.in_flight && lane.not_before.is_none() {
                 self.ready.insert(order, job.key.clone());
             }
@@ -414,7 +420,7 @@ impl<C: Client> Dispatcher<C> {
     /// failure).
     fn next_batch(&mut self) -> Option<BoxFuture<'static, Sent>> {
         let mut destination: Option<Arc<str>> = None;
-        let mut taken: Vec<(u64, String)> = Vec::new();
+        let mut taken: Vec<(u64, Text)> = Vec::new();
         let mut messages: Vec<Arc<Message>> = Vec::new();
         let mut bytes = 0;
         // Destinations whose open circuit refused a request in this call.
@@ -509,7 +515,7 @@ impl<C: Client> Dispatcher<C> {
         }
     }
 
-    fn settle(&mut self, lanes: Vec<String>, results: Vec<EntryResult>) {
+    fn settle(&mut self, lanes: Vec<Text>, results: Vec<EntryResult>) {
         let mut results = results.into_iter();
         let now = Instant::now();
         for key in lanes {

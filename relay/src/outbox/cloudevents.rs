@@ -18,7 +18,7 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat};
-use outbox_connectors::OutboxEvent;
+use outbox_connectors::{OutboxEvent, Text};
 use serde_json::Value;
 
 use crate::config::{CloudEventsConfig, CloudEventsMode};
@@ -153,13 +153,13 @@ impl CloudEvents {
         }
         let mut attrs = vec![
             ("specversion", SPEC_VERSION.to_string()),
-            ("id", event.id.clone()),
+            ("id", event.id.to_string()),
             ("source", self.source.clone()),
-            ("type", event.event_type.clone()),
+            ("type", event.event_type.to_string()),
         ];
         // Optional attributes, when present, must be non-empty (spec 3.1).
         if !event.aggregate_id.is_empty() {
-            attrs.push(("subject", event.aggregate_id.clone()));
+            attrs.push(("subject", event.aggregate_id.to_string()));
         }
         if let Some(time) = DateTime::from_timestamp_millis(event.timestamp_ms) {
             attrs.push(("time", time.to_rfc3339_opts(SecondsFormat::Millis, true)));
@@ -180,20 +180,18 @@ impl CloudEvents {
                 let body = structured(&attrs, content_type, payload);
                 event.payload = Some(Bytes::from(body));
                 event.headers.push((
-                    CONTENT_TYPE.to_string(),
+                    Text::from_static(CONTENT_TYPE),
                     Bytes::from_static(STRUCTURED_CONTENT_TYPE.as_bytes()),
                 ));
             }
             (payload, _) => {
                 let has_data = payload.is_some();
-                event.headers.extend(
-                    attrs
-                        .into_iter()
-                        .map(|(name, value)| (format!("{PREFIX}{name}"), Bytes::from(value))),
-                );
+                event.headers.extend(attrs.into_iter().map(|(name, value)| {
+                    (Text::from(format!("{PREFIX}{name}")), Bytes::from(value))
+                }));
                 if let (Some(ct), true) = (content_type, has_data) {
                     event.headers.push((
-                        CONTENT_TYPE.to_string(),
+                        Text::from_static(CONTENT_TYPE),
                         Bytes::copy_from_slice(ct.as_bytes()),
                     ));
                 }

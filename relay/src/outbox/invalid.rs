@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use outbox_connectors::{OutboxEvent, PublishError};
+use outbox_connectors::{OutboxEvent, PublishError, Text};
 use serde_json::{json, Map, Value};
 
 use super::mapper::TxContext;
@@ -103,20 +103,26 @@ impl InvalidEvent {
         });
         let mut headers = vec![
             (
-                HEADER_REASON.to_string(),
+                Text::from_static(HEADER_REASON),
                 Bytes::from_static(self.reason.label().as_bytes()),
             ),
-            (HEADER_ERROR.to_string(), Bytes::from(self.message.clone())),
-            (HEADER_SOURCE.to_string(), Bytes::from(self.source.clone())),
+            (
+                Text::from_static(HEADER_ERROR),
+                Bytes::from(self.message.clone()),
+            ),
+            (
+                Text::from_static(HEADER_SOURCE),
+                Bytes::from(self.source.clone()),
+            ),
         ];
         if let Some(id) = &self.id {
-            headers.insert(0, ("id".to_string(), Bytes::from(id.clone())));
+            headers.insert(0, (Text::from_static("id"), Bytes::from(id.clone())));
         }
         OutboxEvent {
-            id: self.id.clone().unwrap_or_default(),
-            aggregate_type: String::new(),
-            aggregate_id: self.aggregate_id.clone().unwrap_or_default(),
-            event_type: String::new(),
+            id: self.id.clone().unwrap_or_default().into(),
+            aggregate_type: Text::default(),
+            aggregate_id: self.aggregate_id.clone().unwrap_or_default().into(),
+            event_type: Text::default(),
             payload: Some(Bytes::from(doc.to_string())),
             headers,
             destination,
@@ -150,13 +156,15 @@ pub fn dead_letter_of_rejected(
         ));
     }
     dl.headers.push((
-        HEADER_REASON.to_string(),
+        Text::from_static(HEADER_REASON),
         Bytes::from_static(error.kind.as_bytes()),
     ));
-    dl.headers
-        .push((HEADER_ERROR.to_string(), Bytes::from(error.to_string())));
     dl.headers.push((
-        HEADER_DESTINATION.to_string(),
+        Text::from_static(HEADER_ERROR),
+        Bytes::from(error.to_string()),
+    ));
+    dl.headers.push((
+        Text::from_static(HEADER_DESTINATION),
         Bytes::from(event.destination.to_string()),
     ));
     dl
@@ -190,14 +198,17 @@ pub fn dead_letter_summary(
         "payload": inline,
     });
     let mut headers = vec![
-        ("id".to_string(), Bytes::from(event.id.clone())),
+        (Text::from_static("id"), event.id.bytes()),
         (
-            HEADER_REASON.to_string(),
+            Text::from_static(HEADER_REASON),
             Bytes::from_static(error.kind.as_bytes()),
         ),
-        (HEADER_ERROR.to_string(), Bytes::from(error.to_string())),
         (
-            HEADER_DESTINATION.to_string(),
+            Text::from_static(HEADER_ERROR),
+            Bytes::from(error.to_string()),
+        ),
+        (
+            Text::from_static(HEADER_DESTINATION),
             Bytes::from(event.destination.to_string()),
         ),
     ];

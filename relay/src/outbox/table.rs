@@ -1,5 +1,6 @@
 //! Resolving an outbox table's columns from a Relation message.
 
+use outbox_connectors::Text;
 use outbox_pgoutput::Relation;
 
 use super::text::oid;
@@ -31,7 +32,7 @@ pub struct OutboxTable {
     pub timestamp: Option<(usize, u32)>,
     pub tracing_span_context: Option<usize>,
     /// Position and header name.
-    pub headers: Vec<(usize, String)>,
+    pub headers: Vec<(usize, Text)>,
     /// Position and type OID of `partition_column`.
     pub partition: Option<(usize, u32)>,
     /// All column names, for dead-letter records.
@@ -109,7 +110,10 @@ impl OutboxTable {
                     h.column
                 ))
             })?;
-            headers.push((i, h.header.clone().unwrap_or_else(|| h.column.clone())));
+            headers.push((
+                i,
+                Text::from(h.header.clone().unwrap_or_else(|| h.column.clone())),
+            ));
         }
         let partition = match &config.partition_column {
             Some(col) => {

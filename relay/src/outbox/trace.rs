@@ -1,13 +1,14 @@
 //! W3C trace context carried from the outbox row into headers.
 
 use bytes::Bytes;
+use outbox_connectors::Text;
 
 /// Extracts `traceparent` (and `tracestate`) from a tracing-span-context column.
 ///
 /// Debezium's tracing writes the column as Java properties (`traceparent=00-…`, one per
 /// line); a bare `traceparent` value is accepted too. Anything else yields no headers:
 /// trace context is best-effort metadata, not part of the event.
-pub fn trace_headers(text: &str) -> Vec<(String, Bytes)> {
+pub fn trace_headers(text: &str) -> Vec<(Text, Bytes)> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
         if line.starts_with('#') || line.is_empty() {
@@ -20,11 +21,11 @@ pub fn trace_headers(text: &str) -> Vec<(String, Bytes)> {
         };
         match key {
             "traceparent" if looks_like_traceparent(value) => out.push((
-                "traceparent".to_string(),
+                Text::from_static("traceparent"),
                 Bytes::copy_from_slice(value.as_bytes()),
             )),
             "tracestate" if !value.is_empty() => out.push((
-                "tracestate".to_string(),
+                Text::from_static("tracestate"),
                 Bytes::copy_from_slice(value.as_bytes()),
             )),
             _ => {}

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 use outbox_connectors::policy::RateLimiter;
-use outbox_connectors::{Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher};
+use outbox_connectors::{
+    Delivery, ErrorClass, EventOutcome, OutboxEvent, PublishError, Publisher, Text,
+};
 use outbox_pgoutput::Lsn;
 use prometheus::Histogram;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -347,7 +349,7 @@ fn header(e: &OutboxEvent, name: &str) -> Option<String> {
     e.headers
         .iter()
         .find(|(k, _)| k == name)
-        .map(|(_, v): &(String, Bytes)| String::from_utf8_lossy(v).into_owned())
+        .map(|(_, v): &(Text, Bytes)| String::from_utf8_lossy(v).into_owned())
 }
 
 pub fn unix_now_us() -> i64 {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use outbox_connectors::{OutboxEvent, PublishError};
+use outbox_connectors::{OutboxEvent, PublishError, Text};
 
 /// Far more than a relay meets between restarts; when full, it starts over (a forgotten
 /// rejection costs one more session restart, never an event).
@@ -17,7 +17,7 @@ const CAPACITY: usize = 10_000;
 
 #[derive(Default)]
 pub struct Rejections {
-    by_event: Mutex<HashMap<(String, u64), PublishError>>,
+    by_event: Mutex<HashMap<(Text, u64), PublishError>>,
 }
 
 impl Rejections {
@@ -26,7 +26,12 @@ impl Rejections {
         if map.len() >= CAPACITY {
             map.clear();
         }
-        map.insert((event.id.clone(), event.commit_lsn), error.clone());
+        // A copy of the id: the event's is a slice of its buffer (payload included),
+        // which up to CAPACITY remembered rejections would otherwise keep alive.
+        map.insert(
+            (Text::from(event.id.as_str()), event.commit_lsn),
+            error.clone(),
+        );
     }
 
     /// The rejection of this event (same id, same transaction), if one was seen.

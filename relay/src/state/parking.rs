@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use outbox_connectors::OutboxEvent;
+use outbox_connectors::{OutboxEvent, Text};
 use outbox_pgoutput::Lsn;
 use tokio_postgres::types::ToSql;
 
@@ -144,7 +144,7 @@ impl Parking {
         self.store.write(requests).await?;
         let mut map = self.lock();
         for r in requests {
-            let pending = map.entry(r.event.aggregate_id.clone()).or_default();
+            let pending = map.entry(r.event.aggregate_id.to_string()).or_default();
             *pending = pending.saturating_sub(1);
         }
         Ok(())
@@ -206,14 +206,20 @@ impl ParkStore for TableParkStore {
             let seq = e.seq as i64;
             let payload: Option<&[u8]> = e.payload.as_deref();
             let destination: &str = &e.destination;
+            let (id, aggregate_type, aggregate_id, event_type) = (
+                e.id.as_str(),
+                e.aggregate_type.as_str(),
+                e.aggregate_id.as_str(),
+                e.event_type.as_str(),
+            );
             let mut params: Vec<&(dyn ToSql + Sync)> = vec![
                 &self.store.slot,
                 &lsn,
                 &seq,
-                &e.id,
-                &e.aggregate_type,
-                &e.aggregate_id,
-                &e.event_type,
+                &id,
+                &aggregate_type,
+                &aggregate_id,
+                &event_type,
                 &destination,
                 &payload,
                 &names,
@@ -331,13 +337,14 @@ impl StateStore {
                 let names: Vec<String> = r.get(8);
                 let values: Vec<Vec<u8>> = r.get(9);
                 let event = OutboxEvent {
-                    id: r.get(2),
-                    aggregate_type: r.get(3),
-                    aggregate_id: r.get(4),
-                    event_type: r.get(5),
+                    id: r.get::<_, String>(2).into(),
+                    aggregate_type: r.get::<_, String>(3).into(),
+                    aggregate_id: r.get::<_, String>(4).into(),
+                    event_type: r.get::<_, String>(5).into(),
                     payload: payload.clone().map(Bytes::from),
                     headers: names
                         .into_iter()
+                        .map(Text::from)
                         .zip(values.into_iter().map(Bytes::from))
                         .collect(),
                     destination: Arc::from(r.get::<_, String>(6)),

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use outbox_connectors::OutboxEvent;
+use outbox_connectors::{OutboxEvent, Text};
 
 use super::*;
 
@@ -163,14 +163,14 @@ fn structured_mode_keeps_tombstones_as_binary_cloudevents() {
 fn empty_required_attributes_and_optional_ones() {
     let ce = CloudEvents::new(&config(CloudEventsMode::Binary));
     let mut e = event(Some(b"{}"));
-    e.id.clear();
+    e.id = Text::default();
     assert_eq!(ce.apply(&mut e), Err(MissingAttribute::Id));
     let mut e = event(Some(b"{}"));
-    e.event_type.clear();
+    e.event_type = Text::default();
     assert_eq!(ce.apply(&mut e), Err(MissingAttribute::Type));
     // An empty aggregate id: no subject (optional attributes are never empty).
     let mut e = event(Some(b"{}"));
-    e.aggregate_id.clear();
+    e.aggregate_id = Text::default();
     ce.apply(&mut e).unwrap();
     assert!(!headers(&e).iter().any(|(k, _)| *k == "ce_subject"));
     // Special characters travel as they are in headers and are escaped in JSON.

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use outbox_connectors::OutboxEvent;
+use outbox_connectors::text::{Span, TextBuffer};
+use outbox_connectors::{OutboxEvent, Text};
 use outbox_pgoutput::{Insert, LogicalMessage, Lsn, Relation, TupleData, TupleValue};
 
 use super::cloudevents::{CloudEvents, MissingAttribute};
@@ -27,8 +28,14 @@ pub struct TxContext {
 
 /// Header carrying the commit LSN when `outbox.commit_lsn_header` is on.
 pub const HEADER_COMMIT_LSN: &str = "outbox-relay-commit-lsn";
+const HEADER_COMMIT_LSN_NAME: Text = Text::from_static(HEADER_COMMIT_LSN);
+/// The event id header (Debezium's outbox router adds it too).
+const HEADER_ID: Text = Text::from_static("id");
 
 /// What one change became.
+// Boxing the event would cost an allocation per event, which is what Text saved; this is
+// a return value moved once, not a stored collection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Mapped {
     Event(OutboxEvent),
@@ -163,31 +170,35 @@ impl Mapper {
                     _ => Err((reason, format!("column {:?} is NULL", cols[i]))),
                 }
             };
-        let text = |b: &Bytes, i: usize| -> Result<String, (InvalidReason, String)> {
-            std::str::from_utf8(b).map(str::to_owned).map_err(|_| {
-                (
-                    InvalidReason::InvalidUtf8,
-                    format!("column {:?} is not valid UTF-8", cols[i]),
-                )
-            })
+        let id_value = required(t.id, InvalidReason::NullId)?;
+        let type_value = required(t.aggregate_type, InvalidReason::NullAggregateType)?;
+        let aggregate_value = required(t.aggregate_id, InvalidReason::NullAggregateId)?;
+        let event_type_value = required(t.event_type, InvalidReason::NullEventType)?;
+        // The event's strings and its payload go into one buffer (see Text): one
+        // allocation where there were six.
+        let payload_value = match row.0.get(t.payload) {
+            Some(TupleValue::Text(b)) => Some(b),
+            _ => None,
         };
-        let id_bytes = detach(required(t.id, InvalidReason::NullId)?);
-        let id = text(&id_bytes, t.id)?;
-        let aggregate_type = text(
-            required(t.aggregate_type, InvalidReason::NullAggregateType)?,
-            t.aggregate_type,
-        )?;
-        let aggregate_id = text(
-            required(t.aggregate_id, InvalidReason::NullAggregateId)?,
-            t.aggregate_id,
-        )?;
-        let event_type = text(
-            required(t.event_type, InvalidReason::NullEventType)?,
-            t.event_type,
-        )?;
-        let payload = match row.0.get(t.payload) {
-            Some(TupleValue::Text(b)) => Some(match t.payload_kind {
-                PayloadKind::Json => detach(b),
+        let mut buffer = TextBuffer::with_capacity(
+            id_value.len()
+                + type_value.len()
+                + aggregate_value.len()
+                + event_type_value.len()
+                + payload_value.map_or(0, |b| match t.payload_kind {
+                    PayloadKind::Bytea => b.len() / 2,
+                    _ => b.len(),
+                }),
+        );
+        let spans = [
+            buffer.push(id_value),
+            buffer.push(type_value),
+            buffer.push(aggregate_value),
+            buffer.push(event_type_value),
+        ];
+        let payload_span = match payload_value {
+            Some(b) => Some(match t.payload_kind {
+                PayloadKind::Json => buffer.push(b),
                 PayloadKind::Text { validate_json } => {
                     if validate_json {
                         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(b) {
@@ -197,17 +208,33 @@ impl Mapper {
                             ));
                         }
                     }
-                    detach(b)
+                    buffer.push(b)
                 }
-                PayloadKind::Bytea => decode_bytea(b).map_err(|e| {
-                    (
-                        InvalidReason::InvalidPayload,
-                        format!("column {:?}: {e}", cols[t.payload]),
-                    )
-                })?,
+                PayloadKind::Bytea => decode_bytea(b)
+                    .map(|decoded| buffer.push(&decoded))
+                    .map_err(|e| {
+                        (
+                            InvalidReason::InvalidPayload,
+                            format!("column {:?}: {e}", cols[t.payload]),
+                        )
+                    })?,
             }),
-            _ => None,
+            None => None,
         };
+        let frozen = buffer.finish();
+        let text = |span: Span, i: usize| {
+            frozen.text(span).map_err(|_| {
+                (
+                    InvalidReason::InvalidUtf8,
+                    format!("column {:?} is not valid UTF-8", cols[i]),
+                )
+            })
+        };
+        let id = text(spans[0], t.id)?;
+        let aggregate_type = text(spans[1], t.aggregate_type)?;
+        let aggregate_id = text(spans[2], t.aggregate_id)?;
+        let event_type = text(spans[3], t.event_type)?;
+        let payload = payload_span.map(|span| frozen.bytes(span));
         let timestamp_ms = match t.timestamp {
             Some((i, oid)) => match row.0.get(i) {
                 Some(TupleValue::Text(b)) => parse_timestamp_ms_bytes(oid, b).map_err(|e| {
@@ -248,7 +275,7 @@ impl Mapper {
             .map_err(|e| (InvalidReason::NoRoute, e))?;
 
         let mut headers = Vec::with_capacity(2 + t.headers.len());
-        headers.push(("id".to_string(), id_bytes));
+        headers.push((HEADER_ID, id.bytes()));
         if let Some(i) = t.tracing_span_context {
             if let Some(TupleValue::Text(b)) = row.0.get(i) {
                 headers.extend(trace_headers(&String::from_utf8_lossy(b)));
@@ -260,7 +287,7 @@ impl Mapper {
             }
         }
         if self.config.commit_lsn_header {
-            headers.push((HEADER_COMMIT_LSN.to_string(), self.commit_lsn_text(tx)));
+            headers.push((HEADER_COMMIT_LSN_NAME, self.commit_lsn_text(tx)));
         }
         let event = OutboxEvent {
             id,
@@ -388,18 +415,19 @@ impl Mapper {
             .router
             .route(&aggregate_type)
             .map_err(|e| (InvalidReason::NoRoute, e, id.clone(), aggregate_id.clone()))?;
-        let mut headers = vec![("id".to_string(), Bytes::from(id_text.clone()))];
+        let id_text = Text::from(id_text);
+        let mut headers = vec![(HEADER_ID, id_text.bytes())];
         if let Some(ctx) = &parsed.tracingspancontext {
             headers.extend(trace_headers(ctx));
         }
         if self.config.commit_lsn_header {
-            headers.push((HEADER_COMMIT_LSN.to_string(), self.commit_lsn_text(tx)));
+            headers.push((HEADER_COMMIT_LSN_NAME, self.commit_lsn_text(tx)));
         }
         let event = OutboxEvent {
             id: id_text,
-            aggregate_type,
-            aggregate_id: aggregate_id_text,
-            event_type,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id_text.into(),
+            event_type: event_type.into(),
             payload: payload_bytes(parsed.payload, &msg.content).map(|b| detach(&b)),
             headers,
             destination,

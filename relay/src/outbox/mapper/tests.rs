@@ -552,3 +552,40 @@ fn cloudevents_attributes_are_part_of_mapped_rows_and_messages() {
     };
     assert_eq!(inv.reason, InvalidReason::NullEventType);
 }
+
+/// One allocation for an event's strings and payload (issue 17: allocations were a third
+/// of the relay's instructions per event), and the id header is the id's own bytes.
+#[test]
+fn an_events_strings_and_payload_share_one_buffer() {
+    let mut m = mapper(OutboxConfig::default());
+    m.on_relation(&relation(oid::JSONB)).unwrap();
+    let Mapped::Event(e) = m
+        .map_insert(&row(t("order-1"), t(r#"{"n": 1}"#)), &tx())
+        .unwrap()
+    else {
+        panic!()
+    };
+    let payload = e.payload.clone().unwrap();
+    let parts: [&[u8]; 5] = [
+        e.id.as_bytes(),
+        e.aggregate_type.as_bytes(),
+        e.aggregate_id.as_bytes(),
+        e.event_type.as_bytes(),
+        &payload,
+    ];
+    assert_eq!(
+        &parts[2..],
+        [&b"order-1"[..], b"OrderCreated", br#"{"n": 1}"#]
+    );
+    let mut at = e.id.as_ptr() as usize;
+    for part in parts {
+        assert_eq!(part.as_ptr() as usize, at, "laid out one after the other");
+        at += part.len();
+    }
+    let (_, id_header) = e.headers.iter().find(|(k, _)| k == "id").unwrap();
+    assert_eq!(
+        id_header.as_ptr(),
+        e.id.as_ptr(),
+        "the id header is the id's bytes"
+    );
+}

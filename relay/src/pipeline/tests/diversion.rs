@@ -189,7 +189,7 @@ async fn an_open_circuit_parks_only_its_own_destinations_events() {
     let ids = |b: &outbox_connectors::testing::AcceptedBatch| {
         b.events
             .iter()
-            .map(|e| e.aggregate_id.clone())
+            .map(|e| e.aggregate_id.to_string())
             .collect::<Vec<_>>()
     };
     assert_eq!(

@@ -362,7 +362,7 @@ impl MemoryParkStore {
         let mut rows = self.rows.lock().unwrap().clone();
         rows.sort_by_key(|r| (r.event.commit_lsn, r.event.seq));
         rows.into_iter()
-            .map(|r| (r.event.aggregate_id, r.event.id, r.reason))
+            .map(|r| (r.event.aggregate_id.into(), r.event.id.into(), r.reason))
             .collect()
     }
 
@@ -407,7 +407,7 @@ impl ParkStore for MemoryParkStore {
             {
                 Some(entry) => entry.2 += 1,
                 None => out.push((
-                    r.event.aggregate_id.clone(),
+                    r.event.aggregate_id.to_string(),
                     r.event.destination.to_string(),
                     1,
                     0.0,

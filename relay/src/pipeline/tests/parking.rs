@@ -77,7 +77,7 @@ async fn a_rejected_event_parks_its_aggregate_from_then_on() {
     let mut h = parking_harness(&store).await;
     let end = h.tx(&[row("A"), row("B")]).await.unwrap();
     let batch = h.publisher.next_batch().await;
-    let rejected = batch.events[0].id.clone();
+    let rejected = batch.events[0].id.to_string();
     batch.fail_one(0, error(ErrorClass::Permanent, "message_too_large"));
     h.settle().await;
     assert_eq!(h.flushed(), end);

@@ -124,7 +124,7 @@ impl SpanSink {
                 }
                 links.push(Link {
                     context,
-                    event_id: o.event.id.clone(),
+                    event_id: o.event.id.to_string(),
                 });
             }
         }

@@ -12,7 +12,7 @@ use crate::config::OtlpConfig;
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn event(id: &str, destination: &str, traceparent: Option<&str>) -> OutboxEvent {
-    let mut headers = vec![("id".to_string(), Bytes::from(id.to_string()))];
+    let mut headers = vec![("id".into(), Bytes::from(id.to_string()))];
     if let Some(tp) = traceparent {
         headers.push(("traceparent".into(), Bytes::from(tp.to_string())));
         headers.push((
