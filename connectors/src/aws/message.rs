@@ -35,6 +35,20 @@ impl Message {
             None => Vec::new(),
         }
     }
+
+    /// Every message attribute as (name, SNS/SQS data type, value): the `String` ones,
+    /// then the `Number` ones. Both clients build their entries from this.
+    pub fn typed_attributes(&self) -> Vec<(String, &'static str, String)> {
+        let strings = self
+            .attributes
+            .iter()
+            .map(|(name, value)| (name.clone(), "String", value.clone()));
+        let numbers = self
+            .number_attributes()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), "Number", value));
+        strings.chain(numbers).collect()
+    }
 }
 
 /// Attribute names, data types and values, as AWS counts them against the size limit.
@@ -496,6 +510,17 @@ mod tests {
         );
         // Nine attributes of the event's, and the reserved one: SQS's ten.
         assert_eq!(m.attributes.len(), 9);
+        let typed = m.typed_attributes();
+        assert_eq!(typed.len(), 10);
+        assert!(typed[..9].iter().all(|(_, t, _)| *t == "String"));
+        assert_eq!(
+            typed[9],
+            (
+                "ExtendedPayloadSize".to_string(),
+                "Number",
+                "300000".to_string()
+            )
+        );
         let attrs: usize = m
             .attributes
             .iter()

@@ -52,19 +52,9 @@ async fn send_message_batch(
             .message_body(m.body.clone())
             .set_message_group_id(m.group_id.clone())
             .set_message_deduplication_id(m.deduplication_id.clone());
-        for (name, value) in &m.attributes {
+        for (name, data_type, value) in m.typed_attributes() {
             let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value.clone())
-                .build();
-            match value {
-                Ok(value) => entry = entry.message_attributes(name.clone(), value),
-                Err(e) => return request_failed(messages.len(), build_error(e)),
-            }
-        }
-        for (name, value) in m.number_attributes() {
-            let value = MessageAttributeValue::builder()
-                .data_type("Number")
+                .data_type(data_type)
                 .string_value(value)
                 .build();
             match value {
