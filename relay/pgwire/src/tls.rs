@@ -55,18 +55,18 @@ pub fn client_config(
     let mut config = match sslmode {
         SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoCertificateVerification { algorithms }))
+            .with_custom_certificate_verifier(Arc::new(NameBlindVerification {
+                roots: None,
+                algorithms,
+            }))
             .with_no_client_auth(),
-        SslMode::VerifyCa => {
-            let roots = Arc::new(load_roots(sslrootcert)?);
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(CaOnlyVerification {
-                    roots,
-                    algorithms,
-                }))
-                .with_no_client_auth()
-        }
+        SslMode::VerifyCa => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NameBlindVerification {
+                roots: Some(Arc::new(load_roots(sslrootcert)?)),
+                algorithms,
+            }))
+            .with_no_client_auth(),
         SslMode::VerifyFull => builder
             .with_root_certificates(load_roots(sslrootcert)?)
             .with_no_client_auth(),
@@ -121,66 +121,28 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, PgWireError> {
     })
 }
 
-/// `sslmode=prefer/require`: the server is not authenticated, but the
-/// handshake signatures are still checked so that the session keys really
-/// belong to whoever holds the presented certificate (channel binding relies
-/// on that).
-#[derive(Debug)]
-struct NoCertificateVerification {
+/// The verifier of the modes that do not check the server's name.
+///
+/// - `sslmode=prefer/require` (`roots: None`): the server is not authenticated.
+/// - `sslmode=verify-ca` (`roots: Some`): the chain must lead to a trusted root; the
+///   names in the certificate are not looked at.
+///
+/// In both, the handshake signatures are still checked, so that the session keys really
+/// belong to whoever holds the presented certificate (channel binding relies on that).
+struct NameBlindVerification {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for NoCertificateVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `sslmode=verify-ca`: the chain must lead to a trusted root; the names in
-/// the certificate are not looked at.
-struct CaOnlyVerification {
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl fmt::Debug for CaOnlyVerification {
+impl fmt::Debug for NameBlindVerification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CaOnlyVerification")
-            .field("roots", &self.roots.len())
+        f.debug_struct("NameBlindVerification")
+            .field("roots", &self.roots.as_ref().map(|r| r.len()))
             .finish()
     }
 }
 
-impl ServerCertVerifier for CaOnlyVerification {
+impl ServerCertVerifier for NameBlindVerification {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -189,14 +151,16 @@ impl ServerCertVerifier for CaOnlyVerification {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
