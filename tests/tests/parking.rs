@@ -178,3 +178,95 @@ async fn a_parked_aggregate_waits_in_order_and_redrive_delivers_it_exactly_once(
     assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
     pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
 }
+
+/// Redrive and `parked list` follow commit order even where the LSNs' text sorts the
+/// other way: `0/1000000` sorts before `0/FFFFFF` as text. A reader that ordered by the
+/// text sent a later event before an earlier one whenever an aggregate's parked events
+/// straddled a hex digit boundary of the WAL position (found in a Kafka outage test:
+/// versions 12.. at 7/10D2650.. went out before 3..11 at 7/6D3198..7/CB1658).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_follows_commit_order_where_the_lsn_text_sorts_the_other_way() {
+    let name = unique("parklsn");
+    let table = format!("{name}_outbox");
+    let client = pg::connect().await;
+    pg::create_outbox_table(&client, &table, "jsonb", true).await;
+    let setup = RelaySetup::new(&name, &table);
+    let mut relay = Relay::start(&setup);
+    relay.wait_ready(Duration::from_secs(60));
+
+    // A1 flows; A2 is invalid (no type), so A2, A3 and A4 are parked.
+    let mut sql = String::new();
+    for n in 1..=4 {
+        let ty = if n == 2 { "NULL" } else { "'T'" };
+        sql += &format!("INSERT INTO {table} (aggregatetype, aggregateid, type, payload) VALUES ('Order', 'A', {ty}, '{{\"n\": {n}}}');");
+    }
+    client.batch_execute(&sql).await.unwrap();
+    let listed = {
+        let mut listed = serde_json::Value::Null;
+        for _ in 0..100 {
+            let (code, out) = parked(&relay, &["list", "--aggregate", "A", "--output", "json"]);
+            assert_eq!(code, 0, "{out}");
+            listed = json_of(&out);
+            if listed.as_array().unwrap().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        listed
+    };
+    let listed = listed.as_array().unwrap().clone();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let (code, out) = parked(
+        &relay,
+        &[
+            "discard",
+            "--event-id",
+            listed[0]["event_id"].as_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // A3 and A4 as if the WAL had crossed 0/1000000 between them.
+    for (event, lsn) in [(&listed[1], "0/FFFFFF"), (&listed[2], "0/1000000")] {
+        let updated = client
+            .execute(
+                "UPDATE outbox_relay.parked SET commit_lsn = $1::text::pg_lsn WHERE slot = $2 AND event_id = $3",
+                &[&lsn, &setup.slot(), &event["event_id"].as_str().unwrap()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(updated, 1);
+    }
+    let (code, out) = parked(&relay, &["list", "--aggregate", "A", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let order: Vec<serde_json::Value> = json_of(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["commit_lsn"].clone())
+        .collect();
+    assert_eq!(order, ["0/FFFFFF", "0/1000000"], "listed in commit order");
+
+    let (code, out) = parked(&relay, &["redrive", "--aggregate", "A", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json_of(&out)[0]["redriven"], 2, "{out}");
+    let topic = format!("{}.Order", setup.topic_prefix);
+    let records = tokio::task::spawn_blocking(move || {
+        let mut r = TopicReader::exact(&topic);
+        r.read_at_least(3, Duration::from_secs(60));
+        r.read_until(Duration::from_secs(2), |_| false);
+        r.records
+    })
+    .await
+    .unwrap();
+    let a: Vec<i64> = records
+        .iter()
+        .filter(|r| r.key_str() == "A")
+        .map(payload_n)
+        .collect();
+    assert_eq!(a, vec![1, 3, 4], "A's events in commit order");
+    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
+}

@@ -298,20 +298,23 @@ impl StateStore {
         filter: &ParkedFilter,
     ) -> Result<Vec<ParkedEvent>, RelayError> {
         let older = filter.older_than_secs.map(|s| s as f64);
+        // `p.commit_lsn`, qualified: a bare name in ORDER BY means the *output* column of
+        // that name first, here the text, and as text `0/1000000` sorts before `0/FFFFFF`
+        // (a redrive then sent later events before earlier ones).
         let rows = self
             .client
             .query(
                 &format!(
-                    "SELECT commit_lsn::text, seq, event_id, aggregate_type, aggregate_id, event_type,
+                    "SELECT p.commit_lsn::text, seq, event_id, aggregate_type, aggregate_id, event_type,
                             destination, payload, header_names, header_values, timestamp_ms,
                             commit_time_us, reason, error, attempts, parked_at::text, {}
-                       FROM {} WHERE slot = $1
+                       FROM {} p WHERE slot = $1
                         AND ($2::text IS NULL OR destination = $2)
                         AND ($3::text IS NULL OR aggregate_id = $3)
                         AND ($4::text IS NULL OR reason = $4)
                         AND ($5::text IS NULL OR event_id = $5)
                         AND ($6::float8 IS NULL OR parked_at <= now() - make_interval(secs => $6))
-                      ORDER BY aggregate_id, commit_lsn, seq",
+                      ORDER BY aggregate_id, p.commit_lsn, seq",
                     if self.parked_partition {
                         "kafka_partition"
                     } else {
