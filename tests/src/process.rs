@@ -9,6 +9,8 @@ use procfs::ProcResult;
 pub struct ProcessUsage {
     /// User + system CPU seconds.
     pub cpu_seconds: f64,
+    /// Of which system (kernel) CPU seconds.
+    pub system_seconds: f64,
     /// Peak resident set size (`VmHWM`), KiB.
     pub peak_rss_kb: u64,
     /// File descriptors open now.
@@ -21,6 +23,7 @@ impl ProcessUsage {
         let stat = process.stat()?;
         Ok(ProcessUsage {
             cpu_seconds: (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64,
+            system_seconds: stat.stime as f64 / procfs::ticks_per_second() as f64,
             peak_rss_kb: process.status()?.vmhwm.unwrap_or(0),
             open_fds: process.fd_count()?,
         })

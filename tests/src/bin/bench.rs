@@ -65,6 +65,8 @@ struct Run {
     name: String,
     wall: f64,
     cpu: f64,
+    /// Of `cpu`, the kernel's (system time).
+    system_cpu: f64,
     /// CPU seconds of the walsender(s) serving the run (read just before the reader
     /// stopped), when measured.
     walsender_cpu: Option<f64>,
@@ -188,18 +190,19 @@ async fn main() {
     }
 
     let ceiling = args.backlog.events as f64 / runs[0].wall;
-    println!("| reader | events/s | % of pg_recvlogical | wall s | CPU s | CPU s per 1M events | peak RSS MiB | walsender CPU s per 1M events |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| reader | events/s | % of pg_recvlogical | wall s | CPU s | CPU s per 1M events | of which system | peak RSS MiB | walsender CPU s per 1M events |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &runs {
         let rate = args.backlog.events as f64 / r.wall;
         println!(
-            "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+            "| {} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
             r.name,
             rate,
             100.0 * rate / ceiling,
             r.wall,
             r.cpu,
             r.cpu * 1e6 / args.backlog.events as f64,
+            r.system_cpu * 1e6 / args.backlog.events as f64,
             r.peak_rss_kb as f64 / 1024.0,
             r.walsender_cpu
                 .map(|c| format!("{:.2}", c * 1e6 / args.backlog.events as f64))
@@ -286,6 +289,7 @@ fn recvlogical(end_lsn: &str) -> Run {
         name: "pg_recvlogical (pgoutput → /dev/null)".into(),
         wall,
         cpu: f[1] + f[2],
+        system_cpu: f[2],
         peak_rss_kb: f[3] as u64,
         emptied: None,
         walsender_cpu: None,
@@ -444,6 +448,7 @@ async fn sharded(args: &Args, n: u32) -> Run {
         name: format!("outbox-relay → null, source.shards: {n}"),
         wall,
         cpu: usage.cpu_seconds,
+        system_cpu: usage.system_seconds,
         walsender_cpu,
         peak_rss_kb: usage.peak_rss_kb,
         emptied: None,
@@ -543,6 +548,7 @@ async fn park_redrive(args: &Args, client: &tokio_postgres::Client, slot: &str) 
         name: "outbox-relay → parking table (Kafka down, on_open: park)".into(),
         wall,
         cpu: usage.cpu_seconds,
+        system_cpu: usage.system_seconds,
         peak_rss_kb: usage.peak_rss_kb,
         emptied: None,
         walsender_cpu: None,
@@ -591,6 +597,7 @@ async fn park_redrive(args: &Args, client: &tokio_postgres::Client, slot: &str) 
         name: "outbox-relay redriver → Kafka (after the outage)".into(),
         wall,
         cpu: usage.cpu_seconds,
+        system_cpu: usage.system_seconds,
         peak_rss_kb: usage.peak_rss_kb,
         emptied: None,
         walsender_cpu: None,
@@ -700,6 +707,7 @@ async fn relay(args: &Args, sink: &str, slot: &str, cleanup: bool, cpu: Option<f
         emptied,
         wall,
         cpu: usage.cpu_seconds,
+        system_cpu: usage.system_seconds,
         peak_rss_kb: usage.peak_rss_kb,
         walsender_cpu,
     }
