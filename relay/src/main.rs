@@ -6,7 +6,7 @@ use outbox_relay::check::{report_json, run_checks, Outcome};
 use outbox_relay::cli::{Cli, Command, Output};
 use outbox_relay::config::Config;
 use outbox_relay::telemetry::{init_logging, otlp, serve, Health, HttpLimits, Metrics};
-use outbox_relay::{leader, pipeline};
+use outbox_relay::{leader, pipeline, RelayError};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -159,7 +159,18 @@ async fn run(config: Config) -> ExitCode {
         metrics.leader.set(1);
         metrics.leader_transitions.inc();
     }
-    let run = pipeline::run(config, metrics, health, stop_rx);
+    // On a worker, not in `block_on`: the main thread does not drive the I/O driver, so
+    // a reader there was woken through another thread for every socket read (a futex
+    // wake and two context switches), which was most of the relay's kernel CPU.
+    let run = async {
+        tokio::spawn(pipeline::run(config, metrics, health, stop_rx))
+            .await
+            .unwrap_or_else(|e| {
+                Err(RelayError::Halted(format!(
+                    "the pipeline task ended abnormally: {e}"
+                )))
+            })
+    };
     let result = match lease.as_mut() {
         None => run.await,
         Some(lease) => tokio::select! {
