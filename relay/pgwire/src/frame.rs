@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
 
 use crate::error::{PgWireError, ServerError};
 use crate::silence::Heard;
@@ -112,6 +114,11 @@ pub(crate) struct FrameReader<R> {
     idle_limit: Option<Duration>,
     /// Told whenever bytes arrive, for whoever watches the connection's silence.
     heard: Option<Arc<Heard>>,
+    /// With [`FrameReader::coalesce_reads`]: the shortest time between two reads that
+    /// find the socket drained.
+    read_gap: Option<Duration>,
+    /// When the last read returned.
+    last_read: Option<Instant>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -122,6 +129,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             max_len: MAX_MESSAGE_LEN,
             idle_limit: None,
             heard: None,
+            read_gap: None,
+            last_read: None,
+        }
+    }
+
+    /// With `Some(gap)`: when the socket is drained and the last read returned less
+    /// than `gap` ago, wait out the rest of `gap` before waiting for bytes, so that one
+    /// wake-up reads what arrived meanwhile. `None` reads as soon as bytes arrive.
+    ///
+    /// Why: a reader faster than its sender otherwise parks and is woken for every few
+    /// messages. It costs up to `gap` (rounded up to the timer's millisecond) of latency
+    /// while messages keep coming; the first read after a quiet spell is not delayed,
+    /// nor a read that finds bytes waiting, nor one in the middle of a message.
+    pub fn coalesce_reads(&mut self, gap: Option<Duration>) {
+        self.read_gap = gap;
+        if gap.is_none() {
+            self.last_read = None;
         }
     }
 
@@ -157,6 +181,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if spare < missing.max(MIN_SPARE) {
                 self.buf.reserve(missing.max(READ_CHUNK));
             }
+            if let (Some(gap), Some(at), true) =
+                (self.read_gap, self.last_read, self.buf.is_empty())
+            {
+                // Bytes already waiting are read at once; only a drained socket waits.
+                if let Some(read) = self.inner.read_buf(&mut self.buf).now_or_never() {
+                    self.after_read(read?)?;
+                    continue;
+                }
+                let since = at.elapsed();
+                if since < gap {
+                    tokio::time::sleep(gap - since).await;
+                }
+            }
             let read = self.inner.read_buf(&mut self.buf);
             let n = match self.idle_limit {
                 Some(limit) => tokio::time::timeout(limit, read)
@@ -164,13 +201,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     .map_err(|_| PgWireError::ReceiveTimeout { timeout: limit })??,
                 None => read.await?,
             };
-            if n == 0 {
-                return Err(PgWireError::ConnectionClosed);
-            }
-            if let Some(heard) = &self.heard {
-                heard.touch();
-            }
+            self.after_read(n)?;
         }
+    }
+
+    fn after_read(&mut self, n: usize) -> Result<(), PgWireError> {
+        if n == 0 {
+            return Err(PgWireError::ConnectionClosed);
+        }
+        if self.read_gap.is_some() {
+            self.last_read = Some(Instant::now());
+        }
+        if let Some(heard) = &self.heard {
+            heard.touch();
+        }
+        Ok(())
     }
 
     #[cfg(test)]
@@ -486,5 +531,49 @@ pub(crate) mod tests {
         let e = parse_error_fields(b"SFEHLER\0C42704\0Mnope\0\0").unwrap();
         assert_eq!(e.severity, "FEHLER");
         assert!(parse_error_fields(b"C42704\0Mno terminator").is_err());
+    }
+
+    /// Paced reads: bytes already waiting are read at once; a drained socket is read
+    /// again only `gap` after the last read; without a gap, as soon as bytes arrive.
+    #[tokio::test(start_paused = true)]
+    async fn coalesced_reads_wait_out_the_gap_only_when_the_socket_is_drained() {
+        use tokio::io::AsyncWriteExt;
+        let gap = Duration::from_millis(10);
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let mut reader = FrameReader::new(client);
+        reader.coalesce_reads(Some(gap));
+        let t0 = Instant::now();
+        server.write_all(&encode(b'd', b"one")).await.unwrap();
+        assert_eq!(&reader.next_frame().await.unwrap().body[..], b"one");
+        server.write_all(&encode(b'd', b"two")).await.unwrap();
+        assert_eq!(&reader.next_frame().await.unwrap().body[..], b"two");
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "bytes waiting are read at once"
+        );
+
+        let late = |mut server: tokio::io::DuplexStream, body: &'static [u8]| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                server.write_all(&encode(b'd', body)).await.unwrap();
+                server
+            })
+        };
+        let writer = late(server, b"three");
+        assert_eq!(&reader.next_frame().await.unwrap().body[..], b"three");
+        assert_eq!(t0.elapsed(), gap, "a drained socket waits out the gap");
+        let server = writer.await.unwrap();
+
+        reader.coalesce_reads(None);
+        let t1 = Instant::now();
+        let writer = late(server, b"four");
+        assert_eq!(&reader.next_frame().await.unwrap().body[..], b"four");
+        assert_eq!(
+            t1.elapsed(),
+            Duration::from_millis(1),
+            "no gap: read on arrival"
+        );
+        drop(writer);
     }
 }

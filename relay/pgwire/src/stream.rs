@@ -101,6 +101,13 @@ impl ReplicationStream {
         }
     }
 
+    /// With `Some(gap)`: once the socket is drained, the next read waits until `gap`
+    /// after the last one, so that one wake-up takes what arrived meanwhile (fewer
+    /// wake-ups, up to `gap` more latency). `None`: read as soon as bytes arrive.
+    pub fn coalesce_reads(&mut self, gap: Option<std::time::Duration>) {
+        self.reader.coalesce_reads(gap);
+    }
+
     /// The next message, or `None` once the server has ended the copy: CopyDone
     /// (the answer to our `finish`), or CommandComplete without one, which is how a
     /// walsender ends the stream when the server shuts down (`WalSndDone`: "COPY 0",

@@ -16,11 +16,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::ack::{AckItem, Acker};
+use super::ack::{unix_now_us, AckItem, Acker};
 use super::budget::Budget;
 use super::bulkhead::Bulkhead;
 use super::cleanup::CleanupObserver;
 use super::diversion::Diversion;
+use super::pacing::Pacing;
 use super::reader::{Batch, Reader};
 use super::rejections::Rejections;
 use super::Progress;
@@ -72,6 +73,9 @@ pub struct Flow {
     progress: Arc<Progress>,
     metrics: Metrics,
     cleanup: Option<CleanupObserver>,
+    pacing: Pacing,
+    /// A new read gap for the stream, for the session to apply (see `pacing.rs`).
+    read_gap: Option<Option<Duration>>,
 }
 
 impl Flow {
@@ -131,7 +135,14 @@ impl Flow {
             progress,
             metrics,
             cleanup: state.cleanup,
+            pacing: Pacing::default(),
+            read_gap: None,
         }
+    }
+
+    /// The read gap the stream should use now, when it changed (see `pacing.rs`).
+    pub fn take_read_gap(&mut self) -> Option<Option<Duration>> {
+        self.read_gap.take()
     }
 
     /// Takes one message of the replication stream. `Ok(false)`: shutdown was requested
@@ -149,6 +160,11 @@ impl Flow {
                 self.metrics.replication_bytes.inc_by(data.len() as u64);
                 match decode(&data, DecodeContext::TOP_LEVEL) {
                     Ok(m) => {
+                        if let LogicalReplicationMessage::Begin(b) = &m {
+                            if let Some(gap) = self.pacing.on_begin(b.commit_ts, unix_now_us()) {
+                                self.read_gap = Some(gap);
+                            }
+                        }
                         if let Some(c) = &mut self.cleanup {
                             c.observe(&m);
                         }

@@ -12,6 +12,7 @@ mod bulkhead;
 mod cleanup;
 mod diversion;
 mod flow;
+mod pacing;
 mod progress;
 mod reader;
 mod redriver;

@@ -521,6 +521,9 @@ async fn stream(
         if !go_on {
             return Ok(()); // shutdown while waiting
         }
+        if let Some(gap) = flow.take_read_gap() {
+            stream.coalesce_reads(gap);
+        }
     }
 }
 

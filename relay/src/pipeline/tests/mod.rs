@@ -6,6 +6,7 @@
 mod acknowledgement;
 mod diversion;
 mod outcomes;
+mod pacing;
 mod parking;
 mod replay;
 mod settle;
