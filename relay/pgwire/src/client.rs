@@ -95,8 +95,10 @@ impl ReplicationClient {
         }
         let established = establish(opts).await?;
         let tls = matches!(established.transport, Transport::Tls(_));
+        let fd = established.transport.raw_fd();
         let (read, write) = tokio::io::split(established.transport);
         let mut reader = FrameReader::new(read);
+        reader.set_socket(fd);
         reader.set_max_len(opts.max_message_len);
         let mut client = ReplicationClient {
             reader,

@@ -119,6 +119,8 @@ pub(crate) struct FrameReader<R> {
     read_gap: Option<Duration>,
     /// When the last read returned.
     last_read: Option<Instant>,
+    /// The TCP socket read, whose low-water mark is raised while waiting out a read gap.
+    socket: Option<std::os::fd::RawFd>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -131,7 +133,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             heard: None,
             read_gap: None,
             last_read: None,
+            socket: None,
         }
+    }
+
+    /// `fd` is the TCP socket under `inner` (see [`crate::low_water`]); it must stay open
+    /// as long as this reader.
+    pub fn set_socket(&mut self, fd: std::os::fd::RawFd) {
+        self.socket = Some(fd);
     }
 
     /// With `Some(gap)`: when the socket is drained and the last read returned less
@@ -191,6 +200,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 let since = at.elapsed();
                 if since < gap {
+                    // Packets below the raised mark do not wake the thread while it
+                    // sleeps; the mark is lowered (and what is queued signalled) when
+                    // `_raised` drops, after the sleep or on cancellation.
+                    let _raised = self.socket.and_then(crate::low_water::Raised::raise);
                     tokio::time::sleep(gap - since).await;
                 }
             }
@@ -575,5 +588,57 @@ pub(crate) mod tests {
             "no gap: read on arrival"
         );
         drop(writer);
+    }
+
+    /// On a real socket the receive low-water mark is raised only while a paced read
+    /// sleeps, and lowered again after it, also when the read is cancelled mid-sleep; a
+    /// message smaller than the raised mark still arrives at the end of the gap.
+    #[tokio::test]
+    async fn the_low_water_mark_is_raised_only_while_a_paced_read_sleeps() {
+        use crate::low_water::{get, RAISED_BYTES};
+        use std::os::fd::AsRawFd;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let fd = client.as_raw_fd();
+        let gap = Duration::from_millis(300);
+        let mut reader = FrameReader::new(client);
+        reader.set_socket(fd);
+        reader.coalesce_reads(Some(gap));
+        server.write_all(&encode(b'd', b"one")).await.unwrap();
+        assert_eq!(&reader.next_frame().await.unwrap().body[..], b"one");
+        assert_eq!(get(fd), 1, "not raised while reading");
+
+        let started = Instant::now();
+        let read = tokio::spawn(async move {
+            let frame = reader.next_frame().await.unwrap();
+            (frame, reader)
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(fd), RAISED_BYTES, "raised while the read sleeps");
+        server.write_all(&encode(b'd', b"two")).await.unwrap();
+        // A mark left high would hold the small message back: fail, do not hang.
+        let limit = Duration::from_secs(5);
+        let (frame, mut reader) = tokio::time::timeout(limit, read)
+            .await
+            .expect("the message arrives after the gap")
+            .unwrap();
+        assert_eq!(&frame.body[..], b"two", "a small message still arrives");
+        assert!(started.elapsed() >= gap - Duration::from_millis(5));
+        assert_eq!(get(fd), 1, "lowered after the sleep");
+
+        // Cancelled in the middle of the sleep (as a select! on shutdown does).
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), reader.next_frame()).await;
+        assert!(cancelled.is_err());
+        assert_eq!(get(fd), 1, "lowered when the read is dropped");
+        server.write_all(&encode(b'd', b"three")).await.unwrap();
+        let frame = tokio::time::timeout(limit, reader.next_frame())
+            .await
+            .expect("the message arrives after a cancelled read")
+            .unwrap();
+        assert_eq!(&frame.body[..], b"three");
     }
 }

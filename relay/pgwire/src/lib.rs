@@ -15,6 +15,7 @@ mod client;
 mod config;
 mod error;
 mod frame;
+mod low_water;
 mod silence;
 mod sql;
 mod sql_guard;

@@ -21,6 +21,17 @@ pub(crate) enum Transport {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl Transport {
+    /// The TCP socket under it (for socket options while streaming).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Transport::Plain(s) => s.as_raw_fd(),
+            Transport::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
+}
+
 impl AsyncRead for Transport {
     fn poll_read(
         self: Pin<&mut Self>,
