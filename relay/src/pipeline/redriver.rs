@@ -3,10 +3,11 @@
 //! are sent again, in order, once it has closed (and caught up) — no operator needed for
 //! an outage that ends.
 //!
-//! Only aggregates whose *first* parked event was diverted (`circuit_open`,
-//! `bulkhead_full`) are redriven:
-//! an aggregate parked behind an invalid or rejected event waits for an operator, since
-//! sending its later events would overtake the one that needs attention.
+//! Only aggregates none of whose parked events needs an operator are redriven: diverted
+//! ones (`circuit_open`, `bulkhead_full`) and those parked behind them (`behind_parked`,
+//! which is also what a redrive leaves when later events reach the table after its last
+//! pass). An aggregate parked behind an invalid or rejected event waits for an operator,
+//! since sending its later events would overtake the one that needs attention.
 //!
 //! A circuit closes after a successful probe. The Kafka connector probes open circuits on
 //! its own (a metadata request); the SNS/SQS connector probes with the next request, and

@@ -411,22 +411,29 @@ impl StateStore {
             .await?)
     }
 
-    /// Aggregates whose first parked event was diverted (an open circuit, a full
-    /// bulkhead), with that event's destination: what the redriver sends again once the
-    /// destination can take it.
+    /// Aggregates none of whose parked events needs an operator: every one was diverted
+    /// (an open circuit, a full bulkhead) or parked behind such a one. With the first
+    /// one's destination: what the redriver sends again once the destination can take it.
+    ///
+    /// `behind_parked` counts too: a redrive that empties an aggregate while the reader
+    /// still has later events of it on their way to the table leaves those at its head,
+    /// and nothing else would ever send them.
     pub async fn diverted_aggregates(&self) -> Result<Vec<(String, String)>, RelayError> {
         let rows = self
             .client
             .query(
                 &format!(
                     "SELECT aggregate_id, destination FROM (
-                       SELECT DISTINCT ON (aggregate_id) aggregate_id, destination, reason
-                         FROM {} WHERE slot = $1
+                       SELECT DISTINCT ON (aggregate_id) aggregate_id, destination
+                         FROM {parked} WHERE slot = $1
                         ORDER BY aggregate_id, commit_lsn, seq) firsts
-                      WHERE reason = $2 OR reason = $3",
-                    self.parked
+                      WHERE NOT EXISTS (
+                        SELECT 1 FROM {parked} p
+                         WHERE p.slot = $1 AND p.aggregate_id = firsts.aggregate_id
+                           AND p.reason <> $2 AND p.reason <> $3 AND p.reason <> $4)",
+                    parked = self.parked
                 ),
-                &[&self.slot, &CIRCUIT_OPEN, &BULKHEAD_FULL],
+                &[&self.slot, &CIRCUIT_OPEN, &BULKHEAD_FULL, &BEHIND_PARKED],
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
