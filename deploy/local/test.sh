@@ -34,7 +34,11 @@ echo "== build"
 cargo build --workspace --bins --locked
 echo "== tests"
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+watchdog_report="$(mktemp)"
+# The longest test binary takes about 4 minutes; one still running after 15 is hung.
+"$here/test-watchdog.sh" "$CARGO_TARGET_DIR" "${OUTBOX_RELAY_TEST_LIMIT_SECS:-900}" "$watchdog_report" &
+watchdog=$!
+trap 'kill "$watchdog" 2>/dev/null; rm -f "$log" "$watchdog_report"' EXIT
 set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
@@ -60,6 +64,12 @@ read -r passed failed < <(awk '
   /^test result:/ { p += $4; f += $6 }
   /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
   END { print p + 0, f + 0 }' "$log")
+hung=$(grep -c '^== watchdog: killed' "$watchdog_report" || true)
+failed=$((failed + hung))
+if [ "$hung" -gt 0 ]; then
+  echo "the watchdog ended $hung hung test binaries (stacks above, under '== watchdog')"
+  if [ "$status" -eq 0 ]; then status=1; fi
+fi
 echo "summary: $passed passed, $failed failed"
 if [ "$status" -ne 0 ]; then exit "$status"; fi
 exit "$checks_status"

@@ -1,6 +1,7 @@
 //! Reading back what the relay published.
 
 use std::collections::{HashMap, HashSet};
+use std::mem::ManuallyDrop;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -52,7 +53,8 @@ impl Record {
 /// one partition in offset order, should librdkafka ever fetch a range twice; a duplicate
 /// the relay published has its own offset and is kept.
 pub struct TopicReader {
-    consumer: BaseConsumer,
+    /// Closed by [`close_bounded`] when the reader is dropped.
+    consumer: ManuallyDrop<BaseConsumer>,
     topics: Topics,
     /// Partitions assigned so far, each from its beginning.
     assigned: HashSet<(String, i32)>,
@@ -62,6 +64,41 @@ pub struct TopicReader {
     /// Highest offset taken per partition, to notice a record that arrives late.
     highest: HashMap<(String, i32), i64>,
     rewound: HashSet<(String, i32)>,
+}
+
+impl Drop for TopicReader {
+    fn drop(&mut self) {
+        // SAFETY: the field is never used again; this is the reader's drop.
+        let consumer = unsafe { ManuallyDrop::take(&mut self.consumer) };
+        close_bounded(consumer, "test reader");
+    }
+}
+
+/// How long a consumer's close may take before it is abandoned.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Closes a group consumer, waiting at most [`CLOSE_WAIT`].
+///
+/// rdkafka's own drop polls until librdkafka reports the consumer closed, with no bound
+/// (librdkafka has had close hangs, e.g. confluentinc/librdkafka#4527). A CI run once
+/// hung for 80 minutes inside one test after every record had been published and the
+/// test's last bounded wait had passed, which points at a drop. A consumer that does not
+/// close in time is leaked with a message (a test process ends soon after) instead of
+/// hanging the suite.
+pub fn close_bounded(consumer: BaseConsumer, what: &str) {
+    let _ = consumer.unassign();
+    if consumer.close_queue().is_err() {
+        return; // dropped below: nothing to wait for
+    }
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while !consumer.closed() {
+        if Instant::now() > deadline {
+            eprintln!("{what}: the Kafka consumer did not close in {CLOSE_WAIT:?}; left open");
+            std::mem::forget(consumer);
+            return;
+        }
+        consumer.poll(Duration::from_millis(100));
+    }
 }
 
 /// Which topics a reader reads.
@@ -131,7 +168,7 @@ impl TopicReader {
             .create()
             .expect("kafka consumer");
         TopicReader {
-            consumer,
+            consumer: ManuallyDrop::new(consumer),
             topics,
             assigned: HashSet::new(),
             discovered_at: None,
@@ -209,6 +246,11 @@ impl TopicReader {
             self.assigned.len(),
             lines.join("\n")
         );
+    }
+
+    /// Everything read, in the order [`TopicReader::read_until`] leaves it.
+    pub fn into_records(mut self) -> Vec<Record> {
+        std::mem::take(&mut self.records)
     }
 
     /// Polls until `done(records)` holds or nothing new arrived for `idle`.

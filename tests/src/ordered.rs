@@ -173,7 +173,7 @@ pub async fn read_all(
             complete >= expected.len()
         });
         reader.read_until(Duration::from_secs(2), |_| false);
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap()

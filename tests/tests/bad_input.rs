@@ -12,7 +12,7 @@ fn read(topic: &str, n: usize) -> Vec<Record> {
     let mut reader = TopicReader::exact(topic);
     reader.read_at_least(n, Duration::from_secs(60));
     reader.read_until(Duration::from_secs(2), |_| false);
-    reader.records
+    reader.into_records()
 }
 
 async fn valid(client: &tokio_postgres::Client, table: &str, agg: &str, payload: &str) {

@@ -13,7 +13,7 @@ fn read(topic: &str, n: usize) -> Vec<Record> {
     let mut reader = TopicReader::exact(topic);
     reader.read_at_least(n, Duration::from_secs(60));
     reader.read_until(Duration::from_secs(2), |_| false);
-    reader.records
+    reader.into_records()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +150,7 @@ async fn small_events_between_big_messages_stay_within_the_budget() {
     let records = tokio::task::spawn_blocking(move || {
         let mut reader = TopicReader::new(&prefix);
         reader.read_at_least(SMALL_EVENTS as usize, Duration::from_secs(90));
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap();

@@ -127,7 +127,7 @@ async fn kafka_binary_mode_headers_tombstones_and_parked_events_redriven_alike()
             let mut r = TopicReader::exact(&topic);
             r.read_at_least(3, Duration::from_secs(60));
             r.read_until(Duration::from_secs(2), |_| false);
-            r.records
+            r.into_records()
         })
         .await
         .unwrap()
@@ -187,7 +187,7 @@ async fn kafka_binary_mode_headers_tombstones_and_parked_events_redriven_alike()
         let mut r = TopicReader::exact(&topic);
         r.read_at_least(4, Duration::from_secs(60));
         r.read_until(Duration::from_secs(2), |_| false);
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();
@@ -254,7 +254,7 @@ async fn kafka_structured_mode_bodies_are_the_json_event_format() {
         let mut r = TopicReader::exact(&topic);
         r.read_at_least(3, Duration::from_secs(60));
         r.read_until(Duration::from_secs(2), |_| false);
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

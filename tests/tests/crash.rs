@@ -64,7 +64,7 @@ async fn sigkill_at_random_points_loses_nothing_and_replays_only_unconfirmed_wor
     let records = tokio::task::spawn_blocking(move || {
         let mut reader = TopicReader::new(&prefix);
         reader.read_distinct_ids(want, Duration::from_secs(120));
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap();

@@ -178,7 +178,7 @@ async fn a_silent_connection_is_noticed_within_the_receive_timeout_and_nothing_i
         let mut reader = TopicReader::new(&prefix);
         reader.read_at_least(60, Duration::from_secs(60));
         reader.read_until(Duration::from_secs(2), |_| false);
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap();

@@ -107,7 +107,7 @@ async fn regex_routes_and_partition_column_including_parked_and_redriven_events(
             let mut r = TopicReader::exact(&topic);
             r.read_at_least(5, Duration::from_secs(60));
             r.read_until(Duration::from_secs(2), |_| false);
-            r.records
+            r.into_records()
         })
         .await
         .unwrap()
@@ -162,7 +162,7 @@ async fn regex_routes_and_partition_column_including_parked_and_redriven_events(
         let mut r = TopicReader::exact(&topic);
         r.read_at_least(6, Duration::from_secs(60));
         r.read_until(Duration::from_secs(2), |_| false);
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();
@@ -240,7 +240,7 @@ async fn a_new_slot_advanced_to_the_old_publishers_position_starts_exactly_there
         let mut r = TopicReader::exact(&topic);
         r.read_at_least(3, Duration::from_secs(60));
         r.read_until(Duration::from_secs(2), |_| false);
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

@@ -41,7 +41,7 @@ async fn delivers_exactly_the_committed_events_in_commit_order_per_aggregate() {
         reader.read_at_least(want, Duration::from_secs(90));
         // Anything extra (a duplicate) would arrive right behind; give it a moment.
         reader.read_until(Duration::from_secs(2), |_| false);
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap();

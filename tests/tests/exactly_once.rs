@@ -31,7 +31,7 @@ async fn read_all(topic: String, total: u64, uncommitted: bool) -> Vec<Record> {
             TopicReader::exact(&topic)
         };
         r.read_distinct_ids(total as usize, Duration::from_secs(60));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap()
@@ -245,7 +245,7 @@ async fn a_broker_killed_mid_transaction_aborts_it_and_loses_or_duplicates_nothi
     let committed = tokio::task::spawn_blocking(move || {
         let mut r = TopicReader::exact_on(&PrivateKafka::bootstrap(), &topic);
         r.read_distinct_ids(total as usize, Duration::from_secs(120));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

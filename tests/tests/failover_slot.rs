@@ -82,7 +82,7 @@ async fn slot_failover_creates_a_failover_slot_on_17_and_refuses_older_servers()
             reader.read_at_least(1, Duration::from_secs(30));
             reader.read_until(Duration::from_secs(2), |_| false);
             reader
-                .records
+                .into_records()
                 .iter()
                 .map(|r| r.key_str())
                 .collect::<Vec<_>>()

@@ -65,7 +65,7 @@ async fn two_tables_messages_headers_trace_context_over_verified_tls_with_proto_
     let records = tokio::task::spawn_blocking(move || {
         let mut r = TopicReader::new(&prefix);
         r.read_at_least(4, Duration::from_secs(60));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();
@@ -402,7 +402,7 @@ async fn an_unreachable_broker_stalls_without_acknowledging_reports_lag_and_lose
     let records = tokio::task::spawn_blocking(move || {
         let mut r = TopicReader::new(&prefix);
         r.read_at_least(4000, Duration::from_secs(60));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

@@ -155,7 +155,7 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_leader_without_losing_or_r
     let records = tokio::task::spawn_blocking(move || {
         let mut r = TopicReader::exact(&topic);
         r.read_distinct_ids(total as usize, Duration::from_secs(60));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

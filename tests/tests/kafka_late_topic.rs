@@ -75,7 +75,7 @@ async fn a_topic_created_a_minute_after_the_first_event_receives_every_event_in_
     let records = tokio::task::spawn_blocking(move || {
         let mut r = TopicReader::exact(&topic);
         r.read_distinct_ids(EVENTS, Duration::from_secs(60));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

@@ -172,7 +172,7 @@ async fn outage(on_open: &str, outage: Duration) {
     let records = tokio::task::spawn_blocking(move || {
         let mut r = TopicReader::new(&prefix);
         r.read_distinct_ids(n, Duration::from_secs(120));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

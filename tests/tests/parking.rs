@@ -78,7 +78,7 @@ async fn a_parked_aggregate_waits_in_order_and_redrive_delivers_it_exactly_once(
             let mut r = TopicReader::exact(&topic);
             r.read_at_least(11, Duration::from_secs(60));
             r.read_until(Duration::from_secs(2), |_| false);
-            r.records
+            r.into_records()
         })
         .await
         .unwrap()
@@ -161,7 +161,7 @@ async fn a_parked_aggregate_waits_in_order_and_redrive_delivers_it_exactly_once(
             rs.iter().any(|r| r.key_str() == "A" && payload_n(r) == 11)
         });
         r.read_until(Duration::from_secs(2), |_| false);
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();
@@ -257,7 +257,7 @@ async fn redrive_follows_commit_order_where_the_lsn_text_sorts_the_other_way() {
         let mut r = TopicReader::exact(&topic);
         r.read_at_least(3, Duration::from_secs(60));
         r.read_until(Duration::from_secs(2), |_| false);
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();
@@ -322,7 +322,7 @@ async fn the_redriver_sends_an_aggregate_left_with_rows_parked_only_behind_redri
         tokio::task::spawn_blocking(move || {
             let mut r = TopicReader::exact(&topic);
             r.read_at_least(2, Duration::from_secs(60));
-            r.records
+            r.into_records()
         })
         .await
         .unwrap()

@@ -194,7 +194,7 @@ async fn keys_land_on_the_partition_the_java_client_puts_them_on() {
     let records = tokio::task::spawn_blocking(move || {
         let mut reader = TopicReader::new(&reader_prefix);
         reader.read_at_least(want, Duration::from_secs(60));
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap();

@@ -136,7 +136,7 @@ async fn postgres_restarts_under_load_lose_nothing_and_the_relay_rides_through()
     let records = tokio::task::spawn_blocking(move || {
         let mut reader = TopicReader::new(&prefix);
         reader.read_distinct_ids(want, Duration::from_secs(120));
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap();

@@ -50,7 +50,7 @@ async fn proto_version_2_and_logical_messages_work_from_14_and_are_refused_by_na
             reader.read_at_least(2, Duration::from_secs(30));
             reader.read_until(Duration::from_secs(2), |_| false);
             reader
-                .records
+                .into_records()
                 .iter()
                 .map(|r| r.key_str())
                 .collect::<Vec<_>>()

@@ -60,7 +60,7 @@ async fn a_broker_rejection_that_kills_the_producer_parks_the_event_instead_of_l
     let records = tokio::task::spawn_blocking(move || {
         let mut r = TopicReader::exact(&topic);
         r.read_distinct_ids(2, Duration::from_secs(60));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

@@ -67,7 +67,7 @@ async fn a_record_never_runs_ahead_of_delivery() {
     let records = tokio::task::spawn_blocking(move || {
         let mut r = TopicReader::new(&prefix);
         r.read_at_least(200, Duration::from_secs(30));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

@@ -65,7 +65,7 @@ async fn events_are_exact_when_the_relay_role_sets_every_output_style_the_other_
         let mut r = TopicReader::exact(&topic);
         r.read_at_least(2, Duration::from_secs(60));
         r.read_until(Duration::from_secs(2), |_| false);
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();

@@ -175,7 +175,7 @@ async fn four_shards_survive_sigkills_with_nothing_lost_order_kept_and_one_shard
     let records = tokio::task::spawn_blocking(move || {
         let mut reader = TopicReader::new(&prefix);
         reader.read_distinct_ids(want, Duration::from_secs(120));
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap();
@@ -356,7 +356,7 @@ async fn a_uuid_aggregate_id_is_split_by_its_own_hash() {
         reader.read_at_least(400, Duration::from_secs(60));
         // Anything beyond 400 would be a duplicate: wait a little for it.
         reader.read_at_least(401, Duration::from_secs(3));
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap();
@@ -543,7 +543,7 @@ async fn exactly_once_and_a_standby_take_over_every_shard() {
     let committed = tokio::task::spawn_blocking(move || {
         let mut r = TopicReader::exact(&topic);
         r.read_distinct_ids(total as usize, Duration::from_secs(60));
-        r.records
+        r.into_records()
     })
     .await
     .unwrap();
@@ -655,7 +655,7 @@ async fn resharding_under_load_loses_nothing_and_replays_only_the_window() {
     let records = tokio::task::spawn_blocking(move || {
         let mut reader = TopicReader::new(&prefix);
         reader.read_distinct_ids(want, Duration::from_secs(120));
-        reader.records
+        reader.into_records()
     })
     .await
     .unwrap();

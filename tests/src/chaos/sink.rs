@@ -123,5 +123,6 @@ pub fn read_kafka(
             None => {}
         }
     }
+    crate::kafka::close_bounded(consumer, "chaos check");
     Ok(read)
 }
