@@ -98,8 +98,8 @@ pub(crate) const LOCKED: &[(&str, &str, &str)] = &[
     ),
     (
         "max.in.flight.requests.per.connection",
-        "5",
-        "the idempotent producer keeps order only up to 5",
+        "1",
+        "a produce request that fails with a retriable error must not be overtaken by the next one: a broker with no state for the producer on a partition appends whatever sequence arrives first (KAFKA-15591), and librdkafka then counts the overtaken records as delivered",
     ),
 ];
 
@@ -242,5 +242,15 @@ mod tests {
         );
         let err = config(&[("acks", "1")]).producer_properties().unwrap_err();
         assert!(err.contains("acks"), "{err}");
+        // librdkafka's default, 5, lets a request overtake a failed one
+        // (tests/kafka_first_request.rs).
+        assert_eq!(
+            config(&[]).producer_properties().unwrap()["max.in.flight.requests.per.connection"],
+            "1"
+        );
+        let err = config(&[("max.in.flight.requests.per.connection", "5")])
+            .producer_properties()
+            .unwrap_err();
+        assert!(err.contains("KAFKA-15591"), "{err}");
     }
 }
