@@ -277,46 +277,88 @@ async fn redrive_follows_commit_order_where_the_lsn_text_sorts_the_other_way() {
 /// there, so the redriver must send them; it used to redrive only aggregates whose first
 /// row was diverted, and such an aggregate stayed parked for good (found by the Kafka
 /// outage test: 489 rows over 291 aggregates left after a redrive).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_redriver_sends_an_aggregate_left_with_rows_parked_only_behind_redriven_ones() {
-    let name = unique("parkbehind");
+/// A relay with `on_open: park` (so its redriver runs) on a fresh outbox table.
+async fn start_redriving_relay(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> (RelaySetup, Relay, String) {
     let table = format!("{name}_outbox");
-    let client = pg::connect().await;
-    pg::create_outbox_table(&client, &table, "jsonb", true).await;
-    let mut setup = RelaySetup::new(&name, &table);
+    pg::create_outbox_table(client, &table, "jsonb", true).await;
+    let mut setup = RelaySetup::new(name, &table);
     setup.sink_yaml = Some(format!(
         "  kind: kafka\n  kafka:\n    brokers: {}\n    circuit_breaker:\n      on_open: park\n",
         env::kafka_bootstrap()
     ));
     let mut relay = Relay::start(&setup);
     relay.wait_ready(Duration::from_secs(60));
-    let topic = format!("{}.Order", setup.topic_prefix);
+    (setup, relay, table)
+}
+
+/// A row in the parking table as the relay writes one: event `id` of aggregate
+/// `aggregate` (payload `{"n": n}`) at commit `lsn`, bound for `destination`.
+struct ParkedRow<'a> {
+    lsn: &'a str,
+    id: String,
+    aggregate: &'a str,
+    destination: &'a str,
+    n: i64,
+    reason: &'a str,
+    error: &'a str,
+}
+
+async fn insert_parked(client: &tokio_postgres::Client, slot: &str, row: ParkedRow<'_>) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
+    let payload = format!("{{\"n\": {}}}", row.n).into_bytes();
+    client
+        .execute(
+            "INSERT INTO outbox_relay.parked (slot, commit_lsn, seq, event_id, aggregate_type,
+               aggregate_id, event_type, destination, payload, header_names, header_values,
+               timestamp_ms, commit_time_us, reason, error)
+             VALUES ($1, $2::text::pg_lsn, 0, $3, 'Order', $4, 'T', $5, $6, '{}', '{}',
+               $7, $8, $9, $10)",
+            &[
+                &slot,
+                &row.lsn,
+                &row.id,
+                &row.aggregate,
+                &row.destination,
+                &payload,
+                &now_ms,
+                &(now_ms * 1000),
+                &row.reason,
+                &row.error,
+            ],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redriver_sends_an_aggregate_left_with_rows_parked_only_behind_redriven_ones() {
+    let name = unique("parkbehind");
+    let client = pg::connect().await;
+    let (setup, mut relay, table) = start_redriving_relay(&client, &name).await;
+    let topic = format!("{}.Order", setup.topic_prefix);
     for (n, lsn) in [(1, "0/10"), (2, "0/20")] {
-        let payload = format!("{{\"n\": {n}}}").into_bytes();
-        client
-            .execute(
-                "INSERT INTO outbox_relay.parked (slot, commit_lsn, seq, event_id, aggregate_type,
-                   aggregate_id, event_type, destination, payload, header_names, header_values,
-                   timestamp_ms, commit_time_us, reason, error)
-                 VALUES ($1, $2::text::pg_lsn, 0, $3, 'Order', 'L', 'T', $4, $5, '{}', '{}',
-                   $6, $7, 'behind_parked', 'an earlier event of aggregate \"L\" is parked')",
-                &[
-                    &setup.slot(),
-                    &lsn,
-                    &format!("behind-{n}"),
-                    &topic,
-                    &payload,
-                    &now_ms,
-                    &(now_ms * 1000),
-                ],
-            )
-            .await
-            .unwrap();
+        insert_parked(
+            &client,
+            &setup.slot(),
+            ParkedRow {
+                lsn,
+                id: format!("behind-{n}"),
+                aggregate: "L",
+                destination: &topic,
+                n,
+                reason: "behind_parked",
+                error: "an earlier event of aggregate \"L\" is parked",
+            },
+        )
+        .await;
     }
+
     let records = {
         let topic = topic.clone();
         tokio::task::spawn_blocking(move || {
@@ -349,6 +391,50 @@ async fn the_redriver_sends_an_aggregate_left_with_rows_parked_only_behind_redri
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(left, 0, "nothing left parked");
+    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
+}
+
+/// A diverted event (`circuit_open`) that the sink refuses for good when the redriver
+/// offers it needs an operator from then on: its row takes the refusal's reason and the
+/// redriver stops offering it. It used to keep `circuit_open`, and the redriver offered
+/// it again at every look (every 5 s), for ever, `attempts` counting up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverted_event_refused_for_good_at_redrive_is_left_to_an_operator() {
+    let name = unique("parkrefused");
+    let client = pg::connect().await;
+    let (setup, mut relay, table) = start_redriving_relay(&client, &name).await;
+    insert_parked(
+        &client,
+        &setup.slot(),
+        ParkedRow {
+            lsn: "0/10",
+            id: "refused-1".into(),
+            aggregate: "R",
+            // Not a Kafka topic name: the sink refuses it before sending.
+            destination: "no such topic!",
+            n: 1,
+            reason: "circuit_open",
+            error: "the circuit of \"no such topic!\" is open",
+        },
+    )
+    .await;
+    // Three of the redriver's looks.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let row = client
+        .query_one(
+            "SELECT reason, attempts, error FROM outbox_relay.parked WHERE slot = $1",
+            &[&setup.slot()],
+        )
+        .await
+        .unwrap();
+    let (reason, attempts, error): (String, i32, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (reason.as_str(), attempts),
+        ("no_route", 1),
+        "offered once, then left to an operator (error: {error})"
+    );
+    assert!(error.contains("no such topic!"), "{error}");
     assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
     pg::cleanup(&client, &setup.slot(), &setup.publication(), &[&table]).await;
 }

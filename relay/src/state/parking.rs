@@ -439,21 +439,23 @@ impl StateStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// Records a failed redrive of a parked event: the new error, one more attempt.
+    /// Records a failed redrive of a parked event: the new error, one more attempt, and
+    /// for a permanent failure its new `reason`.
     pub async fn redrive_failed(
         &self,
         commit_lsn: &str,
         seq: i64,
         error: &str,
+        reason: Option<&str>,
     ) -> Result<(), RelayError> {
         self.client
             .execute(
                 &format!(
-                    "UPDATE {} SET error = $4, attempts = attempts + 1
+                    "UPDATE {} SET error = $4, attempts = attempts + 1, reason = coalesce($5, reason)
                       WHERE slot = $1 AND commit_lsn = $2::text::pg_lsn AND seq = $3",
                     self.parked
                 ),
-                &[&self.slot, &commit_lsn, &seq, &error],
+                &[&self.slot, &commit_lsn, &seq, &error, &reason],
             )
             .await?;
         Ok(())
