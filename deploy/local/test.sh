@@ -13,10 +13,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 "$here/deps.sh"
 "$here/postgres.sh" start >/dev/null
 # Slots that killed or failed test runs left behind (named by tests/src unique():
-# <prefix>_<pid>_<8 hex>) would keep their WAL forever on a machine that runs the suite
-# again and again; inactive ones are dropped.
+# <prefix>_<pid>_<8 hex>, and <…>_<shard> for source.shards) would keep their WAL forever
+# on a machine that runs the suite again and again; inactive ones are dropped. (Four
+# shard slots of a failed run once held 6.5 GB each: the pattern missed the suffix.)
 "$here/postgres.sh" psql -Atc "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots
-  WHERE NOT active AND slot_name ~ '_[0-9]+_[0-9a-f]{8}\$'" | sed 's/^/dropped leftover test slots: /'
+  WHERE NOT active AND slot_name ~ '_[0-9]+_[0-9a-f]{8}(_[0-9]+)?\$'" | sed 's/^/dropped leftover test slots: /'
 "$here/kafka.sh" start
 "$here/aws.sh" start
 "$here/aws.sh" fauxqs-start
