@@ -21,7 +21,7 @@ use super::budget::Budget;
 use super::bulkhead::Bulkhead;
 use super::cleanup::CleanupObserver;
 use super::diversion::Diversion;
-use super::pacing::Pacing;
+use super::pacing::{Pacing, ReadPace};
 use super::reader::{Batch, Reader};
 use super::rejections::Rejections;
 use super::Progress;
@@ -75,7 +75,7 @@ pub struct Flow {
     cleanup: Option<CleanupObserver>,
     pacing: Pacing,
     /// A new read gap for the stream, for the session to apply (see `pacing.rs`).
-    read_gap: Option<Option<Duration>>,
+    read_pace: Option<ReadPace>,
 }
 
 impl Flow {
@@ -136,13 +136,13 @@ impl Flow {
             metrics,
             cleanup: state.cleanup,
             pacing: Pacing::default(),
-            read_gap: None,
+            read_pace: None,
         }
     }
 
-    /// The read gap the stream should use now, when it changed (see `pacing.rs`).
-    pub fn take_read_gap(&mut self) -> Option<Option<Duration>> {
-        self.read_gap.take()
+    /// The pace the stream should read at now, when it changed (see `pacing.rs`).
+    pub fn take_read_pace(&mut self) -> Option<ReadPace> {
+        self.read_pace.take()
     }
 
     /// Takes one message of the replication stream. `Ok(false)`: shutdown was requested
@@ -161,8 +161,8 @@ impl Flow {
                 match decode(&data, DecodeContext::TOP_LEVEL) {
                     Ok(m) => {
                         if let LogicalReplicationMessage::Begin(b) = &m {
-                            if let Some(gap) = self.pacing.on_begin(b.commit_ts, unix_now_us()) {
-                                self.read_gap = Some(gap);
+                            if let Some(pace) = self.pacing.on_begin(b.commit_ts, unix_now_us()) {
+                                self.read_pace = Some(pace);
                             }
                         }
                         if let Some(c) = &mut self.cleanup {

@@ -17,6 +17,25 @@ use outbox_pgoutput::time::pg_timestamp_to_unix_micros;
 /// The least time between two reads that find the socket drained, while catching up.
 pub const READ_GAP: Duration = Duration::from_millis(1);
 
+/// How the replication stream should read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPace {
+    /// As soon as bytes arrive (keeping up).
+    Immediate,
+    /// At most once per this gap when the socket is drained (catching up).
+    Gap(Duration),
+}
+
+impl ReadPace {
+    /// What `ReplicationStream::coalesce_reads` takes.
+    pub fn gap(self) -> Option<Duration> {
+        match self {
+            ReadPace::Immediate => None,
+            ReadPace::Gap(gap) => Some(gap),
+        }
+    }
+}
+
 /// A transaction read this long after its commit means the relay is behind.
 pub const CATCHING_UP_AFTER_US: i64 = 100_000;
 
@@ -28,14 +47,18 @@ pub struct Pacing {
 
 impl Pacing {
     /// A transaction begins (pgoutput's Begin carries its commit time); `now_us` is the
-    /// relay's clock. Returns the read gap to use when it changed, `None` otherwise.
-    pub fn on_begin(&mut self, commit_ts: i64, now_us: i64) -> Option<Option<Duration>> {
+    /// relay's clock. Returns the pace to read at when it changed, `None` otherwise.
+    pub fn on_begin(&mut self, commit_ts: i64, now_us: i64) -> Option<ReadPace> {
         let behind = now_us - pg_timestamp_to_unix_micros(commit_ts) > CATCHING_UP_AFTER_US;
         if behind == self.catching_up {
             return None;
         }
         self.catching_up = behind;
-        Some(behind.then_some(READ_GAP))
+        Some(if behind {
+            ReadPace::Gap(READ_GAP)
+        } else {
+            ReadPace::Immediate
+        })
     }
 }
 
@@ -54,11 +77,15 @@ mod tests {
         assert_eq!(p.on_begin(commit_at(5_000), now), None, "keeping up");
         assert_eq!(
             p.on_begin(commit_at(CATCHING_UP_AFTER_US + 1), now),
-            Some(Some(READ_GAP)),
+            Some(ReadPace::Gap(READ_GAP)),
             "behind: pace"
         );
         assert_eq!(p.on_begin(commit_at(2_000_000), now), None, "still behind");
-        assert_eq!(p.on_begin(commit_at(1_000), now), Some(None), "caught up");
+        assert_eq!(
+            p.on_begin(commit_at(1_000), now),
+            Some(ReadPace::Immediate),
+            "caught up"
+        );
         assert_eq!(p.on_begin(commit_at(CATCHING_UP_AFTER_US), now), None);
     }
 }

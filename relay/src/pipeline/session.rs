@@ -521,8 +521,8 @@ async fn stream(
         if !go_on {
             return Ok(()); // shutdown while waiting
         }
-        if let Some(gap) = flow.take_read_gap() {
-            stream.coalesce_reads(gap);
+        if let Some(pace) = flow.take_read_pace() {
+            stream.coalesce_reads(pace.gap());
         }
     }
 }

@@ -4,7 +4,7 @@
 use outbox_pgoutput::{Begin, Commit, LogicalReplicationMessage as M, Lsn};
 
 use super::super::ack::unix_now_us;
-use super::super::pacing::READ_GAP;
+use super::super::pacing::{ReadPace, READ_GAP};
 use super::*;
 
 /// Microseconds from 1970 to PostgreSQL's epoch (2000-01-01).
@@ -32,15 +32,27 @@ async fn empty_tx(h: &mut Harness, commit_ts: i64) {
 #[tokio::test]
 async fn reads_are_paced_while_catching_up_and_immediate_once_caught_up() {
     let mut h = Harness::start(Setup::default()).await;
-    assert_eq!(h.flow.take_read_gap(), None, "nothing read yet");
+    assert_eq!(h.flow.take_read_pace(), None, "nothing read yet");
     let now_pg = unix_now_us() - PG_EPOCH_US;
     empty_tx(&mut h, now_pg).await;
-    assert_eq!(h.flow.take_read_gap(), None, "recent: reads stay immediate");
+    assert_eq!(
+        h.flow.take_read_pace(),
+        None,
+        "recent: reads stay immediate"
+    );
     empty_tx(&mut h, now_pg - 60_000_000).await;
-    assert_eq!(h.flow.take_read_gap(), Some(Some(READ_GAP)), "a minute old");
-    assert_eq!(h.flow.take_read_gap(), None, "told once");
+    assert_eq!(
+        h.flow.take_read_pace(),
+        Some(ReadPace::Gap(READ_GAP)),
+        "a minute old"
+    );
+    assert_eq!(h.flow.take_read_pace(), None, "told once");
     empty_tx(&mut h, now_pg - 30_000_000).await;
-    assert_eq!(h.flow.take_read_gap(), None, "still behind");
+    assert_eq!(h.flow.take_read_pace(), None, "still behind");
     empty_tx(&mut h, unix_now_us() - PG_EPOCH_US).await;
-    assert_eq!(h.flow.take_read_gap(), Some(None), "caught up");
+    assert_eq!(
+        h.flow.take_read_pace(),
+        Some(ReadPace::Immediate),
+        "caught up"
+    );
 }
