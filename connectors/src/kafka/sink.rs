@@ -5,12 +5,16 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{
+    BaseRecord, DeliveryFuture, FutureProducer, FutureRecord, Producer, ThreadedProducer,
+};
 
 use super::circuits::KafkaCircuits;
 use super::context::RelayKafkaContext;
+use super::delivery::BatchDelivery;
 use super::stats::StatsCell;
 use super::{classify, KafkaConfig};
 use crate::policy::CircuitReport;
@@ -25,7 +29,8 @@ const PROBE_TICK: Duration = Duration::from_millis(250);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct KafkaPublisher {
-    producer: FutureProducer<RelayKafkaContext>,
+    /// Delivery reports go to one state per batch (`delivery.rs`).
+    producer: Arc<ThreadedProducer<RelayKafkaContext>>,
     circuits: Arc<KafkaCircuits>,
     prober: Option<tokio::task::JoinHandle<()>>,
     stats: StatsCell,
@@ -50,7 +55,7 @@ impl KafkaPublisher {
         }
         let circuits = Arc::new(KafkaCircuits::new(config.circuit_breaker.settings()));
         let stats = StatsCell::default();
-        let producer: FutureProducer<RelayKafkaContext> = client
+        let producer: ThreadedProducer<RelayKafkaContext> = client
             .create_with_context(RelayKafkaContext::new(circuits.clone(), stats.clone()))
             .map_err(|e| {
                 PublishError::new(
@@ -59,6 +64,7 @@ impl KafkaPublisher {
                     format!("sink.kafka: cannot create the producer: {e}"),
                 )
             })?;
+        let producer = Arc::new(producer);
         // Outside a runtime (unit tests of the configuration) there is nothing to probe.
         let prober = (config.circuit_breaker.settings().is_some()
             && tokio::runtime::Handle::try_current().is_ok())
@@ -71,9 +77,48 @@ impl KafkaPublisher {
         })
     }
 
-    async fn enqueue(&self, event: &OutboxEvent) -> Result<DeliveryFuture, PublishError> {
-        enqueue(&self.producer, event).await
+    /// Hands record `index` of `batch` to librdkafka, waiting while its queue is full; a
+    /// record it refuses is settled with the refusal.
+    async fn enqueue(&self, event: &OutboxEvent, batch: &Arc<BatchDelivery>, index: usize) {
+        let headers = headers_of(event);
+        let mut record = BaseRecord::with_opaque_to(&event.destination, batch.slot(index))
+            .key(event.aggregate_id.as_bytes())
+            .timestamp(event.timestamp_ms)
+            .headers(headers);
+        if let Some(payload) = &event.payload {
+            record = record.payload(payload.as_ref());
+        }
+        if let Some(partition) = event.partition {
+            record = record.partition(partition);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                }
+                Err((err, back)) => {
+                    // The slot goes with the record: settle it before it drops.
+                    batch.settle(index, Err(classify(&err)));
+                    drop(back);
+                    return;
+                }
+            }
+        }
     }
+}
+
+/// The event's headers as librdkafka takes them.
+fn headers_of(event: &OutboxEvent) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(event.headers.len());
+    for (key, value) in &event.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_ref()),
+        });
+    }
+    headers
 }
 
 /// Kafka's own rule for topic names (Topic.validate): 1 to 249 of [a-zA-Z0-9._-], not
@@ -102,13 +147,7 @@ pub(super) async fn enqueue(
     producer: &FutureProducer<RelayKafkaContext>,
     event: &OutboxEvent,
 ) -> Result<DeliveryFuture, PublishError> {
-    let mut headers = OwnedHeaders::new_with_capacity(event.headers.len());
-    for (key, value) in &event.headers {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value.as_ref()),
-        });
-    }
+    let headers = headers_of(event);
     let mut record = FutureRecord::to(&event.destination)
         .key(event.aggregate_id.as_bytes())
         .timestamp(event.timestamp_ms)
@@ -142,7 +181,6 @@ impl Publisher for KafkaPublisher {
     }
 
     async fn accept(&self, batch: Vec<OutboxEvent>) -> Result<Delivery, PublishError> {
-        let mut pending = Vec::with_capacity(batch.len());
         let mut last_topic: Option<&Arc<str>> = None;
         for event in &batch {
             if last_topic.is_none_or(|t| !Arc::ptr_eq(t, &event.destination)) {
@@ -150,38 +188,26 @@ impl Publisher for KafkaPublisher {
                 last_topic = Some(&event.destination);
             }
         }
-        for event in batch {
-            let delivery = self.enqueue(&event).await;
-            pending.push((event, delivery));
+        let delivery = BatchDelivery::new(batch.len());
+        for (index, event) in batch.iter().enumerate() {
+            self.enqueue(event, &delivery, index).await;
         }
         let circuits = self.circuits.clone();
         let accepted_at = tokio::time::Instant::now();
         Ok(async move {
-            let mut outcomes = Vec::with_capacity(pending.len());
+            let results = delivery.wait().await;
+            let mut outcomes = Vec::with_capacity(batch.len());
             let mut delivered_to: Option<Arc<str>> = None;
-            for (event, delivery) in pending {
-                let result = match delivery {
-                    Err(e) => Err(e),
-                    Ok(fut) => match fut.await {
-                        Ok(Ok(_)) => {
-                            // One success per run of a topic is all its breaker needs.
-                            if delivered_to
-                                .as_ref()
-                                .is_none_or(|t| !Arc::ptr_eq(t, &event.destination))
-                            {
-                                circuits.on_delivered(&event.destination, accepted_at);
-                                delivered_to = Some(event.destination.clone());
-                            }
-                            Ok(())
-                        }
-                        Ok(Err((err, _message))) => Err(classify(&err)),
-                        Err(_canceled) => Err(PublishError::new(
-                            ErrorClass::Fatal,
-                            "producer_closed",
-                            "the Kafka producer was closed before delivery was confirmed",
-                        )),
-                    },
-                };
+            for (event, result) in batch.into_iter().zip(results) {
+                // One success per run of a topic is all its breaker needs.
+                if result.is_ok()
+                    && delivered_to
+                        .as_ref()
+                        .is_none_or(|t| !Arc::ptr_eq(t, &event.destination))
+                {
+                    circuits.on_delivered(&event.destination, accepted_at);
+                    delivered_to = Some(event.destination.clone());
+                }
                 outcomes.push(EventOutcome { event, result });
             }
             outcomes
@@ -210,18 +236,34 @@ impl Publisher for KafkaPublisher {
     }
 
     async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
-        probe_metadata(&self.producer, timeout).await
+        probe_metadata(self.producer.clone(), timeout).await
+    }
+}
+
+/// A producer whose client can be asked for metadata (both Kafka publishers' producers).
+pub(super) trait MetadataSource: Send + Sync + 'static {
+    fn metadata(&self, topic: Option<&str>, timeout: Duration) -> KafkaResult<Metadata>;
+}
+
+impl MetadataSource for ThreadedProducer<RelayKafkaContext> {
+    fn metadata(&self, topic: Option<&str>, timeout: Duration) -> KafkaResult<Metadata> {
+        self.client().fetch_metadata(topic, timeout)
+    }
+}
+
+impl MetadataSource for FutureProducer<RelayKafkaContext> {
+    fn metadata(&self, topic: Option<&str>, timeout: Duration) -> KafkaResult<Metadata> {
+        self.client().fetch_metadata(topic, timeout)
     }
 }
 
 /// Whether the brokers answer a metadata request within `timeout` (the health probe of
 /// both Kafka publishers).
-pub(super) async fn probe_metadata(
-    producer: &FutureProducer<RelayKafkaContext>,
+pub(super) async fn probe_metadata<P: MetadataSource>(
+    producer: Arc<P>,
     timeout: Duration,
 ) -> Result<(), PublishError> {
-    let producer = producer.clone();
-    tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
+    tokio::task::spawn_blocking(move || producer.metadata(None, timeout))
         .await
         .map_err(|e| PublishError::new(ErrorClass::Fatal, "kafka", e.to_string()))?
         .map(|_| ())
@@ -237,7 +279,7 @@ pub(super) async fn probe_metadata(
 /// Probes each open circuit whose cool-down has passed with a metadata request for its
 /// topic: an answer closes the circuit, none opens it again for a longer cool-down.
 async fn probe_open_circuits(
-    producer: FutureProducer<RelayKafkaContext>,
+    producer: Arc<ThreadedProducer<RelayKafkaContext>>,
     circuits: Arc<KafkaCircuits>,
 ) {
     let mut tick = tokio::time::interval(PROBE_TICK);
@@ -253,8 +295,7 @@ async fn probe_open_circuits(
                 let name = topic.to_string();
                 let ok = tokio::task::spawn_blocking(move || {
                     producer
-                        .client()
-                        .fetch_metadata(Some(&name), PROBE_TIMEOUT)
+                        .metadata(Some(&name), PROBE_TIMEOUT)
                         .is_ok_and(|m| {
                             m.topics()
                                 .iter()

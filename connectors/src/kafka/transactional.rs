@@ -503,7 +503,7 @@ impl Publisher for KafkaTransactionalPublisher {
     }
 
     async fn probe(&self, timeout: Duration) -> Result<(), PublishError> {
-        super::sink::probe_metadata(&self.inner.producer, timeout).await
+        super::sink::probe_metadata(Arc::new(self.inner.producer.clone()), timeout).await
     }
 }
 
